@@ -1,0 +1,55 @@
+"""Internal image helpers shared by every module that reads pixels.
+
+"dtype defines the range": uint8 images hold 0..255, float images hold sRGB in [0, 1]. These
+helpers move between the two, split off alpha and flatten an image into weighted pixels, so that
+no public function repeats that bookkeeping.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def to_float(image: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float in [0, 1] (float32 for uint8 unless ``dtype``)."""
+    if image.dtype == torch.uint8:
+        return image.to(dtype or torch.float32).div_(255.0)
+    if dtype is not None and image.dtype != dtype:
+        return image.to(dtype)
+    if image.dtype in (torch.float16, torch.bfloat16):
+        return image.float()
+    return image
+
+
+def like_input(image: Tensor, reference: Tensor) -> Tensor:
+    """Convert a float image in [0, 1] back to ``reference``'s dtype (uint8 is rounded)."""
+    if reference.dtype == torch.uint8:
+        return image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return image.to(reference.dtype)
+
+
+def split_alpha(image: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``[..., 3|4, H, W]`` -> (rgb ``[..., 3, H, W]``, alpha ``[..., 1, H, W]`` or None)."""
+    if image.shape[-3] == 4:
+        return image[..., :3, :, :], image[..., 3:, :, :]
+    return image, None
+
+
+def merge_alpha(rgb: Tensor, alpha: Tensor | None) -> Tensor:
+    """Inverse of :func:`split_alpha`; alpha passes through unchanged."""
+    return rgb if alpha is None else torch.cat([rgb, alpha.to(rgb.dtype)], dim=-3)
+
+
+def pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Image ``[..., 3|4, H, W]`` -> (colours ``[..., H*W, 3]`` in the image's dtype,
+    weights ``[..., H*W]`` (1 for opaque, 0 for alpha 0; None when there is no alpha)).
+
+    The colours are a view-friendly channel-last layout: ``movedim`` plus ``reshape``.
+    """
+    rgb, alpha = split_alpha(image)
+    colors = rgb.flatten(-2).transpose(-1, -2)  # [..., H*W, 3]
+    weights = None if alpha is None else (alpha.flatten(-2)[..., 0, :] > 0).to(
+        torch.float32 if not image.is_floating_point() else image.dtype
+    )
+    return colors, weights

@@ -1,0 +1,188 @@
+"""Every input check of torchpalette, in one place.
+
+Each check raises ``TypeError`` for a wrong type or dtype and ``ValueError`` for a wrong shape,
+range or value, and its message names the argument, what was expected and what was given, e.g.
+``image: expected shape [..., 3|4, H, W], got [5, 5]``. Checks that need the data (range, NaN)
+cost one reduction; they are done once per public call, never inside iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_tensor",
+    "check_image",
+    "check_colors",
+    "check_finite",
+    "check_range",
+    "check_int",
+    "check_choice",
+    "check_positive",
+    "shape_str",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    """``[2, 3, 4]`` style text for a shape, as used in every error message."""
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def check_tensor(x: Any, name: str) -> Tensor:
+    """Raise ``TypeError`` unless ``x`` is a ``torch.Tensor``; return it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_nonempty(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` has no elements."""
+    if x.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor, got shape {shape_str(x.shape)}")
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if a floating ``x`` holds NaN or infinity."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "infinity"
+        raise ValueError(f"{name}: expected finite values, got {bad}")
+
+
+def check_range(x: Tensor, name: str, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless every value of ``x`` lies in ``[low, high]``."""
+    lo, hi = torch.aminmax(x.detach())
+    lo_v, hi_v = float(lo), float(hi)
+    if lo_v < low or hi_v > high:
+        raise ValueError(
+            f"{name}: expected values in [{low:g}, {high:g}], got values in [{lo_v:g}, {hi_v:g}]"
+        )
+
+
+def check_float_dtype(x: Tensor, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` has a floating dtype."""
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
+
+
+def check_image(
+    image: Any,
+    name: str = "image",
+    *,
+    allow_alpha: bool = True,
+    check_values: bool = True,
+) -> Tensor:
+    """Validate an image ``[..., 3|4, H, W]``: uint8, or float in [0, 1].
+
+    Args:
+        image: the candidate image.
+        name: argument name used in error messages.
+        allow_alpha: accept 4 channels (RGBA).
+        check_values: for float images, check for NaN/inf and the [0, 1] range.
+
+    Returns:
+        The same tensor, unchanged.
+
+    Raises:
+        TypeError: not a tensor, or a dtype other than uint8 / float.
+        ValueError: fewer than 3 dims, a channel count other than 3 (or 4), an empty image,
+            NaN/inf, or float values outside [0, 1].
+    """
+    check_tensor(image, name)
+    channels = "3|4" if allow_alpha else "3"
+    if image.dtype != torch.uint8 and image.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype uint8 or a float dtype, got {image.dtype}")
+    if image.ndim < 3:
+        raise ValueError(
+            f"{name}: expected shape [..., {channels}, H, W], got {shape_str(image.shape)}"
+        )
+    c = image.shape[-3]
+    if c not in ((3, 4) if allow_alpha else (3,)):
+        hint = " (grey images: expand to 3 channels first)" if c == 1 else ""
+        raise ValueError(
+            f"{name}: expected {channels} channels at dim -3 of [..., {channels}, H, W], "
+            f"got {c} in shape {shape_str(image.shape)}{hint}"
+        )
+    check_nonempty(image, name)
+    if check_values and image.is_floating_point():
+        check_finite(image, name)
+        check_range(image, name, 0.0, 1.0)
+    return image
+
+
+def check_colors(
+    colors: Any,
+    name: str = "colors",
+    *,
+    min_ndim: int = 1,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+    check_values: bool = True,
+) -> Tensor:
+    """Validate a channel-last colour tensor ``[..., 3]`` of a floating dtype.
+
+    Args:
+        colors: the candidate colours.
+        name: argument name used in error messages.
+        min_ndim: fewest dims (2 for ``[..., K, 3]`` lists of colours).
+        value_range: allowed closed range (sRGB: (0, 1)); ``None`` skips the range check
+            (Lab, Oklab).
+        check_values: check for NaN/inf and the range.
+
+    Raises:
+        TypeError: not a tensor, or not a floating dtype.
+        ValueError: wrong shape, empty, NaN/inf, or out of range.
+    """
+    check_tensor(colors, name)
+    check_float_dtype(colors, name)
+    want = "[..., K, 3]" if min_ndim >= 2 else "[..., 3]"
+    if colors.ndim < min_ndim or colors.shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape {want}, got {shape_str(colors.shape)}")
+    check_nonempty(colors, name)
+    if check_values:
+        check_finite(colors, name)
+        if value_range is not None:
+            check_range(colors, name, *value_range)
+    return colors
+
+
+def check_int(
+    value: Any, name: str, *, low: int | None = None, high: int | None = None
+) -> int:
+    """Validate an integer argument in ``[low, high]`` (either bound optional); return it."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point()
+    ):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        raise ValueError(f"{name}: expected an int in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a real number > 0 (or >= 0); return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or math.isnan(value) or math.isinf(value):
+        rel = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {rel}, got {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """Validate that ``value`` is one of ``choices``; return it."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {list(choices)}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value

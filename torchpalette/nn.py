@@ -1,0 +1,1 @@
+"""nn.Module quantizer layers (placeholder; issue 6)."""
