@@ -4,10 +4,10 @@ batched, device-agnostic PyTorch operations. This module only re-exports the pub
 from . import nn
 from .color import lab_to_srgb, oklab_to_srgb, parse_colors, srgb_to_lab, srgb_to_oklab, to_hex
 from .difference import JND, adjacent_delta_e, delta_e
-from .histogram import Palette, dominant_colors, histogram
+from .histogram import dominant_colors, histogram
 from .io import read_image, write_image
 from .kmeans import KMeansResult, kmeans
-from .palette import palette
+from .palette import Palette, palette
 from .quantize import apply_palette, reduce_colors
 from .sort import sort_colors
 

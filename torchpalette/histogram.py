@@ -1,15 +1,5 @@
 """Histograms and dominant colours (placeholder; issue 5)."""
-from typing import NamedTuple
-
-from torch import Tensor
-
-
-class Palette(NamedTuple):
-    """A weighted palette: colours ``[..., K, 3]`` sRGB float in [0, 1] and weights ``[..., K]``
-    (pixel fractions summing to 1, sorted descending)."""
-
-    colors: Tensor
-    weights: Tensor
+from .palette import Palette
 
 
 def histogram(image, bins=256):
