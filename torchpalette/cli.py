@@ -1,19 +1,644 @@
-"""The `torchpalette` command (stub until the command-line issue)."""
+"""The ``torchpalette`` command: colour reports, palettes, colour difference and resumable
+dataset quantization.
+
+Every subcommand is a short function over the public API. Results go to stdout, errors to
+stderr as one line (``--debug`` shows the traceback). Exit status: 0 success, 1 a failure (an
+unreadable image, a failed write), 2 bad usage (missing file, bad option value, DST inside SRC).
+
+``quantize`` is built from pieces that a multi-process (torchrun) run reuses unchanged:
+:func:`plan_jobs` lists the sorted (source, output) pairs, :func:`shard` takes a deterministic,
+disjoint slice for a ``(rank, world_size)`` pair, :func:`pending_jobs` drops finished outputs,
+:func:`run_jobs` decodes in DataLoader workers, quantizes batches on the device and writes each
+output atomically (temp file + ``os.replace``), and returns a :class:`QuantizeStats` that ranks
+can :meth:`~QuantizeStats.merge` before :func:`print_summary`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
+import time
+import traceback
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import color, difference, histogram, io, palette as palette_mod, quantize
+from . import report as report_mod
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+FORMATS = ("hex", "json", "css", "gpl")
+
+
+class UsageError(Exception):
+    """Bad usage found after parsing (missing file, DST inside SRC): exit status 2."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an int in [{low}, {high}], got {value}")
+        return value
+
+    return parse
+
+
+def _device_name(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device: expected a usable device, got {name!r} (CUDA not available)")
+    return torch.device(name)
+
+
+def _existing_file(path: str, name: str = "IMAGE") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{name}: expected an existing file, got {path!r}")
+    return p
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _rgb255(colors: Tensor) -> list[list[int]]:
+    return colors.detach().float().cpu().mul(255).round().clamp(0, 255).int().tolist()
+
+
+def _hex(rgb: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _use_color(stream) -> bool:
+    """Truecolor escapes only where asked for (FORCE_COLOR) or where the terminal says so."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    tty = getattr(stream, "isatty", lambda: False)()
+    return tty and os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit")
+
+
+def swatches(colors: Tensor, *, use_color: bool, width: int = 2) -> str:
+    """Colours ``[K, 3]`` as one line: truecolor blocks, or space-separated hex codes."""
+    rgbs = _rgb255(colors)
+    if not use_color:
+        return " ".join(_hex(c) for c in rgbs)
+    return "".join(f"\x1b[48;2;{r};{g};{b}m{' ' * width}" for r, g, b in rgbs) + "\x1b[0m"
+
+
+# ----------------------------------------------------------------------------- formats
+def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: str) -> str:
+    """Render ``(name, colors [K, 3], weights [K] | None)`` entries as hex, json, css or gpl.
+
+    JSON is a list with one object per image: ``{"image", "colors": [{"hex", "rgb",
+    "weight"}]}``; ``quantize --palette`` reads it back (and gpl or any text of hex codes).
+    """
+    rows = []
+    for name, colors, weights in entries:
+        w = [None] * colors.shape[0] if weights is None else weights.float().cpu().tolist()
+        rows.append((name, [(_hex(c), c, x) for c, x in zip(_rgb255(colors), w)]))
+    if fmt == "json":
+        out = [
+            {"image": name, "colors": [{"hex": h, "rgb": c, "weight": x} for h, c, x in cols]}
+            for name, cols in rows
+        ]
+        return json.dumps(out, indent=2)
+    lines: list[str] = []
+    if fmt == "gpl":
+        names = ", ".join(Path(n).name for n, _ in rows)
+        n_cols = max(len(c) for _, c in rows)
+        lines += ["GIMP Palette", f"Name: {names}", f"Columns: {min(n_cols, 10)}", "#"]
+    for i, (name, cols) in enumerate(rows):
+        slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", Path(name).stem).strip("-") or f"image{i + 1}"
+        prefix = "" if len(rows) == 1 else f"{slug}-"
+        if fmt == "hex":
+            lines += ([f"# {name}"] if len(rows) > 1 else []) + [h for h, _, _ in cols]
+        elif fmt == "css":
+            lines.append(f"/* torchpalette: {name} */")
+            lines.append(":root {")
+            for j, (h, _, x) in enumerate(cols, 1):
+                note = "" if x is None else f" /* {100 * x:.2f}% */"
+                lines.append(f"  --{prefix}color-{j}: {h};{note}")
+            lines.append("}")
+        else:  # gpl
+            for j, (h, (r, g, b), x) in enumerate(cols, 1):
+                note = "" if x is None else f" {100 * x:.2f}%"
+                lines.append(f"{r:3d} {g:3d} {b:3d}\t{prefix}{j} {h}{note}")
+    return "\n".join(lines)
+
+
+def load_palette(path: Path) -> Tensor:
+    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
+    of ``#rrggbb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    rgb: list[list[int]]
+    if path.suffix.lower() == ".json" or stripped[:1] in "[{" and stripped:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list) or len(data) != 1 or "colors" not in data[0]:
+            got = f"{len(data)} palettes" if isinstance(data, list) else type(data).__name__
+            raise UsageError(f"--palette: expected one palette in {path}, got {got}")
+        rgb = [list(c["rgb"]) for c in data[0]["colors"]]
+    elif stripped.startswith("GIMP Palette"):
+        rgb = [
+            [int(x) for x in m.groups()]
+            for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+(\d+)", text, re.M)
+        ]
+    else:
+        rgb = [[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in re.findall(
+            r"#([0-9a-fA-F]{6})\b", text)]
+    if not 1 <= len(rgb) <= 256 or any(len(c) != 3 or not all(0 <= x <= 255 for x in c)
+                                       for c in rgb):
+        raise UsageError(f"--palette: expected 1..256 colours of 0-255 RGB in {path}, "
+                         f"got {len(rgb)} colours")
+    return torch.tensor(rgb, dtype=torch.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------- commands
+def _batched_palettes(paths, compute, device) -> list[tuple[Tensor, Tensor]]:
+    """Decode ``paths`` and run ``compute`` once per group of equal-shaped images."""
+    images = [io.read_image(p) for p in paths]
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, img in enumerate(images):
+        groups[tuple(img.shape)].append(i)
+    results: list = [None] * len(images)
+    for members in groups.values():
+        pal = compute(torch.stack([images[i] for i in members]).to(device))
+        for j, i in enumerate(members):
+            results[i] = (pal.colors[j].cpu(), pal.weights[j].cpu())
+    return results
+
+
+def cmd_palette(args) -> int:
+    paths = [_existing_file(p) for p in args.images]
+    device = resolve_device(args.device)
+    res = _batched_palettes(
+        paths, lambda x: palette_mod.palette(x, k=args.k, space=args.space, seed=args.seed),
+        device)
+    print(format_palettes([(str(p), c, w) for p, (c, w) in zip(paths, res)], args.format))
+    return 0
+
+
+def cmd_dominant(args) -> int:
+    path = _existing_file(args.image)
+    device = resolve_device(args.device)
+    (c, w), = _batched_palettes(
+        [path], lambda x: histogram.dominant_colors(x, top_n=args.top_n, bins=args.bins), device)
+    print(format_palettes([(str(path), c, w)], args.format))
+    return 0
+
+
+def _parse_color_arg(text: str) -> Tensor:
+    spec: object = text
+    if "," in text:
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            spec = tuple(int(p) for p in parts)
+        except ValueError:
+            raise UsageError(f"COLOR: expected hex, a colour name or r,g,b, got {text!r}") from None
+    try:
+        return color.parse_colors([spec])[0]
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"COLOR: {exc}") from None
+
+
+def cmd_delta_e(args) -> int:
+    a, b = (_parse_color_arg(c) for c in args.colors)
+    d = float(difference.delta_e(a, b, method=args.method))
+    under = d < difference.JND
+    ha, hb = (_hex(c) for c in _rgb255(torch.stack([a, b])))
+    if args.format == "json":
+        print(json.dumps({"a": ha, "b": hb, "method": args.method, "delta_e": d,
+                          "jnd": difference.JND, "under_jnd": under}))
+    else:
+        verdict = "under the JND: hardly distinguishable" if under else "above the JND: visibly different"
+        print(f"delta E ({args.method}) {ha} {hb} = {d:.4f} ({verdict}, JND = {difference.JND})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    path = _existing_file(args.image) if args.image else report_mod.SAMPLE
+    out = Path(args.output)
+    if not args.force:
+        report_mod.check_can_write(out)  # raises FileExistsError before any work is done
+    device = resolve_device(args.device)
+    rep = report_mod.make_report(path, top_n=args.top_n, colors=args.colors, device=device)
+    report_mod.write_report(rep, out, force=args.force)
+    use_color = _use_color(sys.stdout)
+    print(f"{path.name}: {rep.width}x{rep.height}, report written to {out}")
+    print(f"dominant colours ({len(rep.dominant)}): {swatches(rep.dominant_sorted, use_color=use_color)}")
+    print(f"k-means palette ({len(rep.palette)}): {swatches(rep.palette_sorted, use_color=use_color)}")
+    n_close = int((rep.dominant_de < difference.JND).sum())
+    print(f"sorted dominant neighbours under the JND ({difference.JND}): {n_close}")
+    for r in rep.reductions:
+        print(f"  {r.colors:2d} colours: mean dE00 {r.mean_de:6.2f}, indexed PNG "
+              f"{r.png_bytes / 1024:7.1f} KiB (original {rep.original_bytes / 1024:.1f} KiB)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- quantize
+@dataclass(frozen=True)
+class Job:
+    """One image to quantize: ``src`` under SRC, ``dst`` its PNG under DST, ``rel`` for messages."""
+
+    src: Path
+    dst: Path
+    rel: str
+
+
+@dataclass
+class QuantizeStats:
+    """Counts, failures and the time split of one :func:`run_jobs` (decode and encode seconds
+    are summed over workers/threads, so they can exceed the wall time)."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    decode_s: float = 0.0
+    quantize_s: float = 0.0
+    encode_s: float = 0.0
+    wall_s: float = 0.0
+
+    def merge(self, other: QuantizeStats) -> QuantizeStats:
+        """Combine the stats of two ranks (wall time: the slower one)."""
+        return QuantizeStats(
+            self.total + other.total, self.done + other.done, self.skipped + other.skipped,
+            sorted(self.failures + other.failures), self.decode_s + other.decode_s,
+            self.quantize_s + other.quantize_s, self.encode_s + other.encode_s,
+            max(self.wall_s, other.wall_s))
+
+
+def list_images(root: Path) -> list[str]:
+    """Image files under ``root`` (recursive, by suffix), as sorted POSIX relative paths."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in filenames:
+            if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(Path(dirpath, f).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def plan_jobs(src: Path, dst: Path) -> list[Job]:
+    """Every image under ``src`` paired with its ``.png`` output mirrored under ``dst``.
+
+    ``a.jpg`` becomes ``a.png``; where two sources would share an output (``a.jpg`` and
+    ``a.png``), the non-PNG ones keep their suffix (``a.jpg.png``).
+
+    Raises:
+        UsageError: SRC is not a folder, DST is inside SRC (or the same), or an output would land
+            inside SRC.
+    """
+    if not src.is_dir():
+        raise UsageError(f"SRC: expected an existing folder, got {str(src)!r}")
+    s, d = src.resolve(), dst.resolve()
+    if d == s or s in d.parents:
+        raise UsageError(f"DST: expected a folder outside SRC, got {str(dst)!r} inside {str(src)!r}")
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
+    rels = list_images(src)
+    outs = [str(Path(r).with_suffix(".png").as_posix()) for r in rels]
+    count: dict[str, int] = defaultdict(int)
+    for o in outs:
+        count[o] += 1
+    jobs = []
+    for rel, out in zip(rels, outs):
+        if count[out] > 1 and Path(rel).suffix.lower() != ".png":
+            out = rel + ".png"
+        target = d / out
+        if s in target.parents:
+            raise UsageError(f"DST: output {target} would be written inside SRC {str(src)!r}")
+        jobs.append(Job(src / rel, target, rel))
+    return jobs
+
+
+def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
+    """Rank ``rank``'s share of the sorted job list: every ``world_size``-th job, so the shards
+    are disjoint, cover every job exactly once, and differ in size by at most one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected an int in [0, {world_size - 1}], got {rank}")
+    return list(jobs[rank::world_size])
+
+
+def _temp_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.{os.getpid()}.tmp.png")
+
+
+def pending_jobs(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
+    """Jobs whose output is missing (all with ``overwrite``); stale temp files of an earlier,
+    killed run for these outputs are removed."""
+    todo = []
+    for job in jobs:
+        if job.dst.parent.is_dir():
+            for stale in job.dst.parent.glob(f".{glob_escape(job.dst.name)}.*.tmp.png"):
+                stale.unlink(missing_ok=True)
+        if overwrite or not job.dst.exists():
+            todo.append(job)
+    return todo
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Decodes one file per item in a DataLoader worker; errors become a reason string."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        t0 = time.perf_counter()
+        try:
+            image, error = io.read_image(self.paths[i]), None
+        except Exception as exc:  # an unreadable file is reported, never fatal
+            image, error = None, _one_line(exc)
+        return i, image, error, time.perf_counter() - t0
+
+
+def _as_list(items):
+    return items
+
+
+def write_atomic(image: Tensor, dst: Path, palette: Tensor | None) -> float:
+    """Write ``image`` to ``dst`` through a temp file + ``os.replace``; return the seconds."""
+    t0 = time.perf_counter()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(dst)
+    try:
+        io.write_image(image, tmp, palette=palette)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return time.perf_counter() - t0
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    quantize_fn: Callable[[Tensor], tuple[Tensor, Tensor]],
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+) -> QuantizeStats:
+    """Decode ``jobs`` in DataLoader workers, quantize equal-shaped images as one batch on
+    ``device`` with ``quantize_fn(uint8 [B, C, H, W]) -> (image [B, C, H, W], palettes
+    [B, K, 3])``, and write each output atomically from a thread pool."""
+    from tqdm.auto import tqdm
+
+    stats = QuantizeStats(total=len(jobs))
+    start = time.perf_counter()
+    loader = torch.utils.data.DataLoader(
+        _DecodeDataset([j.src for j in jobs]), batch_size=batch_size, num_workers=workers,
+        collate_fn=_as_list, persistent_workers=False)
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    inflight: deque = deque()
+
+    def settle(limit: int) -> None:
+        while len(inflight) > limit:
+            i, fut = inflight.popleft()
+            try:
+                stats.encode_s += fut.result()
+                stats.done += 1
+            except Exception as exc:
+                stats.failures.append((jobs[i].rel, _one_line(exc)))
+            bar.update(1)
+
+    pool = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)))
+    try:
+        for items in loader:
+            groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
+            for i, image, error, seconds in items:
+                stats.decode_s += seconds
+                if error is not None:
+                    stats.failures.append((jobs[i].rel, error))
+                    bar.update(1)
+                else:
+                    groups[tuple(image.shape)].append((i, image))
+            for members in groups.values():
+                t0 = time.perf_counter()
+                try:
+                    x = torch.stack([img for _, img in members]).to(device, non_blocking=True)
+                    out, pals = quantize_fn(x)
+                    out, pals = out.cpu(), pals.cpu()
+                except Exception as exc:
+                    stats.failures += [(jobs[i].rel, _one_line(exc)) for i, _ in members]
+                    bar.update(len(members))
+                    continue
+                stats.quantize_s += time.perf_counter() - t0
+                for j, (i, _) in enumerate(members):
+                    inflight.append((i, pool.submit(write_atomic, out[j], jobs[i].dst, pals[j])))
+            settle(2 * batch_size)
+        settle(0)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    stats.failures.sort()
+    stats.wall_s = time.perf_counter() - start
+    return stats
+
+
+def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
+    """The batch function for ``run_jobs`` from the options: a palette per image
+    (``--colors``), a fixed palette (``--palette``) or one fitted to all images
+    (``--fit-palette``)."""
+    kw = dict(space=args.space, dither=args.dither)
+    if args.palette is None and not args.fit_palette:
+        def per_image(x: Tensor):
+            pal = palette_mod.palette(x, k=args.colors, space=args.space, seed=args.seed)
+            return quantize.apply_palette(x, pal.colors, **kw), pal.colors
+        return per_image
+    if args.palette is not None:
+        fixed = load_palette(_existing_file(args.palette, "--palette"))
+    else:
+        fixed = fit_palette([j.src for j in jobs], args, device)
+    fixed = fixed.to(device)
+
+    def apply_fixed(x: Tensor):
+        pals = fixed.expand(x.shape[0], *fixed.shape)
+        return quantize.apply_palette(x, pals, **kw), pals
+    return apply_fixed
+
+
+def fit_palette(paths: Sequence[Path], args, device: torch.device) -> Tensor:
+    """One palette ``[K, 3]`` for all ``paths`` via ``tp.nn.PaletteQuantizer.fit``."""
+    from . import nn as tpnn
+
+    images = (io.read_image(p).to(device) for p in paths)
+    q = tpnn.PaletteQuantizer.fit_images(images, colors=args.colors, space=args.space) \
+        if hasattr(tpnn.PaletteQuantizer, "fit_images") else \
+        tpnn.PaletteQuantizer(None, space=args.space).fit(list(images), colors=args.colors)
+    return q.palette.detach().float()
+
+
+def print_summary(stats: QuantizeStats, *, timings: bool = False) -> int:
+    """Print the one-line summary (stdout) and the failures (stderr); return the exit status."""
+    rate = stats.done / stats.wall_s if stats.wall_s > 0 else 0.0
+    print(f"quantized {stats.done} images, skipped {stats.skipped} finished, "
+          f"{len(stats.failures)} failed in {stats.wall_s:.1f} s ({rate:.1f} images/s)")
+    if timings:
+        print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
+              f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
+              f"wall {stats.wall_s:.2f} s")
+    for rel, reason in stats.failures:
+        print(f"failed: {rel}: {reason}", file=sys.stderr)
+    return 1 if stats.failures else 0
+
+
+def cmd_quantize(args, *, rank: int = 0, world_size: int = 1) -> int:
+    src, dst = Path(args.src), Path(args.dst)
+    jobs = shard(plan_jobs(src, dst), rank, world_size)
+    device = resolve_device(args.device)
+    todo = pending_jobs(jobs, args.overwrite)
+    fn = make_quantizer(args, device, jobs)
+    stats = run_jobs(todo, fn, device=device, batch_size=args.batch_size, workers=args.workers,
+                     progress=not args.quiet and rank == 0)
+    stats.total, stats.skipped = len(jobs), len(jobs) - len(todo)
+    return print_summary(stats, timings=args.timings)
+
+
+# ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="torchpalette", formatter_class=fmt,
+                description="Colour palettes, dominant colours, colour difference and colour "
+                            "reduction with PyTorch.",
+                epilog="Example:\n  torchpalette report photo.jpg -o photo.html")
+    p.add_argument("--version", action="version", version=f"torchpalette {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name, func, help, example):
+        s = sub.add_parser(name, help=help, description=help, formatter_class=fmt,
+                           epilog=f"Example:\n  {example}")
+        s.set_defaults(func=func)
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks of errors")
+        return s
+
+    def device(s):
+        s.add_argument("--device", type=_device_name, default="auto",
+                       help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
+
+    s = cmd("report", cmd_report, "write the whole colour analysis of an image as one HTML file",
+            "torchpalette report photo.jpg -o photo-report.html")
+    s.add_argument("image", nargs="?", metavar="IMAGE", help="image file (default: the sample)")
+    s.add_argument("-o", "--output", default="torchpalette-report.html", help="HTML file to write")
+    s.add_argument("--top-n", type=_int_in(1, 4096), default=32, help="dominant colours shown")
+    s.add_argument("--colors", type=_int_in(1, 256), default=32, help="k-means palette size")
+    s.add_argument("--force", action="store_true", help="overwrite a file that is not a report")
+    device(s)
+
+    s = cmd("palette", cmd_palette, "k-means palette of one or more images",
+            "torchpalette palette a.jpg b.png -k 8 --format json > palettes.json")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    s.add_argument("-k", type=_int_in(1, 256), default=8, help="colours per palette (default: 8)")
+    s.add_argument("--format", choices=FORMATS, default="hex", help="output format (default: hex)")
+    s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
+                   help="clustering colour space (default: lab)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    device(s)
+
+    s = cmd("dominant", cmd_dominant, "most frequent colours of an image (3-D histogram)",
+            "torchpalette dominant photo.jpg --top-n 10 --format gpl > photo.gpl")
+    s.add_argument("image", metavar="IMAGE", help="image file")
+    s.add_argument("--top-n", type=_int_in(1, 4096), default=32, help="colours (default: 32)")
+    s.add_argument("--bins", type=_int_in(1, 256), default=16, help="bins per channel (default: 16)")
+    s.add_argument("--format", choices=FORMATS, default="hex", help="output format (default: hex)")
+    device(s)
+
+    s = cmd("delta-e", cmd_delta_e, "colour difference of two colours and the JND verdict",
+            "torchpalette delta-e '#ff8800' 255,140,0 --method ciede2000")
+    s.add_argument("colors", nargs=2, metavar="COLOR", help="#rrggbb, a CSS name, or r,g,b")
+    s.add_argument("--method", choices=("ciede2000", "cie94", "cie76", "cmc"), default="ciede2000",
+                   help="formula (default: ciede2000)")
+    s.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+
+    s = cmd("quantize", cmd_quantize, "reduce the colours of every image in a folder tree to "
+            "indexed PNGs (resumable)", "torchpalette quantize photos/ photos-16/ --colors 16 "
+            "--device cuda --workers 8")
+    s.add_argument("src", metavar="SRC", help="folder of images (read only)")
+    s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--palette", metavar="FILE", help="fixed palette: JSON of `palette`, .gpl or hex")
+    g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
+    s.add_argument("--colors", type=_int_in(1, 256), default=16,
+                   help="colours per image, or of the fitted palette (default: 16)")
+    s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
+                   help="colour space for matching (default: lab)")
+    s.add_argument("--dither", choices=("none", "ordered"), default="none", help="dithering")
+    s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
+    s.add_argument("--workers", type=_int_in(0, 256), default=min(4, os.cpu_count() or 1),
+                   help="DataLoader decode workers (default: min(4, CPUs))")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--timings", action="store_true", help="print the decode/quantize/encode split")
+    device(s)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``torchpalette`` and ``python -m torchpalette``."""
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="torchpalette", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"torchpalette {__version__}")
-    parser.parse_args(argv)
-    return 0
+    """Entry point of ``torchpalette`` and ``python -m torchpalette``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.func(args)
+    except (UsageError, FileExistsError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"torchpalette {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"torchpalette {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"torchpalette {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
