@@ -1,7 +1,45 @@
-"""palette() (placeholder; issue 4)."""
-from typing import NamedTuple
+"""palette(): an image's weighted k-means colour palette.
 
+Pixels are clustered in a perceptual space (CIELAB by default, or Oklab, or plain sRGB) with
+:func:`torchpalette.kmeans`; the palette is the cluster centres converted back to sRGB, weighted
+by the fraction of pixels in each cluster. Pixels with alpha 0 carry no weight.
+
+Two methods:
+
+* ``"hist"`` (default): pixels are binned into a 3-D colour histogram with ``bits`` bits per
+  channel (``2**(3*bits)`` bins), the occupied bins are compacted and clustered as weighted
+  points, each bin standing for the mean of its pixels and weighted by their count. The work
+  after binning depends on the number of distinct colour bins, not on the image size, so a
+  12-megapixel photo costs about as much to cluster as a thumbnail. With 6 bits a bin spans
+  4/255 per channel; the mean of its pixels is within a fraction of that of every pixel in it.
+* ``"exact"``: every pixel is a point (``max_pixels`` bounds the cost by subsampling).
+
+Internal building blocks for the layers (:mod:`torchpalette.nn`), all batched over ``[B, ...]``
+and sync-free except where noted:
+
+* :func:`_bin_pixels` — ``[B, 3, P]`` pixels -> compacted bins (means ``[B, M, 3]``, counts).
+* :func:`_palette_from_pixels` — ``[B, 3, P]`` pixels (+ weights) -> palette, either method.
+* :func:`_to_space` / :func:`_from_space` — unchecked sRGB <-> Lab / Oklab / sRGB.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import kornia.color as kc
+import torch
 from torch import Tensor
+
+from . import _validate as v
+from . import color as _color
+from ._image import split_alpha
+from .kmeans import _kmeans
+
+__all__ = ["Palette", "palette"]
+
+SPACES = ("lab", "oklab", "srgb")
+METHODS = ("hist", "exact")
 
 
 class Palette(NamedTuple):
@@ -12,7 +50,192 @@ class Palette(NamedTuple):
     weights: Tensor
 
 
+def palette(
+    image: Tensor,
+    k: int = 16,
+    *,
+    space: str = "lab",
+    max_pixels: int | None = None,
+    seed: int = 0,
+    method: str = "hist",
+    bits: int = 6,
+    **kmeans_kw: Any,
+) -> Palette:
+    """Weighted k-means palette of each image.
+
+    Args:
+        image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha-0 pixels are ignored.
+        k: palette size (>= 1). Images with fewer distinct colours (bins) than ``k`` warn and
+            get duplicate colours of weight 0.
+        space: clustering space, ``"lab"`` (CIELAB D65), ``"oklab"`` or ``"srgb"``.
+        max_pixels: cluster at most this many pixels per image (a random subset, the same
+            positions for every image of a batch); ``None`` uses all.
+        seed: seed of the k-means++ draws (and of the subset).
+        method: ``"hist"`` (3-D histogram bins as weighted points, fast) or ``"exact"``
+            (every pixel a point).
+        bits: bits per channel of the ``"hist"`` bins (1..8).
+        **kmeans_kw: passed to :func:`torchpalette.kmeans` (``max_iter``, ``tol``,
+            ``n_init``, ``init``).
+
+    Returns:
+        :class:`Palette`: colours ``[..., k, 3]`` sRGB in [0, 1] (float32, or the image's
+        float dtype) and weights ``[..., k]`` (sum 1, sorted descending).
+
+    Raises:
+        TypeError: not a tensor, wrong dtype, non-int ``k``/``seed``/``bits``.
+        ValueError: bad shape, empty, NaN, float values outside [0, 1], ``k < 1``, unknown
+            ``space``/``method``, or an image whose pixels all have alpha 0.
+
+    Example:
+        >>> import torch, torchpalette as tp
+        >>> img = torch.zeros(3, 4, 4, dtype=torch.uint8)
+        >>> img[0, :, :1] = 255  # a red quarter, the rest black
+        >>> pal = tp.palette(img, k=2)
+        >>> (pal.colors * 255).round(), pal.weights
+        (tensor([[  0.,   0.,   0.],
+                [255.,   0.,   0.]]), tensor([0.7500, 0.2500]))
+    """
+    v.check_image(image, "image")
+    k = v.check_int(k, "k", low=1)
+    v.check_choice(space, "space", SPACES)
+    v.check_choice(method, "method", METHODS)
+    bits = v.check_int(bits, "bits", low=1, high=8)
+    seed = v.check_int(seed, "seed")
+    if max_pixels is not None:
+        max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
+    batch = image.shape[:-3]
+    rgb, alpha = split_alpha(image)
+    rgb = rgb.reshape(-1, 3, rgb.shape[-2] * rgb.shape[-1])
+    weights = None
+    if alpha is not None:
+        weights = (alpha.reshape(rgb.shape[0], -1) > 0).float()
+        if bool((weights.sum(-1) == 0).any()):
+            raise ValueError(
+                "image: expected at least one pixel with alpha > 0 in every image, "
+                "got an image whose pixels are all transparent"
+            )
+    generator = torch.Generator().manual_seed(seed)
+    if max_pixels is not None and rgb.shape[-1] > max_pixels:
+        keep = torch.randperm(rgb.shape[-1], generator=generator)[:max_pixels].sort().values
+        keep = keep.to(rgb.device)
+        rgb = rgb[..., keep]
+        weights = None if weights is None else weights[..., keep]
+    colors, wts, degenerate = _palette_from_pixels(
+        rgb, k, weights=weights, space=space, method=method, bits=bits, generator=generator,
+        **kmeans_kw,
+    )
+    if bool(degenerate.any()):
+        warnings.warn(
+            f"palette: an image has fewer distinct colours than k={k}; "
+            "duplicate colours of weight 0 were returned",
+            UserWarning,
+            stacklevel=2,
+        )
+    if image.is_floating_point() and image.dtype in (torch.float32, torch.float64):
+        colors, wts = colors.to(image.dtype), wts.to(image.dtype)
+    return Palette(colors.reshape(*batch, k, 3), wts.reshape(*batch, k))
 
 
-def palette(image, k=16, *, space="lab", max_pixels=None, seed=0, **kmeans_kw):
-    raise NotImplementedError
+def _to_space(rgb: Tensor, space: str) -> Tensor:
+    """Unchecked sRGB ``[..., 3]`` float -> ``space`` (``"lab"``, ``"oklab"``, ``"srgb"``)."""
+    if space == "lab":
+        return kc.rgb_to_lab(rgb[..., None, None])[..., 0, 0]
+    if space == "oklab":
+        lin = kc.rgb_to_linear_rgb(rgb[..., None, None])[..., 0, 0]
+        lms = _color._matmul3(lin, _color._M1)
+        return _color._matmul3(lms.clamp_min(0).pow(1.0 / 3.0), _color._M2)
+    return rgb
+
+
+def _from_space(c: Tensor, space: str) -> Tensor:
+    """Unchecked ``space`` -> sRGB ``[..., 3]`` in [0, 1] (out-of-gamut values clipped)."""
+    if space == "lab":
+        return kc.lab_to_rgb(c[..., None, None], clip=True)[..., 0, 0]
+    if space == "oklab":
+        lin = _color._matmul3(_color._matmul3(c, _color._M2_INV).pow(3), _color._M1_INV)
+        return kc.linear_rgb_to_rgb(lin.clamp(0.0, 1.0)[..., None, None])[..., 0, 0]
+    return c.clamp(0.0, 1.0)
+
+
+def _bin_pixels(rgb: Tensor, weights: Tensor | None = None, bits: int = 6) -> tuple[Tensor, Tensor]:
+    """Bin pixels into a 3-D colour histogram and compact it to the occupied bins.
+
+    Args:
+        rgb: ``[B, 3, P]`` uint8 or float sRGB in [0, 1].
+        weights: ``[B, P]`` pixel weights (0 = ignored) or None.
+        bits: bits per channel; bin of a channel = ``round(255 x) >> (8 - bits)``.
+
+    Returns:
+        ``(means [B, M, 3], counts [B, M])``: float32 (float64 for float64 input) sRGB mean
+        of each occupied bin and its (weighted) pixel count; M is the largest number of
+        occupied bins over the batch, shorter rows are padded with count 0. One host sync
+        (to size M).
+    """
+    b, _, p = rgb.shape
+    dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
+    if rgb.dtype == torch.uint8:
+        q = rgb.to(torch.int32)
+        x = rgb.to(dtype) / 255.0
+    else:
+        x = rgb.to(dtype)
+        q = (x * 255.0).round_().to(torch.int32)
+    s = 8 - bits
+    q = q >> s
+    code = ((q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]).long()  # [B, P]
+    nb = 1 << (3 * bits)
+    code = code + torch.arange(b, device=rgb.device).unsqueeze(-1) * nb
+    w = None if weights is None else weights.to(dtype)
+    flat = code.reshape(-1)
+    counts = torch.bincount(flat, weights=None if w is None else w.reshape(-1), minlength=b * nb)
+    counts = counts.to(dtype)
+    sums = [
+        torch.bincount(flat, weights=(x[:, c] if w is None else x[:, c] * w).reshape(-1),
+                       minlength=b * nb).to(dtype)
+        for c in range(3)
+    ]
+    occ = counts > 0
+    (idx,) = occ.nonzero(as_tuple=True)  # sorted: element-major
+    row = idx // nb
+    n_occ = occ.view(b, nb).sum(-1)
+    m = int(n_occ.max())
+    start = n_occ.cumsum(0) - n_occ
+    pos = torch.arange(idx.numel(), device=rgb.device) - start[row]
+    cnt = counts[idx]
+    means = torch.zeros(b, m, 3, dtype=dtype, device=rgb.device)
+    means[row, pos] = torch.stack([sm[idx] for sm in sums], -1) / cnt.unsqueeze(-1)
+    out_counts = torch.zeros(b, m, dtype=dtype, device=rgb.device)
+    out_counts[row, pos] = cnt
+    return means, out_counts
+
+
+def _palette_from_pixels(
+    rgb: Tensor,
+    k: int,
+    *,
+    weights: Tensor | None = None,
+    space: str = "lab",
+    method: str = "hist",
+    bits: int = 6,
+    generator: torch.Generator | None = None,
+    **kmeans_kw: Any,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Unchecked palette core: ``rgb [B, 3, P]`` (uint8 or float sRGB), ``weights [B, P]``
+    -> (colours ``[B, k, 3]`` sRGB, weights ``[B, k]`` sorted descending, summing to 1,
+    degenerate ``[B]`` bool: fewer distinct points than k). One batched k-means for all B."""
+    if method == "hist":
+        pts, w = _bin_pixels(rgb, weights, bits)
+    else:
+        dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
+        pts = rgb.to(dtype).transpose(1, 2)
+        if rgb.dtype == torch.uint8:
+            pts = pts / 255.0
+        w = weights
+    res, degenerate = _kmeans(_to_space(pts, space), k, weights=w, generator=generator, **kmeans_kw)
+    if w is None:
+        w = torch.ones(res.labels.shape, dtype=pts.dtype, device=pts.device)
+    mass = torch.zeros(res.labels.shape[0], k, dtype=w.dtype, device=w.device)
+    mass.scatter_add_(1, res.labels, w.to(mass.dtype))
+    mass = mass / mass.sum(-1, keepdim=True)
+    mass, order = mass.sort(dim=-1, descending=True, stable=True)
+    colors = _from_space(res.centroids, space).gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
+    return colors, mass, degenerate
