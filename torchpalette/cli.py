@@ -493,13 +493,16 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
 
 
 def fit_palette(paths: Sequence[Path], args, device: torch.device) -> Tensor:
-    """One palette ``[K, 3]`` for all ``paths`` via ``tp.nn.PaletteQuantizer.fit``."""
+    """One palette ``[K, 3]`` for all ``paths`` (decoded in DataLoader workers; unreadable ones
+    skipped here and reported by the quantize pass) via ``tp.nn.PaletteQuantizer.fit``, which
+    all-reduces its statistics across ranks when torch.distributed is initialised."""
     from . import nn as tpnn
 
-    images = (io.read_image(p).to(device) for p in paths)
-    q = tpnn.PaletteQuantizer.fit_images(images, colors=args.colors, space=args.space) \
-        if hasattr(tpnn.PaletteQuantizer, "fit_images") else \
-        tpnn.PaletteQuantizer(None, space=args.space).fit(list(images), colors=args.colors)
+    loader = torch.utils.data.DataLoader(_DecodeDataset(paths), batch_size=args.batch_size,
+                                         num_workers=args.workers, collate_fn=_as_list)
+    images = (img for items in loader for _, img, err, _ in items if err is None)
+    q = tpnn.PaletteQuantizer.fit(images, colors=args.colors, space=args.space, seed=args.seed,
+                                  device=device)
     return q.palette.detach().float()
 
 
