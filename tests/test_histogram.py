@@ -218,6 +218,18 @@ def test_dominant_unpacked_path_equals_packed(monkeypatch):
     assert torch.equal(packed.weights, unpacked.weights)
 
 
+@pytest.mark.parametrize("shift", [31, 3])  # 3: forces the unpacked sums too
+def test_dominant_private_lanes_equal_single_copy(monkeypatch, shift):
+    # The CUDA path spreads pixels over private copies of every bin; check it on any device.
+    image, _ = random_image((3,), torch.uint8, "cpu", channels=4, seed=19)
+    image[1, 3, :2] = 0
+    ref = tp.dominant_colors(image, top_n=40, bins=4)
+    monkeypatch.setattr(hmod, "_SHIFT", shift)
+    monkeypatch.setattr(hmod, "_lanes", lambda device, total: 8)
+    got = tp.dominant_colors(image, top_n=40, bins=4)
+    assert torch.equal(ref.colors, got.colors) and torch.equal(ref.weights, got.weights)
+
+
 def test_dominant_deterministic(device):
     image, _ = random_image((3,), torch.float32, device, h=32, w=32, seed=17)
     a, b = tp.dominant_colors(image), tp.dominant_colors(image)
