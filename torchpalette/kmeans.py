@@ -214,7 +214,7 @@ def _kmeans(
         c0, degenerate = _kmeans_pp(xr, xxr, wr, k, n_init, generator)
         degenerate = degenerate.view(n_init, b).any(0)
     cent, n_iter = _lloyd(xr, xxr, wr, c0, thrr, max_iter)
-    labels, mind = _assign(xr, xxr, cent)
+    labels, mind = _assign(xr.transpose(1, 2), xxr, cent)
     inertia = (wr * mind).sum(-1)
     if not isinstance(init, Tensor) and n_init > 1:
         best = inertia.view(n_init, b).argmin(0)  # [B]
@@ -232,14 +232,29 @@ def _kmeans(
     return res, degenerate.reshape(batch)
 
 
-def _assign(x: Tensor, xx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest centroid: ``x [B, N, D]``, ``xx = |x|^2 [B, N]``, ``c [B, k, D]`` ->
-    (labels ``[B, N]`` int64, squared distance ``[B, N]``)."""
-    cc = (c * c).sum(-1)  # [B, k]
-    # |c|^2 - 2 x.c; |x|^2 is the same for every centroid so it is added after the min
-    dist = torch.baddbmm(cc.unsqueeze(1), x, c.transpose(1, 2), alpha=-2.0)  # [B, N, k]
-    mind, labels = dist.min(-1)
-    return labels, (mind + xx).clamp_min_(0.0)
+def _nearest(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest centroid without ``|x|^2``: centroids ``c [B, k, D]``, points transposed
+    ``xt [B, D, N]`` -> (labels ``[B, N]`` int64, ``min_j |c_j|^2 - 2 x.c_j`` ``[B, N]``).
+
+    Distances are laid out ``[B, k, N]`` and reduced with ``amin`` over dim 1 plus an equality
+    mask for the index: on CPU this is several times faster than ``argmin``/``min`` over a
+    short dim (ties pick the highest index). Shared with :mod:`torchpalette.quantize`.
+    """
+    k = c.shape[1]
+    cc = (c * c).sum(-1, keepdim=True)  # [B, k, 1]
+    dist = torch.baddbmm(cc, c, xt, alpha=-2.0)  # [B, k, N]
+    m = dist.amin(1, keepdim=True)
+    small = torch.uint8 if k <= 256 else torch.int32
+    ar = torch.arange(k, device=c.device, dtype=small).view(1, k, 1)
+    labels = ((dist == m).to(small) * ar).amax(1)
+    return labels.long(), m.squeeze(1)
+
+
+def _assign(xt: Tensor, xx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest centroid: ``xt [B, D, N]`` points transposed, ``xx = |x|^2 [B, N]``,
+    ``c [B, k, D]`` -> (labels ``[B, N]`` int64, squared distance ``[B, N]``)."""
+    labels, m = _nearest(c, xt)
+    return labels, (m + xx).clamp_min_(0.0)
 
 
 def _draw(p: Tensor, u: Tensor) -> Tensor:
@@ -293,19 +308,26 @@ def _lloyd(
     """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``)."""
     r, n, d = x.shape
     k = cent.shape[1]
-    kk = torch.arange(k, device=x.device)
-    xw = torch.cat([x * w.unsqueeze(-1), w.unsqueeze(-1)], dim=-1)  # [R, N, D + 1]
+    xt = x.transpose(1, 2).contiguous()  # [R, D, N]
+    xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [R, D + 1, N]
+    onehot_update = x.device.type != "cpu"  # GPU: one-hot bmm; CPU: scatter_add (faster)
+    kk = torch.arange(k, device=x.device).view(1, k, 1)
     active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
     n_far = min(k, n)
+    tiny = torch.finfo(x.dtype).tiny
     for it in range(max_iter):
-        labels, mind = _assign(x, xx, cent)
-        onehot = (labels.unsqueeze(-1) == kk).to(x.dtype)  # [R, N, k]
-        sums = torch.bmm(onehot.transpose(1, 2), xw)  # [R, k, D + 1]
-        count = sums[..., d:]
-        new = sums[..., :d] / count.clamp_min(torch.finfo(x.dtype).tiny)
+        labels, mind = _assign(xt, xx, cent)
+        if onehot_update:
+            onehot = (labels.unsqueeze(1) == kk).to(x.dtype)  # [R, k, N]
+            sums = torch.bmm(xw, onehot.transpose(1, 2))  # [R, D + 1, k]
+        else:
+            sums = xw.new_zeros(r, d + 1, k)
+            sums.scatter_add_(2, labels.unsqueeze(1).expand(-1, d + 1, -1), xw)
+        count = sums[:, d]  # [R, k]
+        new = (sums[:, :d] / count.clamp_min(tiny).unsqueeze(1)).transpose(1, 2)  # [R, k, D]
         # empty clusters: re-seed from the points farthest from their centroid
-        empty = count[..., 0] <= 0  # [R, k]
+        empty = count <= 0  # [R, k]
         far = torch.where(w > 0, mind, -1.0).topk(n_far, dim=-1).indices  # [R, n_far]
         rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
         seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))

@@ -136,6 +136,43 @@ def palette(
     return Palette(colors.reshape(*batch, k, 3), wts.reshape(*batch, k))
 
 
+_SRGB_TO_XYZ = (  # rows divided by the D65 white (0.95047, 1, 1.08883), as kornia.color
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_WHITE = (0.95047, 1.0, 1.08883)
+_F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
+
+
+def _lab_cf(rgb: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Fast unchecked sRGB -> CIELAB in channel-first layout: ``[B, 3, P]`` -> ``[B, 3, P]``.
+
+    The same formulas and constants as ``kornia.color.rgb_to_lab`` (the tests compare them),
+    but uint8 pixels are linearised by a 256-entry look-up table instead of ``pow(2.4)`` and
+    the two linear steps are 3x3 matrix products, which makes it several times faster on
+    large pixel sets. Float input is computed in its own dtype (float32 or float64).
+    """
+    dev = rgb.device
+    if rgb.dtype == torch.uint8:
+        lut = kc.rgb_to_linear_rgb(
+            torch.arange(256, device=dev, dtype=torch.float64).div(255.0).view(1, 1, 256)
+            .expand(3, 1, 256)
+        )[0, 0].to(dtype)
+        lin = lut[rgb.long()]
+    else:
+        dtype = rgb.dtype if rgb.dtype in (torch.float32, torch.float64) else torch.float32
+        lin = kc.rgb_to_linear_rgb(rgb.to(dtype).unsqueeze(-1)).squeeze(-1)
+    m = torch.tensor(_SRGB_TO_XYZ, dtype=dtype, device=dev)
+    m = m / torch.tensor(_WHITE, dtype=dtype, device=dev).unsqueeze(-1)
+    t = torch.matmul(m, lin)
+    thr = 0.008856
+    f = torch.where(t > thr, t.clamp(min=thr).pow(1.0 / 3.0), t * 7.787 + 4.0 / 29.0)
+    lab = torch.matmul(torch.tensor(_F_TO_LAB, dtype=dtype, device=dev), f)
+    lab[:, 0] -= 16.0
+    return lab
+
+
 def _to_space(rgb: Tensor, space: str) -> Tensor:
     """Unchecked sRGB ``[..., 3]`` float -> ``space`` (``"lab"``, ``"oklab"``, ``"srgb"``)."""
     if space == "lab":
@@ -145,6 +182,15 @@ def _to_space(rgb: Tensor, space: str) -> Tensor:
         lms = _color._matmul3(lin, _color._M1)
         return _color._matmul3(lms.clamp_min(0).pow(1.0 / 3.0), _color._M2)
     return rgb
+
+
+def _to_space_cf(rgb: Tensor, space: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Unchecked channel-first conversion of pixels: ``[B, 3, P]`` uint8 or float sRGB ->
+    ``[B, 3, P]`` in ``space`` (float ``dtype`` for uint8 input, else the input's float)."""
+    if space == "lab":
+        return _lab_cf(rgb, dtype)
+    x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb
+    return _to_space(x.transpose(1, 2), space).transpose(1, 2)
 
 
 def _from_space(c: Tensor, space: str) -> Tensor:
@@ -225,12 +271,11 @@ def _palette_from_pixels(
     if method == "hist":
         pts, w = _bin_pixels(rgb, weights, bits)
     else:
-        dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
-        pts = rgb.to(dtype).transpose(1, 2)
-        if rgb.dtype == torch.uint8:
-            pts = pts / 255.0
+        pts = _to_space_cf(rgb, space).transpose(1, 2)
         w = weights
-    res, degenerate = _kmeans(_to_space(pts, space), k, weights=w, generator=generator, **kmeans_kw)
+    if method == "hist":
+        pts = _to_space(pts, space)
+    res, degenerate = _kmeans(pts, k, weights=w, generator=generator, **kmeans_kw)
     if w is None:
         w = torch.ones(res.labels.shape, dtype=pts.dtype, device=pts.device)
     mass = torch.zeros(res.labels.shape[0], k, dtype=w.dtype, device=w.device)

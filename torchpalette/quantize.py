@@ -26,7 +26,8 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import merge_alpha, split_alpha
-from .palette import SPACES, Palette, _to_space, palette
+from .kmeans import _nearest as _nearest_centroid
+from .palette import SPACES, Palette, _to_space, _to_space_cf, palette
 
 __all__ = ["apply_palette", "palette_indices", "reduce_colors"]
 
@@ -70,9 +71,7 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
     k = pal.shape[-2]
     dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
     pal = pal.to(dtype)
-    ps = _to_space(pal, space)  # [B, K, 3]
-    pst = ps.transpose(1, 2)
-    pp = (ps * ps).sum(-1).unsqueeze(1)  # [B, 1, K]
+    ps = _to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
     offset = None
     if dither == "ordered":
         bayer = (_bayer(8).to(device=rgb.device, dtype=dtype) + 0.5) / 64.0 - 0.5
@@ -88,14 +87,13 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
     step = max(1, _CHUNK_ELEMS // max(1, b * k))
     for s in range(0, p, step):
-        x = rgb[..., s : s + step].to(dtype)
-        if rgb.dtype == torch.uint8:
-            x = x / 255.0
+        x = rgb[..., s : s + step]
+        if x.is_floating_point():
+            x = x.to(dtype)
         if offset is not None:
+            x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
             x = (x + offset[..., s : s + step]).clamp_(0.0, 1.0)
-        xs = _to_space(x.transpose(1, 2), space)  # [B, c, 3]
-        dist = torch.baddbmm(pp.expand(b, -1, -1), xs, pst.expand(b, -1, -1), alpha=-2.0)
-        labels[:, s : s + step] = dist.argmin(-1)
+        labels[:, s : s + step] = _nearest_centroid(ps, _to_space_cf(x, space, dtype))[0]
     return labels
 
 
