@@ -24,6 +24,8 @@ def to_float(image: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 
 def like_input(image: Tensor, reference: Tensor) -> Tensor:
     """Convert a float image in [0, 1] back to ``reference``'s dtype (uint8 is rounded)."""
+    if image.dtype == reference.dtype:  # already there (e.g. uint8 -> uint8): no rescaling
+        return image
     if reference.dtype == torch.uint8:
         return image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return image.to(reference.dtype)
