@@ -113,9 +113,7 @@ def kmeans(
     v.check_nonempty(points, "points")
     v.check_finite(points, "points")
     k = v.check_int(k, "k", low=1)
-    max_iter = v.check_int(max_iter, "max_iter", low=0)
-    n_init = v.check_int(n_init, "n_init", low=1)
-    tol = v.check_positive(tol, "tol", allow_zero=True)
+    _check_options(max_iter=max_iter, tol=tol, n_init=n_init)
     if weights is not None:
         v.check_tensor(weights, "weights")
         v.check_float_dtype(weights, "weights")
@@ -136,24 +134,7 @@ def kmeans(
         raise ValueError(
             f"k: expected at most the number of points with positive weight ({n_pos}), got {k}"
         )
-    if isinstance(init, Tensor):
-        v.check_float_dtype(init, "init")
-        want = (*points.shape[:-2], k, points.shape[-1])
-        try:
-            torch.broadcast_shapes(init.shape, want)
-            ok = init.shape[-2:] == want[-2:]
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"init: expected shape {v.shape_str(want)} (broadcastable), "
-                f"got {v.shape_str(init.shape)}"
-            )
-        v.check_finite(init, "init")
-        if n_init != 1:
-            raise ValueError(f"n_init: expected 1 when init is a tensor, got {n_init}")
-    else:
-        v.check_choice(init, "init", ["k-means++"])
+    _check_init(init, points.shape, k, n_init)
     result, degenerate = _kmeans(
         points, k, weights=weights, init=init, max_iter=max_iter, tol=tol, n_init=n_init,
         generator=generator,
@@ -166,6 +147,35 @@ def kmeans(
             stacklevel=2,
         )
     return result
+
+
+def _check_options(*, max_iter: int = 100, tol: float = 1e-4, n_init: int = 1) -> None:
+    """Validate the scalar k-means options (shared with :func:`torchpalette.palette`)."""
+    v.check_int(max_iter, "max_iter", low=0)
+    v.check_int(n_init, "n_init", low=1)
+    v.check_positive(tol, "tol", allow_zero=True)
+
+
+def _check_init(init: str | Tensor, shape: tuple[int, ...], k: int, n_init: int) -> None:
+    """Validate ``init`` against points of ``shape [..., N, D]``."""
+    if isinstance(init, Tensor):
+        v.check_float_dtype(init, "init")
+        want = (*shape[:-2], k, shape[-1])
+        try:
+            torch.broadcast_shapes(init.shape, want)
+            ok = tuple(init.shape[-2:]) == tuple(want[-2:])
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"init: expected shape {v.shape_str(want)} (broadcastable), "
+                f"got {v.shape_str(init.shape)}"
+            )
+        v.check_finite(init, "init")
+        if n_init != 1:
+            raise ValueError(f"n_init: expected 1 when init is a tensor, got {n_init}")
+    else:
+        v.check_choice(init, "init", ["k-means++"])
 
 
 def _kmeans(

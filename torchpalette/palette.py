@@ -34,7 +34,7 @@ from torch import Tensor
 from . import _validate as v
 from . import color as _color
 from ._image import split_alpha
-from .kmeans import _kmeans
+from .kmeans import _check_options, _kmeans
 
 __all__ = ["Palette", "palette"]
 
@@ -75,7 +75,7 @@ def palette(
             (every pixel a point).
         bits: bits per channel of the ``"hist"`` bins (1..8).
         **kmeans_kw: passed to :func:`torchpalette.kmeans` (``max_iter``, ``tol``,
-            ``n_init``, ``init``).
+            ``n_init``).
 
     Returns:
         :class:`Palette`: colours ``[..., k, 3]`` sRGB in [0, 1] (float32, or the image's
@@ -103,6 +103,13 @@ def palette(
     seed = v.check_int(seed, "seed")
     if max_pixels is not None:
         max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
+    unknown = set(kmeans_kw) - {"max_iter", "tol", "n_init"}
+    if unknown:
+        raise TypeError(
+            f"palette: unexpected keyword {sorted(unknown)[0]!r} "
+            "(k-means options: max_iter, tol, n_init)"
+        )
+    _check_options(**kmeans_kw)
     batch = image.shape[:-3]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, rgb.shape[-2] * rgb.shape[-1])
