@@ -190,17 +190,14 @@ def _fast_ciede2000(lab1: Tensor, lab2: Tensor, kL: float, kC: float, kH: float)
     return _compiled()(*rows, kL, kC, kH).reshape(shape)
 
 
-def _use_fast(fast: bool | None, method: str, lab1: Tensor, lab2: Tensor, needs_grad: bool) -> bool:
+def _use_fast(fast: bool | None, lab1: Tensor, lab2: Tensor, needs_grad: bool) -> bool:
     """Decide whether this call takes the compiled path (see module docstring)."""
     global _eager_pairs_seen
     if fast is False or _compile_failed or torch.compiler.is_compiling():
         return False
-    if method != "ciede2000" or lab1.device.type not in ("cpu", "cuda"):
+    if lab1.device.type not in ("cpu", "cuda"):
         if fast:
-            raise ValueError(
-                f"fast: expected method 'ciede2000' on cpu/cuda for fast=True, "
-                f"got method {method!r} on {lab1.device.type}"
-            )
+            raise ValueError(f"fast: expected a cpu or cuda device, got {lab1.device.type}")
         return False
     if needs_grad:
         if fast:
@@ -259,7 +256,7 @@ def delta_e(
         TypeError: ``a``/``b`` not float tensors; ``method``/``space`` not strings.
         ValueError: last dim not 3, empty, NaN/inf, sRGB values outside [0, 1], shapes that do
             not broadcast, different devices, unknown method/space, k <= 0, or ``fast=True``
-            with grad or another method.
+            with grad, another method or a device other than cpu/cuda.
 
     Note:
         CIEDE2000 follows Sharma, Wu & Dalal (2005) including their edge cases (hue of a
@@ -279,6 +276,10 @@ def delta_e(
     """
     method = v.check_choice(method, "method", METHODS)
     space = v.check_choice(space, "space", SPACES)
+    if fast is not None and not isinstance(fast, bool):
+        raise TypeError(f"fast: expected True, False or None, got {type(fast).__name__}")
+    if fast and method != "ciede2000":
+        raise ValueError(f"fast: expected method 'ciede2000' for fast=True, got {method!r}")
     kL = _check_k(kL, "kL", 2.0 if method == "cmc" else 1.0)
     kC, kH = _check_k(kC, "kC", 1.0), _check_k(kH, "kH", 1.0)
     rng = (0.0, 1.0) if space == "srgb" else None
@@ -305,7 +306,7 @@ def delta_e(
         return _cie94(lab1, lab2, kL, kC, kH)
     if method == "cmc":
         return _cmc(lab1, lab2, kL, kC, kH)
-    if _use_fast(fast, method, lab1, lab2, needs_grad):
+    if _use_fast(fast, lab1, lab2, needs_grad):
         try:
             return _fast_ciede2000(lab1, lab2, kL, kC, kH)
         except Exception as err:  # no C++ compiler / triton: eager from now on

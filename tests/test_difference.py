@@ -1,0 +1,363 @@
+"""difference.py: Sharma's reference pairs, scikit-image agreement, properties, gradients,
+bad input, and the compiled fast path's policy (the suite never compiles by default)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage.color import deltaE_cie76, deltaE_ciede94, deltaE_ciede2000, deltaE_cmc, rgb2lab
+
+import torchpalette as tp
+from torchpalette import difference as d
+
+DATA = Path(__file__).parent / "data"
+
+METHODS = ["cie76", "cie94", "ciede2000", "cmc"]
+BATCHES = [(), (2,), (2, 3)]
+FLOATS = [torch.float32, torch.float64]
+SKIMAGE = {
+    "cie76": deltaE_cie76,
+    "cie94": deltaE_ciede94,
+    "ciede2000": deltaE_ciede2000,
+    "cmc": lambda a, b: deltaE_cmc(a, b, kL=2, kC=1),  # our default CMC is 2:1
+}
+
+
+def _lab(n, dtype=torch.float64, seed=0, device="cpu"):
+    """Random Lab: L in [0, 100], a, b in [-128, 128) (includes out-of-gamut colours)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(*n, 3, generator=g, dtype=torch.float64)
+    x = x * torch.tensor([100.0, 256.0, 256.0], dtype=torch.float64) - torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64)
+    return x.to(device, dtype)
+
+
+# ------------------------------------------------------------------ reference values
+def _sharma():
+    data = np.loadtxt(DATA / "ciede2000_sharma2005.csv", delimiter=",", comments="#", skiprows=3)
+    t = torch.from_numpy(data)
+    return t[:, 1:4], t[:, 4:7], t[:, 7]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_sharma_2005_pairs(dtype, device):
+    lab1, lab2, expect = _sharma()
+    assert len(expect) == 34
+    out = tp.delta_e(lab1.to(device, dtype), lab2.to(device, dtype), space="lab")
+    assert out.dtype == dtype and out.shape == (34,)
+    # the table gives 4 decimals: float64 must match to 1e-4 (half a unit plus rounding);
+    # float32 carries ~1e-6 relative error on ΔE up to ~30, still well inside 1e-4 + 1e-5
+    tol = 1e-4 if dtype == torch.float64 else 1.1e-4
+    torch.testing.assert_close(out.cpu().double(), expect, atol=tol, rtol=0)
+    # CIEDE2000 is symmetric, and the pairs include both orders of several colours
+    torch.testing.assert_close(tp.delta_e(lab2.to(dtype), lab1.to(dtype), space="lab").double(), expect, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_matches_skimage(method, dtype):
+    a, b = _lab((10_000,), seed=1), _lab((10_000,), seed=2)
+    ref = torch.from_numpy(SKIMAGE[method](a.numpy(), b.numpy()))
+    out = tp.delta_e(a.to(dtype), b.to(dtype), method=method, space="lab")
+    assert out.dtype == dtype
+    # Same formulas: float64 differs only by operation order (~1e-13 measured), so 1e-9.
+    # float32: inputs are rounded to 24 bits and ~60 float32 ops follow; measured max relative
+    # error 5e-6 (ΔE >= 1), so 1e-4 relative with 1e-4 absolute below ΔE = 1.
+    if dtype == torch.float64:
+        torch.testing.assert_close(out, ref, atol=1e-9, rtol=1e-9)
+    else:
+        torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_srgb_space_matches_skimage(method):
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.rand(2000, 3, generator=g, dtype=torch.float64), torch.rand(2000, 3, generator=g, dtype=torch.float64)
+    ref = SKIMAGE[method](rgb2lab(a.numpy()), rgb2lab(b.numpy()))
+    torch.testing.assert_close(tp.delta_e(a, b, method=method), torch.from_numpy(ref), atol=1e-8, rtol=1e-8)
+
+
+def test_weights_and_cmc_mapping():
+    a, b = _lab((500,), seed=3), _lab((500,), seed=4)
+    for kl, kc in [(1, 1), (2, 1), (1.5, 0.7)]:
+        ref = deltaE_cmc(a.numpy(), b.numpy(), kL=kl, kC=kc)
+        torch.testing.assert_close(tp.delta_e(a, b, "cmc", "lab", kL=kl, kC=kc), torch.from_numpy(ref))
+    ref = deltaE_ciede94(a.numpy(), b.numpy(), kH=2, kC=0.5, kL=3)
+    torch.testing.assert_close(tp.delta_e(a, b, "cie94", "lab", kL=3, kC=0.5, kH=2), torch.from_numpy(ref))
+    ref = deltaE_ciede2000(a.numpy(), b.numpy(), kL=2, kC=0.5, kH=3)
+    torch.testing.assert_close(tp.delta_e(a, b, "ciede2000", "lab", kL=2, kC=0.5, kH=3), torch.from_numpy(ref))
+    # cie76 is plain distance and ignores the weights
+    torch.testing.assert_close(tp.delta_e(a, b, "cie76", "lab", kL=5), (a - b).norm(dim=-1))
+
+
+# ------------------------------------------------------------------ shapes, dtypes, devices
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batched_equals_looped(method, batch, dtype, device):
+    g = torch.Generator().manual_seed(7)
+    a = torch.rand(*batch, 3, generator=g, dtype=torch.float64).to(device, dtype)
+    b = torch.rand(*batch, 3, generator=g, dtype=torch.float64).to(device, dtype)
+    out = tp.delta_e(a, b, method=method)
+    assert out.shape == batch and out.dtype == dtype and out.device == a.device
+    flat_a, flat_b = a.reshape(-1, 3), b.reshape(-1, 3)
+    looped = torch.stack([tp.delta_e(x, y, method=method) for x, y in zip(flat_a, flat_b)])
+    torch.testing.assert_close(out.reshape(-1), looped)
+
+
+def test_broadcasting_and_dtype_promotion():
+    a = torch.rand(4, 1, 3)
+    b = torch.rand(5, 3, dtype=torch.float64)
+    out = tp.delta_e(a, b)
+    assert out.shape == (4, 5) and out.dtype == torch.float64
+    torch.testing.assert_close(out[2, 3], tp.delta_e(a[2, 0].double(), b[3]))
+    half = tp.delta_e(a.half(), a.half())
+    assert half.dtype == torch.float32 and (half == 0).all()
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_adjacent(batch, device):
+    g = torch.Generator().manual_seed(8)
+    colors = torch.rand(*batch, 6, 3, generator=g).to(device)
+    for method in METHODS:
+        out = tp.adjacent_delta_e(colors, method=method)
+        assert out.shape == (*batch, 5)
+        torch.testing.assert_close(out[..., 2], tp.delta_e(colors[..., 2, :], colors[..., 3, :], method=method))
+    lab = tp.srgb_to_lab(colors)
+    torch.testing.assert_close(tp.adjacent_delta_e(lab, space="lab"), tp.adjacent_delta_e(colors))
+
+
+def test_jnd():
+    assert tp.JND == 2.3
+
+
+# ------------------------------------------------------------------ properties
+lab_values = st.tuples(
+    st.floats(0, 100), st.floats(-128, 127), st.floats(-128, 127)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lab_values, lab_values)
+def test_properties(p, q):
+    a = torch.tensor(p, dtype=torch.float64)
+    b = torch.tensor(q, dtype=torch.float64)
+    for method in METHODS:
+        ab = tp.delta_e(a, b, method=method, space="lab")
+        assert ab.dtype == torch.float64 and torch.isfinite(ab) and ab >= 0
+        assert tp.delta_e(a, a, method=method, space="lab") == 0
+        if method in ("cie76", "ciede2000"):
+            torch.testing.assert_close(ab, tp.delta_e(b, a, method=method, space="lab"))
+        f32 = tp.delta_e(a.float(), b.float(), method=method, space="lab")
+        torch.testing.assert_close(f32.double(), ab, atol=1e-3, rtol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lab_values, lab_values)
+def test_gradients_finite(p, q):
+    a = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(q, dtype=torch.float64, requires_grad=True)
+    for method in METHODS:
+        ga, gb = torch.autograd.grad(tp.delta_e(a, b, method=method, space="lab"), (a, b))
+        assert torch.isfinite(ga).all() and torch.isfinite(gb).all()
+
+
+# (Lab 1, Lab 2) at the formulas' special points
+EDGES = {
+    "identical": ([50.0, 20.0, 20.0], [50.0, 20.0, 20.0]),
+    "both_grey": ([50.0, 0.0, 0.0], [60.0, 0.0, 0.0]),
+    "same_grey": ([50.0, 0.0, 0.0], [50.0, 0.0, 0.0]),
+    "hue_wrap": ([50.0, 10.0, -0.5], [55.0, 10.0, 0.5]),
+    "hue_wrap_far": ([50.0, 0.3, -10.0], [50.0, -0.3, -10.0]),
+    "tiny_chroma": ([50.0, 1e-2, 1e-2], [60.0, 5.0, 5.0]),
+    "near_identical": ([50.0, 20.0, 20.0], [50.0, 20.001, 20.0]),
+    "black_white": ([0.0, 0.0, 0.0], [100.0, 0.0, 0.0]),
+}
+# one grey, one chromatic: |(a, b)| is a cone point there, so no derivative exists to check,
+# but the gradient must still be finite
+NOT_DIFFERENTIABLE = {"grey_vs_colour": ([50.0, 0.0, 0.0], [60.0, 5.0, 5.0])}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", list(EDGES))
+def test_gradcheck(method, case):
+    p, q = EDGES[case]
+    a = torch.tensor([p, [40.0, 30.0, -20.0]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([q, [45.0, -10.0, 25.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y: tp.delta_e(x, y, method=method, space="lab"), (a, b))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("space", ["lab", "srgb"])
+def test_gradient_finite_at_special_points(method, space):
+    cases = list(EDGES.values()) + list(NOT_DIFFERENTIABLE.values())
+    a = torch.tensor([c[0] for c in cases], dtype=torch.float64)
+    b = torch.tensor([c[1] for c in cases], dtype=torch.float64)
+    if space == "srgb":  # greys, black, white, identical colours in sRGB
+        a = torch.tensor([[0.0] * 3, [1.0] * 3, [0.5] * 3, [0.2, 0.4, 0.6], [0.0] * 3], dtype=torch.float64)
+        b = torch.tensor([[0.0] * 3, [0.5] * 3, [0.5] * 3, [0.2, 0.4, 0.6], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+    out = tp.delta_e(a, b, method=method, space=space)
+    ga, gb = torch.autograd.grad(out.sum(), (a, b))
+    assert torch.isfinite(ga).all() and torch.isfinite(gb).all()
+
+
+def test_loss_moves_colour_towards_target():
+    target = torch.tensor([0.8, 0.2, 0.3])
+    x = torch.full((3,), 0.5, requires_grad=True)
+    opt = torch.optim.Adam([x], lr=0.05)
+    first = None
+    for _ in range(60):
+        loss = tp.delta_e(x.clamp(0, 1), target)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(tp.delta_e(x.detach().clamp(0, 1), target)) < first / 5
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "kwargs, err, msg",
+    [
+        (dict(a=torch.zeros(3, dtype=torch.uint8)), TypeError, "a: expected a floating dtype"),
+        (dict(b=[0.0, 0.0, 0.0]), TypeError, "b: expected a torch.Tensor"),
+        (dict(a=torch.zeros(4)), ValueError, r"a: expected shape \[..., 3\], got \[4\]"),
+        (dict(b=torch.zeros(0, 3)), ValueError, "b: expected a non-empty tensor"),
+        (dict(a=torch.tensor([0.0, float("nan"), 0.0])), ValueError, "a: expected finite values, got NaN"),
+        (dict(b=torch.tensor([0.0, float("inf"), 0.0])), ValueError, "b: expected finite values, got infinity"),
+        (dict(a=torch.tensor([0.0, 1.1, 0.0])), ValueError, r"a: expected values in \[0, 1\]"),
+        (dict(a=torch.zeros(2, 3), b=torch.zeros(3, 3)), ValueError, r"b: expected a shape broadcastable with a \[2, 3\], got \[3, 3\]"),
+        (dict(method="ciede2001"), ValueError, r"method: expected one of .*got 'ciede2001'"),
+        (dict(method=None), TypeError, "method: expected one of"),
+        (dict(space="hsv"), ValueError, r"space: expected one of \['srgb', 'lab'\], got 'hsv'"),
+        (dict(kL=0), ValueError, "kL: expected a finite number > 0, got 0.0"),
+        (dict(kC=-1.0), ValueError, "kC: expected a finite number > 0"),
+        (dict(kH=float("nan")), ValueError, "kH: expected a finite number > 0"),
+        (dict(kH="1"), TypeError, "kH: expected a number, got str"),
+        (dict(method="cie76", fast=True), ValueError, "fast: expected method 'ciede2000'"),
+        (dict(fast=1), TypeError, "fast: expected True, False or None, got int"),
+    ],
+)
+def test_bad_input(kwargs, err, msg):
+    args = dict(a=torch.full((3,), 0.5), b=torch.full((3,), 0.25)) | kwargs
+    with pytest.raises(err, match=msg):
+        tp.delta_e(**args)
+
+
+def test_bad_input_fast_with_grad_and_adjacent():
+    a = torch.rand(3, requires_grad=True)
+    with pytest.raises(ValueError, match="fast=True is forward-only"):
+        tp.delta_e(a, torch.rand(3), fast=True)
+    with pytest.raises(ValueError, match=r"colors: expected at least 2 colours.*got \[1, 3\]"):
+        tp.adjacent_delta_e(torch.rand(1, 3))
+    with pytest.raises(ValueError, match=r"colors: expected shape \[..., K, 3\], got \[3\]"):
+        tp.adjacent_delta_e(torch.rand(3))
+    with pytest.raises(ValueError, match=r"a: expected values in \[0, 1\]"):
+        tp.adjacent_delta_e(torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]))
+
+
+# ------------------------------------------------------------------ fast path
+def test_forward_only_formula_equals_safe_one():
+    a, b = _lab((5000,), torch.float32, seed=11), _lab((5000,), torch.float32, seed=12)
+    a[:100, 1:] = 0  # greys and the chroma-zero branches
+    b[50:150] = a[50:150]
+    rows = (*a.unbind(-1), *b.unbind(-1))
+    torch.testing.assert_close(d._ciede2000_rows(*rows, 1.0, 1.0, 1.0), tp.delta_e(a, b, space="lab"))
+
+
+@pytest.fixture
+def fake_compile(monkeypatch):
+    """Make the compiled kernel the eager forward-only function: tests the plumbing (layout,
+    reshape, policy) without paying a compile; records calls."""
+    calls = []
+
+    def compiled(*args):
+        calls.append(args[0].is_contiguous())
+        return d._ciede2000_rows(*args)
+
+    fake = type("Cached", (), {"__call__": lambda self: compiled, "cache_info": lambda self: info})()
+    info = type("Info", (), {"currsize": 0})()
+    monkeypatch.setattr(d, "_compiled", fake)
+    monkeypatch.setattr(d, "_eager_pairs_seen", 0)
+    monkeypatch.setattr(d, "_compile_failed", False)
+    return calls, info
+
+
+def test_fast_true_uses_kernel_on_contiguous_rows(fake_compile):
+    calls, _ = fake_compile
+    a, b = _lab((4, 1), torch.float32, seed=13), _lab((5,), torch.float32, seed=14)
+    out = tp.delta_e(a, b, space="lab", fast=True)
+    assert calls == [True] and out.shape == (4, 5)
+    torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False))
+
+
+def test_auto_policy_never_compiles_small_calls(fake_compile, monkeypatch):
+    calls, info = fake_compile
+    monkeypatch.setattr(d, "_FAST_MIN_PAIRS", 2000)  # scaled down to keep the test fast
+    big_a, big_b = torch.zeros(2000, 3), torch.zeros(2000, 3)
+    small = torch.zeros(1999, 3)
+    for _ in range(3):
+        tp.delta_e(small, small, space="lab")
+    assert calls == [] and d._eager_pairs_seen == 0
+    monkeypatch.setattr(d, "_AUTO_COMPILE_PAIRS", 2 * d._FAST_MIN_PAIRS)
+    tp.delta_e(big_a, big_b, space="lab")  # first large call: still eager (amortizing)
+    assert calls == [] and d._eager_pairs_seen == d._FAST_MIN_PAIRS
+    with torch.enable_grad():
+        tp.delta_e(big_a.requires_grad_(), big_b, space="lab")  # needs grad: eager, not counted
+    assert calls == [] and d._eager_pairs_seen == d._FAST_MIN_PAIRS
+    tp.delta_e(big_a.detach(), big_b, space="lab", fast=False)
+    assert calls == []
+    tp.delta_e(big_a.detach(), big_b, space="lab")  # enough eager work seen: compile now
+    assert calls == [True]
+    info.currsize = 1  # once compiled, every large no-grad call uses it
+    tp.delta_e(big_a.detach(), big_b, space="lab")
+    assert len(calls) == 2
+    tp.delta_e(small, small, space="lab")
+    assert len(calls) == 2
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken():
+        raise RuntimeError("no compiler")
+
+    broken.cache_info = lambda: type("I", (), {"currsize": 0})()
+    monkeypatch.setattr(d, "_compiled", broken)
+    monkeypatch.setattr(d, "_compile_failed", False)
+    a, b = _lab((10,), torch.float32, seed=15), _lab((10,), torch.float32, seed=16)
+    with pytest.warns(UserWarning, match="compiled path unavailable"):
+        out = tp.delta_e(a, b, space="lab", fast=True)
+    torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False))
+    assert d._compile_failed
+
+
+@pytest.mark.skipif(not os.environ.get("TORCHPALETTE_TEST_COMPILE"),
+                    reason="compiles (tens of seconds); set TORCHPALETTE_TEST_COMPILE=1")
+def test_real_compile_cpu():
+    a, b = _lab((3000,), torch.float32, seed=17), _lab((3000,), torch.float32, seed=18)
+    torch.testing.assert_close(tp.delta_e(a, b, space="lab", fast=True), tp.delta_e(a, b, space="lab", fast=False), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cuda_fast_matches_eager(dtype):
+    a, b = _lab((100_000,), dtype, seed=19, device="cuda"), _lab((100_000,), dtype, seed=20, device="cuda")
+    a[:100, 1:] = 0
+    b[50:150] = a[50:150]
+    fast = tp.delta_e(a, b, space="lab", fast=True)
+    eager = tp.delta_e(a, b, space="lab", fast=False)
+    assert fast.device.type == "cuda" and fast.dtype == dtype
+    torch.testing.assert_close(fast, eager, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(eager.cpu(), tp.delta_e(a.cpu(), b.cpu(), space="lab"), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_device_mismatch():
+    with pytest.raises(ValueError, match="b: expected device"):
+        tp.delta_e(torch.rand(3, device="cuda"), torch.rand(3))
