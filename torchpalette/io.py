@@ -16,8 +16,10 @@ argument never leaves a half-written file (writing atomically is the caller's jo
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,6 +35,15 @@ __all__ = ["read_image", "write_image", "iter_image_files", "IMAGE_SUFFIXES"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg")
 JPEG_QUALITY = 95
+
+
+@contextlib.contextmanager
+def _tv_quiet():
+    """torchvision 0.29 deprecates its image codecs (for TorchCodec) with a DeprecationWarning on
+    every call; the DESIGN uses them on purpose, so keep that out of users' logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        yield
 
 
 def _has_alpha(im: Image.Image) -> bool:
@@ -101,11 +112,12 @@ def read_image(path: str | os.PathLike) -> Tensor:
         raise ValueError(f"{name}: truncated JPEG (no end-of-image marker)")
     mode = ImageReadMode.RGB_ALPHA if alpha else ImageReadMode.RGB
     try:
-        image = decode_image(
-            torch.frombuffer(bytearray(data), dtype=torch.uint8),
-            mode=mode,
-            apply_exif_orientation=True,
-        )
+        with _tv_quiet():
+            image = decode_image(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                mode=mode,
+                apply_exif_orientation=True,
+            )
     except RuntimeError as err:
         raise ValueError(f"{name}: not a readable image ({err})") from None
     if image.ndim == 4:  # animated GIF/WebP: [frames, C, H, W]
@@ -208,9 +220,11 @@ def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | Non
         Image.fromarray(img8.permute(1, 2, 0).contiguous().numpy(), "RGBA").save(buf, format="PNG")
         data = buf.getvalue()
     elif jpeg:
-        data = encode_jpeg(rgb.contiguous(), quality=JPEG_QUALITY).numpy().tobytes()
+        with _tv_quiet():
+            data = encode_jpeg(rgb.contiguous(), quality=JPEG_QUALITY).numpy().tobytes()
     else:
-        data = encode_png(rgb.contiguous()).numpy().tobytes()
+        with _tv_quiet():
+            data = encode_png(rgb.contiguous()).numpy().tobytes()
     with open(name, "wb") as f:
         f.write(data)
 

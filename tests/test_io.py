@@ -1,0 +1,219 @@
+"""io.py: reading every kind of file the issue names, writing PNG/JPEG/indexed PNG, errors,
+and walking folders. Test files are generated in tmp dirs."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import torchpalette as tp
+from torchpalette.io import iter_image_files
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+def _chw(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # np.array: a writable copy
+
+
+def _png16_rgb(path, arr16: np.ndarray) -> None:
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    h, w, _ = arr16.shape
+    raw = b"".join(b"\0" + arr16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+# ------------------------------------------------------------------ read_image
+def test_read_sample(sample_path):
+    img = tp.read_image(sample_path)
+    assert img.shape == (3, 512, 512) and img.dtype == torch.uint8
+    assert img.float().std() > 20  # a photo, not a blank
+    assert tp.read_image(str(sample_path)).equal(img)
+
+
+def test_read_rgb_and_rgba_png(tmp_path):
+    Image.fromarray(RGB).save(tmp_path / "rgb.png")
+    assert tp.read_image(tmp_path / "rgb.png").equal(_chw(RGB))
+    rgba = np.dstack([RGB, RGB[..., :1]])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert tp.read_image(tmp_path / "rgba.png").equal(_chw(rgba))
+
+
+def test_read_grey_becomes_rgb(tmp_path):
+    Image.fromarray(RGB[..., 0]).save(tmp_path / "grey.png")
+    out = tp.read_image(tmp_path / "grey.png")
+    assert out.shape == (3, 5, 7) and out.equal(_chw(RGB[..., 0:1]).expand(3, -1, -1))
+
+
+def test_read_palette_png_gives_colours_not_indices(tmp_path):
+    im = Image.fromarray(RGB).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    im.save(tmp_path / "pal.png")
+    expect = _chw(np.asarray(im.convert("RGB")))
+    out = tp.read_image(tmp_path / "pal.png")
+    assert out.shape == (3, 5, 7) and out.equal(expect) and int(out.max()) > 8
+    im.save(tmp_path / "pal_t.png", transparency=0)  # tRNS: index 0 transparent
+    out = tp.read_image(tmp_path / "pal_t.png")
+    assert out.shape == (4, 5, 7) and out[:3].equal(expect)
+    assert out[3].eq(0).eq(torch.from_numpy(np.asarray(im) == 0)).all()
+
+
+def test_read_16_bit(tmp_path):
+    grey16 = RGB[..., 0].astype(np.uint16) * 257  # exact 8-bit values scaled to 16 bits
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    assert tp.read_image(tmp_path / "g16.png").equal(_chw(RGB[..., 0:1]).expand(3, -1, -1))
+    rgb16 = RNG.integers(0, 65536, (4, 6, 3), dtype=np.uint16)
+    _png16_rgb(tmp_path / "rgb16.png", rgb16)
+    out = tp.read_image(tmp_path / "rgb16.png")
+    assert out.dtype == torch.uint8
+    assert out.equal(_chw(np.round(rgb16 / 65535 * 255).astype(np.uint8)))
+
+
+def test_read_exif_rotated_jpeg(tmp_path):
+    arr = np.zeros((4, 8, 3), np.uint8)
+    arr[:, :4] = 255  # left half white
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # display rotated 90° clockwise
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    out = tp.read_image(tmp_path / "rot.jpg")
+    assert out.shape == (3, 8, 4)
+    assert out[:, :4].float().mean() > 200 and out[:, 4:].float().mean() < 50  # white on top
+
+
+@pytest.mark.parametrize("suffix", ["bmp", "tif", "webp", "gif"])
+def test_read_other_formats(tmp_path, suffix):
+    path = tmp_path / f"x.{suffix}"
+    Image.fromarray(RGB).save(path, **({"lossless": True} if suffix == "webp" else {}))
+    out = tp.read_image(path)
+    assert out.shape == (3, 5, 7) and out.dtype == torch.uint8
+    assert out.equal(_chw(np.asarray(Image.open(path).convert("RGB"))))
+
+
+def test_read_errors(tmp_path, sample_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        tp.read_image(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match=f"{tmp_path}: expected an image file"):
+        tp.read_image(tmp_path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.png: expected an image file, got an empty"):
+        tp.read_image(tmp_path / "empty.png")
+    (tmp_path / "text.jpg").write_text("hello, not an image\n")
+    with pytest.raises(ValueError, match="text.jpg: not a readable image"):
+        tp.read_image(tmp_path / "text.jpg")
+    data = sample_path.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.jpg: truncated JPEG"):
+        tp.read_image(tmp_path / "cut.jpg")
+    Image.fromarray(RGB).save(tmp_path / "ok.png")
+    png = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(png[: len(png) - 20])
+    with pytest.raises(ValueError, match="cut.png: not a readable image"):
+        tp.read_image(tmp_path / "cut.png")
+    frames = [Image.fromarray(RGB), Image.fromarray(255 - RGB)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match="anim.gif: expected a single image, got an animation of 2"):
+        tp.read_image(tmp_path / "anim.gif")
+
+
+# ------------------------------------------------------------------ write_image
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_write_png_round_trip(tmp_path, dtype, channels):
+    img8 = torch.from_numpy(RNG.integers(0, 256, (channels, 6, 9), dtype=np.uint8))
+    img = img8 if dtype == torch.uint8 else img8.to(dtype) / 255
+    tp.write_image(img, tmp_path / "out.PNG")
+    assert tp.read_image(tmp_path / "out.PNG").equal(img8)
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "jpeg"])
+def test_write_jpeg(tmp_path, suffix, sample_path):
+    img = tp.read_image(sample_path)
+    tp.write_image(img, tmp_path / f"out.{suffix}")
+    back = tp.read_image(tmp_path / f"out.{suffix}")
+    assert back.shape == img.shape
+    assert (back.float() - img.float()).abs().mean() < 3  # quality 95
+
+
+def test_write_indexed_png(tmp_path, sample_path):
+    pal = tp.parse_colors(["#000000", "#ff8800", "rebeccapurple", "#ffffff", "teal"])
+    idx = torch.from_numpy(RNG.integers(0, 5, (40, 30)))
+    img = pal[idx].permute(2, 0, 1)  # float [3, 40, 30], every pixel a palette colour
+    tp.write_image(img, tmp_path / "p.png", palette=pal)
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.mode == "P"
+        assert len(im.getpalette()) // 3 <= 256
+    assert tp.read_image(tmp_path / "p.png").equal((img * 255).round().to(torch.uint8))
+    tp.write_image(img, tmp_path / "rgb.png")
+    assert (tmp_path / "p.png").stat().st_size < (tmp_path / "rgb.png").stat().st_size
+
+
+def test_write_indexed_png_with_alpha(tmp_path):
+    pal = tp.parse_colors(["red", "blue", "lime"])
+    idx = torch.from_numpy(RNG.integers(0, 3, (10, 12)))
+    rgb8 = (pal[idx].permute(2, 0, 1) * 255).round().to(torch.uint8)
+    alpha = torch.from_numpy(RNG.choice([0, 128, 255], (1, 10, 12)).astype(np.uint8))
+    img = torch.cat([rgb8, alpha])
+    tp.write_image(img, tmp_path / "pa.png", palette=pal)
+    with Image.open(tmp_path / "pa.png") as im:
+        assert im.mode == "P"
+    assert tp.read_image(tmp_path / "pa.png").equal(img)
+
+
+def test_write_errors_write_nothing(tmp_path):
+    out = tmp_path / "x.png"
+    img = torch.rand(3, 4, 5)
+    pal = torch.rand(4, 3)
+    cases = [
+        (dict(image=img, path=tmp_path / "x.gif"), ValueError, r"path: expected a suffix in"),
+        (dict(image=img, path=tmp_path / "x"), ValueError, r"path: expected a suffix in"),
+        (dict(image=torch.rand(1, 3, 4, 5)), ValueError, r"image: expected shape \[3\|4, H, W\], got \[1, 3, 4, 5\]"),
+        (dict(image=torch.rand(1, 4, 5)), ValueError, "expected 3|4 channels"),
+        (dict(image=img * 2), ValueError, r"image: expected values in \[0, 1\]"),
+        (dict(image=img.int()), TypeError, "image: expected dtype uint8 or a float dtype"),
+        (dict(image=torch.rand(4, 4, 5), path=tmp_path / "x.jpg"), ValueError, "expected 3 channels for JPEG"),
+        (dict(palette=pal, path=tmp_path / "x.jpg"), ValueError, "palette: expected None for JPEG"),
+        (dict(palette=torch.rand(257, 3)), ValueError, r"palette: expected shape \[K, 3\] with K <= 256"),
+        (dict(palette=torch.rand(2, 4, 3)), ValueError, r"palette: expected shape \[K, 3\] with K <= 256"),
+        (dict(palette=pal * 2), ValueError, r"palette: expected values in \[0, 1\]"),
+        (dict(palette=pal), ValueError, "image: expected every pixel to be a palette colour"),
+    ]
+    for kwargs, err, msg in cases:
+        args = dict(image=img, path=out) | kwargs
+        with pytest.raises(err, match=msg):
+            tp.write_image(args.pop("image"), args.pop("path"), **args)
+        assert list(tmp_path.iterdir()) == [], kwargs
+    # too many (colour, alpha) pairs for one indexed PNG
+    pal2 = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    rgb = torch.zeros(3, 1, 300, dtype=torch.uint8)
+    rgb[:, :, 150:] = 255
+    alpha = (torch.arange(300) % 256).to(torch.uint8).reshape(1, 1, 300)
+    with pytest.raises(ValueError, match=r"at most 256 \(palette colour, alpha\) pairs"):
+        tp.write_image(torch.cat([rgb, alpha]), out, palette=pal2)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ iter_image_files
+def test_iter_image_files(tmp_path):
+    names = ["b/z.png", "b/a/y.JPG", "a.jpeg", "c.webp", "d.bmp", "e.tif", "f.TIFF",
+             "notes.txt", "g.gif", ".hidden.png", ".git/h.png", "b/readme.md"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+    got = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
+    assert got == ["a.jpeg", "b/a/y.JPG", "b/z.png", "c.webp", "d.bmp", "e.tif", "f.TIFF"]
+    assert iter_image_files(str(tmp_path)) == iter_image_files(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        iter_image_files(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="root: expected a folder, got a file"):
+        iter_image_files(tmp_path / "a.jpeg")
