@@ -31,7 +31,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import color, difference, histogram, io, palette as palette_mod, quantize
+import torchpalette as tp
+
+from . import io
 from . import report as report_mod
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
@@ -198,7 +200,7 @@ def cmd_palette(args) -> int:
     paths = [_existing_file(p) for p in args.images]
     device = resolve_device(args.device)
     res = _batched_palettes(
-        paths, lambda x: palette_mod.palette(x, k=args.k, space=args.space, seed=args.seed),
+        paths, lambda x: tp.palette(x, k=args.k, space=args.space, seed=args.seed),
         device)
     print(format_palettes([(str(p), c, w) for p, (c, w) in zip(paths, res)], args.format))
     return 0
@@ -208,7 +210,7 @@ def cmd_dominant(args) -> int:
     path = _existing_file(args.image)
     device = resolve_device(args.device)
     (c, w), = _batched_palettes(
-        [path], lambda x: histogram.dominant_colors(x, top_n=args.top_n, bins=args.bins), device)
+        [path], lambda x: tp.dominant_colors(x, top_n=args.top_n, bins=args.bins), device)
     print(format_palettes([(str(path), c, w)], args.format))
     return 0
 
@@ -222,22 +224,22 @@ def _parse_color_arg(text: str) -> Tensor:
         except ValueError:
             raise UsageError(f"COLOR: expected hex, a colour name or r,g,b, got {text!r}") from None
     try:
-        return color.parse_colors([spec])[0]
+        return tp.parse_colors([spec])[0]
     except (ValueError, TypeError) as exc:
         raise UsageError(f"COLOR: {exc}") from None
 
 
 def cmd_delta_e(args) -> int:
     a, b = (_parse_color_arg(c) for c in args.colors)
-    d = float(difference.delta_e(a, b, method=args.method))
-    under = d < difference.JND
+    d = float(tp.delta_e(a, b, method=args.method))
+    under = d < tp.JND
     ha, hb = (_hex(c) for c in _rgb255(torch.stack([a, b])))
     if args.format == "json":
         print(json.dumps({"a": ha, "b": hb, "method": args.method, "delta_e": d,
-                          "jnd": difference.JND, "under_jnd": under}))
+                          "jnd": tp.JND, "under_jnd": under}))
     else:
         verdict = "under the JND: hardly distinguishable" if under else "above the JND: visibly different"
-        print(f"delta E ({args.method}) {ha} {hb} = {d:.4f} ({verdict}, JND = {difference.JND})")
+        print(f"delta E ({args.method}) {ha} {hb} = {d:.4f} ({verdict}, JND = {tp.JND})")
     return 0
 
 
@@ -253,8 +255,8 @@ def cmd_report(args) -> int:
     print(f"{path.name}: {rep.width}x{rep.height}, report written to {out}")
     print(f"dominant colours ({len(rep.dominant)}): {swatches(rep.dominant_sorted, use_color=use_color)}")
     print(f"k-means palette ({len(rep.palette)}): {swatches(rep.palette_sorted, use_color=use_color)}")
-    n_close = int((rep.dominant_de < difference.JND).sum())
-    print(f"sorted dominant neighbours under the JND ({difference.JND}): {n_close}")
+    n_close = int((rep.dominant_de < tp.JND).sum())
+    print(f"sorted dominant neighbours under the JND ({tp.JND}): {n_close}")
     for r in rep.reductions:
         print(f"  {r.colors:2d} colours: mean dE00 {r.mean_de:6.2f}, indexed PNG "
               f"{r.png_bytes / 1024:7.1f} KiB (original {rep.original_bytes / 1024:.1f} KiB)")
@@ -477,8 +479,8 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     kw = dict(space=args.space, dither=args.dither)
     if args.palette is None and not args.fit_palette:
         def per_image(x: Tensor):
-            pal = palette_mod.palette(x, k=args.colors, space=args.space, seed=args.seed)
-            return quantize.apply_palette(x, pal.colors, **kw), pal.colors
+            pal = tp.palette(x, k=args.colors, space=args.space, seed=args.seed)
+            return tp.apply_palette(x, pal.colors, **kw), pal.colors
         return per_image
     if args.palette is not None:
         fixed = load_palette(_existing_file(args.palette, "--palette"))
@@ -488,7 +490,7 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
 
     def apply_fixed(x: Tensor):
         pals = fixed.expand(x.shape[0], *fixed.shape)
-        return quantize.apply_palette(x, pals, **kw), pals
+        return tp.apply_palette(x, pals, **kw), pals
     return apply_fixed
 
 

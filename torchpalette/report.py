@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _image
+from .figures import histogram_svg, swatches_svg
 from .difference import JND, adjacent_delta_e, delta_e
 from .histogram import dominant_colors, histogram
 from .io import read_image, write_image
@@ -98,7 +99,7 @@ def _mean_de(image: Tensor, reduced: Tensor) -> Tensor:
 
 
 def make_report(
-    path: str | os.PathLike,
+    source: str | os.PathLike | Tensor,
     *,
     top_n: int = 32,
     colors: int = 32,
@@ -109,7 +110,7 @@ def make_report(
     """Compute every section of the report for the image at ``path``.
 
     Args:
-        path: an image file (png, jpg, webp, bmp, tiff).
+        source: an image file (png, jpg, webp, bmp, tiff), or a uint8 image ``[3|4, H, W]``.
         top_n: number of dominant colours.
         colors: size of the k-means palette.
         device: where the computation runs.
@@ -123,13 +124,21 @@ def make_report(
         ValueError: unreadable image or bad sizes (from the functions called).
 
     Example:
-        >>> from torchpalette.report import make_report, render_html, SAMPLE
-        >>> rep = make_report(SAMPLE, top_n=4, colors=4, reduced=(2,))
-        >>> len(rep.reductions), rep.dominant.shape[-1], "<svg" in render_html(rep)
-        (1, 3, True)
+        >>> import torch
+        >>> from torchpalette.report import make_report, render_html
+        >>> image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+        >>> rep = make_report(image, top_n=4, colors=4, reduced=(2, 4))
+        >>> [r.colors for r in rep.reductions], rep.palette.shape, "<svg" in render_html(rep)
+        ([2, 4], torch.Size([4, 3]), True)
     """
-    path = Path(path)
-    image = read_image(path).to(device)
+    if isinstance(source, Tensor):
+        path, image = None, source.to(device)
+        if image.dtype != torch.uint8 or image.ndim != 3:
+            raise ValueError(f"source: expected a uint8 image [3|4, H, W], got {image.dtype} "
+                             f"{list(image.shape)}")
+    else:
+        path = Path(source)
+        image = read_image(path).to(device)
     hist = histogram(image)
     dom = dominant_colors(image, top_n=top_n)
     dom_sorted, _ = sort_colors(dom.colors)
@@ -143,10 +152,10 @@ def make_report(
         reductions.append(Reduction(n, _png_bytes(out, p.colors), 0.0))
     for r, d in zip(reductions, _mean_de(image, torch.stack(outs)).tolist()):
         r.mean_de = d
-    mime = _MIME.get(path.suffix.lower())
+    mime = _MIME.get(path.suffix.lower()) if path is not None else None
     original = path.read_bytes() if mime else _png_bytes(image, None)
     return Report(
-        name=path.name, width=image.shape[-1], height=image.shape[-2], original=original,
+        name=path.name if path is not None else "image", width=image.shape[-1], height=image.shape[-2], original=original,
         original_mime=mime or "image/png", histogram=hist.cpu(), dominant=dom.colors.cpu(),
         dominant_weights=dom.weights.cpu(), dominant_sorted=dom_sorted.cpu(),
         dominant_de=adjacent_delta_e(dom_sorted).cpu(), palette=pal.colors.cpu(),
@@ -164,15 +173,13 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _swatches(colors: Tensor, labels: list[str] | None = None) -> str:
-    """A grid of swatches, 10 per row, each with its hex code (and an optional label)."""
-    cells = []
-    for i, c in enumerate(colors):
-        h = _hex(c)
-        text = "#fff" if float(c.float() @ torch.tensor([0.299, 0.587, 0.114])) < 0.5 else "#000"
-        extra = f"<small>{html.escape(labels[i])}</small>" if labels else ""
-        cells.append(f'<div class="swatch" style="background:{h};color:{text}">{h}{extra}</div>')
-    return f'<div class="swatches">{"".join(cells)}</div>'
+def _swatches(colors: Tensor, captions: list[str] | None = None) -> str:
+    return f'<div class="swatches">{swatches_svg(colors.float(), per_row=10, captions=captions)}</div>'
+
+
+def _de_captions(de: Tensor) -> list[str]:
+    """Caption per swatch: ΔE00 to the previous colour, "< JND" where under 2.3."""
+    return [""] + [f"ΔE {d:.1f}" + (" < JND" if d < JND else "") for d in de.tolist()]
 
 
 def _neighbour_table(colors: Tensor, de: Tensor) -> str:
@@ -189,26 +196,8 @@ def _neighbour_table(colors: Tensor, de: Tensor) -> str:
             f'{"".join(rows)}</table>')
 
 
-def _histogram_svg(hist: Tensor, width: int = 512, height: int = 160) -> str:
-    """R, G, B and luminance counts ``[4, bins]`` as four polylines in one inline SVG."""
-    h = hist.double()
-    h = h / h.max().clamp_min(1)
-    bins = h.shape[-1]
-    lines = []
-    for row, stroke in zip(h, ("#d62728", "#2ca02c", "#1f77b4", "#444444")):
-        pts = " ".join(f"{i * width / max(bins - 1, 1):.1f},{height * (1 - v):.1f}"
-                       for i, v in enumerate(row.tolist()))
-        lines.append(f'<polyline fill="none" stroke="{stroke}" stroke-width="1.2" points="{pts}"/>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="channel histogram">'
-            f'{"".join(lines)}</svg>')
-
-
 _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h2{margin-top:2em;border-bottom:1px solid #ddd}
-.swatches{display:grid;grid-template-columns:repeat(10,1fr);gap:4px}
-.swatch{height:56px;padding:4px;font:11px monospace;border-radius:3px;overflow:hidden}
-.swatch small{display:block}
 table.de{border-collapse:collapse;font:12px monospace}table.de td,table.de th{padding:2px 8px}
 table.de i{display:inline-block;width:14px;height:14px;margin-right:4px;vertical-align:middle}
 tr.jnd{background:#fff3c4}
@@ -230,14 +219,14 @@ def render_html(rep: Report) -> str:
         ("image", "Image", f'<div class="original"><img alt="{name}" src="'
          f'{_data_uri(rep.original, rep.original_mime)}"></div><p>{name}: {rep.width} x '
          f"{rep.height} pixels, {rep.original_bytes / 1024:.1f} KiB</p>"),
-        ("histogram", "Channel histogram", _histogram_svg(rep.histogram)
+        ("histogram", "Channel histogram", histogram_svg(rep.histogram)
          + "<p>red, green, blue and luminance counts</p>"),
         ("dominant", f"{len(rep.dominant)} dominant colours", _swatches(rep.dominant, pct)),
-        ("sorted", "Dominant colours, sorted", _swatches(rep.dominant_sorted)),
+        ("sorted", "Dominant colours, sorted", _swatches(rep.dominant_sorted, _de_captions(rep.dominant_de))),
         ("neighbours", "ΔE00 between sorted neighbours",
          _neighbour_table(rep.dominant_sorted, rep.dominant_de)),
         ("palette", f"k-means palette ({len(rep.palette)} colours, sorted)",
-         _swatches(rep.palette_sorted) + _neighbour_table(rep.palette_sorted, rep.palette_de)),
+         _swatches(rep.palette_sorted, _de_captions(rep.palette_de)) + _neighbour_table(rep.palette_sorted, rep.palette_de)),
         ("reduced", "Reduced colours", f'<div class="grid">{figures}</div>'),
     ]
     body = "".join(f'<section id="{sid}"><h2>{title}</h2>{content}</section>'
