@@ -9,7 +9,7 @@ never allocates ``N x K`` floats); the chunks loop over pixel positions, never o
 
 Ordered dithering (``dither="ordered"``) adds an 8x8 Bayer threshold map to the pixels (in
 sRGB) before the nearest-colour search. Its amplitude is the palette's mean nearest-neighbour
-distance in sRGB, so a palette of distant colours dithers strongly and a dense palette barely
+distance in sRGB divided by sqrt(3) (a per-channel step), so a palette of distant colours dithers strongly and a dense palette barely
 at all. It is a pure element-wise offset, so it batches and runs on a GPU like the plain search.
 
 References:
@@ -79,8 +79,9 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
         thr = bayer.repeat((h + 7) // 8, (w + 7) // 8)[:h, :w].reshape(1, 1, p)
         if k > 1:
             dd = torch.cdist(pal, pal)
-            dd = dd + torch.eye(k, dtype=dtype, device=rgb.device) * dd.amax() * 2 + 1
-            amp = dd.amin(-1).mean(-1).view(b, 1, 1)  # mean nearest-neighbour distance
+            dd = dd + torch.eye(k, dtype=dtype, device=rgb.device) * (dd.amax() * 2 + 1)
+            # per-channel amplitude: mean nearest-neighbour distance / sqrt(3)
+            amp = dd.amin(-1).mean(-1).view(b, 1, 1) / 3.0**0.5
         else:
             amp = torch.zeros(b, 1, 1, dtype=dtype, device=rgb.device)
         offset = thr * amp  # [B, 1, P]

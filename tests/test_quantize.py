@@ -1,0 +1,154 @@
+"""apply_palette / palette_indices / reduce_colors: nearest colour, dtype, alpha, chunks, dither."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import torchpalette as tp
+from torchpalette.quantize import palette_indices
+
+Q = sys.modules["torchpalette.quantize"]
+BATCHES = [(), (2,), (2, 3)]
+DTYPES = [torch.uint8, torch.float32, torch.float64]
+PAL = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.9, 0.1, 0.1], [0.1, 0.5, 0.9],
+                    [0.5, 0.5, 0.2]])
+
+
+def rand_image(batch, dtype, device, h=9, w=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (*batch, 3, h, w), generator=g, dtype=torch.uint8)
+    img = img if dtype == torch.uint8 else img.to(dtype) / 255
+    return img.to(device)
+
+
+def brute_force(img: torch.Tensor, pal: torch.Tensor) -> torch.Tensor:
+    x = img.double() / 255 if img.dtype == torch.uint8 else img.double()
+    lab = tp.srgb_to_lab(x.movedim(-3, -1))  # [..., H, W, 3]
+    pl = tp.srgb_to_lab(pal.double())
+    return (lab.unsqueeze(-2) - pl).square().sum(-1).argmin(-1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_apply_palette_nearest_in_lab(device, dtype, batch):
+    img = rand_image(batch, dtype, device)
+    out = tp.apply_palette(img, PAL.to(device))
+    assert out.shape == img.shape and out.dtype == dtype and out.device.type == device.type
+    idx = palette_indices(img, PAL.to(device))
+    assert idx.shape == (*batch, 9, 11) and idx.dtype == torch.int64
+    ref = brute_force(img.cpu(), PAL)
+    assert float((idx.cpu() == ref).double().mean()) > 0.995  # float32 ties only
+    expect = PAL[idx.cpu()].movedim(-1, -3)
+    if dtype == torch.uint8:
+        assert torch.equal(out.cpu(), (expect * 255).round().to(torch.uint8))
+    else:
+        torch.testing.assert_close(out.cpu(), expect.to(dtype))
+
+
+@pytest.mark.parametrize("space", ["oklab", "srgb"])
+def test_other_spaces(space):
+    img = rand_image((2,), torch.float64, "cpu")
+    idx = palette_indices(img, PAL.double(), space=space)
+    x = img.movedim(-3, -1)
+    conv = {"oklab": tp.srgb_to_oklab, "srgb": lambda c: c}[space]
+    ref = (conv(x).unsqueeze(-2) - conv(PAL.double())).square().sum(-1).argmin(-1)
+    assert torch.equal(idx, ref)
+
+
+def test_per_image_palette_broadcast():
+    img = rand_image((2, 3), torch.uint8, "cpu")
+    pals = torch.stack([PAL, PAL.flip(0)])[:, None]  # [2, 1, K, 3] -> broadcast over dim 1
+    idx = palette_indices(img, pals)
+    assert torch.equal(idx[0], palette_indices(img[0], PAL))
+    assert torch.equal(idx[1], palette_indices(img[1], PAL.flip(0)))
+
+
+def test_alpha_passes_through():
+    img = rand_image((2,), torch.uint8, "cpu")
+    alpha = torch.randint(0, 256, (2, 1, 9, 11), dtype=torch.uint8)
+    out = tp.apply_palette(torch.cat([img, alpha], 1), PAL)
+    assert torch.equal(out[:, 3:], alpha)
+    assert torch.equal(out[:, :3], tp.apply_palette(img, PAL))
+
+
+def test_chunking_gives_the_same_result(monkeypatch):
+    img = rand_image((2,), torch.float32, "cpu", h=31, w=29)
+    full = tp.apply_palette(img, PAL)
+    monkeypatch.setattr(Q, "_CHUNK_ELEMS", 7 * 2 * PAL.shape[0])  # 7-pixel chunks
+    assert torch.equal(tp.apply_palette(img, PAL), full)
+    assert torch.equal(tp.apply_palette(img, PAL, dither="ordered"),
+                       tp.apply_palette(img, PAL, dither="ordered"))
+
+
+def test_ordered_dither_keeps_palette_and_mean():
+    ramp = torch.linspace(0, 1, 64).expand(3, 16, 64).contiguous()
+    bw = PAL[:2]
+    plain = tp.apply_palette(ramp, bw, space="srgb")
+    dith = tp.apply_palette(ramp, bw, space="srgb", dither="ordered")
+    assert set(dith.flatten(1).T.unique(dim=0).flatten().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(plain, dith)
+    # dithering follows the ramp's local mean much better than a hard threshold
+    pool = lambda x: torch.nn.functional.avg_pool2d(x[None], 8)  # one Bayer tile
+    err_plain = (pool(plain) - pool(ramp)).abs().mean()
+    err_dith = (pool(dith) - pool(ramp)).abs().mean()
+    assert err_dith < err_plain * 0.5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_reduce_colors_uses_at_most_k_palette_colours(device, dtype, batch):
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:, ::8, ::8]
+    img = photo.expand(*batch, *photo.shape) if batch else photo
+    img = (img if dtype == torch.uint8 else img.to(dtype) / 255).to(device)
+    out = tp.reduce_colors(img, 6, seed=2)
+    assert out.shape == img.shape and out.dtype == dtype
+    pal = tp.palette(img, 6, seed=2).colors
+    for i in np.ndindex(*batch):
+        distinct = out[i].flatten(1).T.unique(dim=0)
+        assert len(distinct) <= 6
+        allowed = (pal[i] * 255).round().to(torch.uint8) if dtype == torch.uint8 else pal[i].to(dtype)
+        assert bool((distinct[:, None] == allowed[None]).all(-1).any(-1).all())
+
+
+def test_reduce_colors_dithered_and_alpha():
+    img = torch.rand(4, 12, 12, generator=torch.Generator().manual_seed(1))
+    img[3] = (img[3] > 0.3).float()
+    out = tp.reduce_colors(img, 3, dither="ordered")
+    assert torch.equal(out[3], img[3])
+    assert len(out[:3].flatten(1).T.unique(dim=0)) <= 3
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda im: tp.apply_palette(im, PAL[:, :2]), ValueError, r"palette: expected shape \[..., K, 3\]"),
+        (lambda im: tp.apply_palette(im, PAL * 2), ValueError, r"palette: expected values in \[0, 1\]"),
+        (lambda im: tp.apply_palette(im, (PAL * 255).to(torch.uint8)), TypeError, "palette: expected a floating"),
+        (lambda im: tp.apply_palette(im, PAL.expand(3, 5, 3)), ValueError, "batch dims"),
+        (lambda im: tp.apply_palette(im, PAL, space="xyz"), ValueError, "space: expected one of"),
+        (lambda im: tp.apply_palette(im, PAL, dither="floyd"), ValueError, "dither: expected one of"),
+        (lambda im: tp.apply_palette(im[:, :1], PAL), ValueError, "grey"),
+        (lambda im: tp.apply_palette(im.float() * 2, PAL), ValueError, r"image: expected values in"),
+        (lambda im: palette_indices(im, PAL.tolist()), TypeError, "palette: expected a torch.Tensor"),
+        (lambda im: tp.reduce_colors(im, 0), ValueError, "k: expected an int in"),
+        (lambda im: tp.reduce_colors(im, 4, dither="random"), ValueError, "dither"),
+    ],
+)
+def test_bad_input(call, err, match):
+    img = rand_image((2,), torch.uint8, "cpu")
+    with pytest.raises(err, match=match):
+        call(img)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    img = rand_image((2,), torch.uint8, "cpu", h=40, w=40)
+    a = tp.reduce_colors(img, 8)
+    b = tp.reduce_colors(img.cuda(), 8).cpu()
+    assert float((a != b).any(0).float().mean()) < 0.01
