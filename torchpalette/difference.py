@@ -128,9 +128,12 @@ def _ciede2000(L1, a1, b1, L2, a2, b2, kL: float, kC: float, kH: float, safe: bo
     return sqrt(tl * tl + tc * tc + th * th + r_t * tc * th)
 
 
-def _ciede2000_rows(L1, a1, b1, L2, a2, b2, kL: float, kC: float, kH: float) -> Tensor:
-    """Forward-only CIEDE2000 on 1-D rows: the function handed to ``torch.compile``."""
-    return _ciede2000(L1, a1, b1, L2, a2, b2, kL, kC, kH, safe=False)
+def _ciede2000_rows(x1: Tensor, x2: Tensor, kL: float, kC: float, kH: float) -> Tensor:
+    """Forward-only CIEDE2000 on Lab ``[3, N]`` (channel rows) or ``[N, 3]`` tensors (``N != 3``
+    decides which); the function handed to ``torch.compile``. Taking whole tensors, not six row
+    views, keeps the compiled graph free of guards on the views' storage offsets."""
+    ch = 0 if x1.shape[0] == 3 and x1.ndim == 2 and x1.shape[1] != 3 else -1
+    return _ciede2000(*x1.unbind(ch), *x2.unbind(ch), kL, kC, kH, safe=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,13 +184,11 @@ def _fast_ciede2000(lab1: Tensor, lab2: Tensor, kL: float, kC: float, kH: float)
     lab1, lab2 = torch.broadcast_tensors(lab1, lab2)
     shape = lab1.shape[:-1]
     x1, x2 = lab1.reshape(-1, 3), lab2.reshape(-1, 3)
-    if x1.device.type == "cpu":
+    if x1.device.type == "cpu" and x1.shape[0] != 3:
         # inductor vectorizes contiguous rows, not stride-3 loads: [N, 3] -> [3, N] (cheap copy)
         x1, x2 = torch.stack(x1.unbind(-1)), torch.stack(x2.unbind(-1))
-        rows = (*x1.unbind(0), *x2.unbind(0))
-    else:
-        rows = (*x1.unbind(-1), *x2.unbind(-1))  # GPU: strided loads coalesce through cache
-    return _compiled()(*rows, kL, kC, kH).reshape(shape)
+    # GPU: [N, 3] as is; the stride-3 loads coalesce through the cache, no extra pass
+    return _compiled()(x1.contiguous(), x2.contiguous(), kL, kC, kH).reshape(shape)
 
 
 def _use_fast(fast: bool | None, lab1: Tensor, lab2: Tensor, needs_grad: bool) -> bool:

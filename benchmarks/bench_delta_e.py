@@ -1,0 +1,172 @@
+"""CIEDE2000 throughput: torchpalette vs scikit-image and colour-science, side by side.
+
+CPU: N random float32 Lab pairs (default 1,000,000), median of several runs each, for
+scikit-image ``deltaE_ciede2000``, colour-science ``colour.delta_E(..., method="CIE 2000")``
+(when importable: ``pip install colour-science``), torchpalette eager (``fast=False``, the
+gradient-safe path) and torchpalette fused (``fast=True``, the compiled forward-only kernel; its
+one-off compile time is reported on its own line). Agreement with scikit-image is printed as the
+max absolute ΔE difference.
+
+GPU (when CUDA is available): 100M pairs (10M with --quick), eager vs fused, achieved GB/s
+counted as bytes read + written (2 x 3 x 4 bytes in, 4 bytes out per pair) / time, against a
+measured device-to-device copy bandwidth.
+
+Usage:
+    python benchmarks/bench_delta_e.py            # full run (quiet machine, please)
+    python benchmarks/bench_delta_e.py --quick    # smoke test: small sizes, few repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import torchpalette as tp
+
+BYTES_PER_PAIR = 2 * 3 * 4 + 4  # float32: two Lab colours read, one ΔE written
+
+
+def cpu_busy(seconds: float = 0.5) -> float:
+    """Fraction of CPU time not idle over ``seconds`` (from /proc/stat); -1 if unknown."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        return vals[3] + vals[4], sum(vals)  # idle + iowait, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except OSError:
+        return -1.0
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def random_lab(n: int, seed: int, device="cpu") -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g)
+    x = x * torch.tensor([100.0, 256.0, 256.0]) - torch.tensor([0.0, 128.0, 128.0])
+    return x.to(device)
+
+
+def median_time(fn, repeats: int, sync=None) -> float:
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def row(name, seconds, n, base=None, err=None):
+    ratio = f"{base / seconds:8.2f}x" if base else "       -"
+    err_s = f"{err:.2e}" if err is not None else "-"
+    print(f"{name:<34} {seconds * 1e3:10.2f} {n / seconds / 1e6:12.1f} {ratio}  {err_s}")
+
+
+def bench_cpu(n: int, repeats: int, compile_: bool) -> None:
+    a, b = random_lab(n, 0), random_lab(n, 1)
+    an, bn = a.numpy(), b.numpy()
+    from skimage.color import deltaE_ciede2000
+
+    print(f"\nCPU: CIEDE2000 on {n:,} float32 Lab pairs, median of {repeats} runs, "
+          f"{torch.get_num_threads()} torch threads")
+    print(f"{'implementation':<34} {'ms':>10} {'Mpairs/s':>12} {'vs skimage':>9}  max|Δ| vs skimage")
+    ref = deltaE_ciede2000(an, bn)
+    t_sk = median_time(lambda: deltaE_ciede2000(an, bn), repeats)
+    row("scikit-image deltaE_ciede2000", t_sk, n)
+    try:
+        import colour
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = colour.delta_E(an, bn, method="CIE 2000")
+            t_c = median_time(lambda: colour.delta_E(an, bn, method="CIE 2000"), repeats)
+        row("colour-science delta_E CIE 2000", t_c, n, t_sk, float(np.abs(out - ref).max()))
+    except ImportError:
+        print("colour-science                     (not installed: pip install colour-science)")
+    with torch.no_grad():
+        out = tp.delta_e(a, b, space="lab", fast=False)
+        t_e = median_time(lambda: tp.delta_e(a, b, space="lab", fast=False), repeats)
+        row("torchpalette eager (fast=False)", t_e, n, t_sk, float(np.abs(out.numpy() - ref).max()))
+        if compile_:
+            t0 = time.perf_counter()
+            out = tp.delta_e(a, b, space="lab", fast=True)
+            compile_s = time.perf_counter() - t0
+            t_f = median_time(lambda: tp.delta_e(a, b, space="lab", fast=True), repeats)
+            row("torchpalette fused (fast=True)", t_f, n, t_sk, float(np.abs(out.numpy() - ref).max()))
+            print(f"  fused: first call (compile, once per process) {compile_s:.1f} s")
+
+
+def bench_gpu(n: int, repeats: int, compile_: bool) -> None:
+    dev = torch.device("cuda")
+    sync = torch.cuda.synchronize
+    print(f"\nGPU ({torch.cuda.get_device_name(dev)}, torch {torch.__version__}): "
+          f"CIEDE2000 on {n:,} float32 Lab pairs, median of {repeats} runs")
+    a, b = random_lab(n, 0, dev), random_lab(n, 1, dev)
+    moved = n * BYTES_PER_PAIR
+    src = torch.empty(moved // 2, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    t_copy = median_time(lambda: dst.copy_(src), repeats, sync)
+    copy_gbs = moved / t_copy / 1e9  # copy reads and writes moved/2 bytes each
+    del src, dst
+    print(f"device-to-device copy: {copy_gbs:8.1f} GB/s (read + write)")
+    print(f"{'implementation':<34} {'ms':>10} {'GB/s':>10} {'% of copy':>10} {'Gpairs/s':>10}")
+    with torch.no_grad():
+        eager = tp.delta_e(a, b, space="lab", fast=False)
+        t_e = median_time(lambda: tp.delta_e(a, b, space="lab", fast=False), repeats, sync)
+        gbs = moved / t_e / 1e9
+        print(f"{'torchpalette eager (fast=False)':<34} {t_e * 1e3:10.2f} {gbs:10.1f} "
+              f"{100 * gbs / copy_gbs:9.1f}% {n / t_e / 1e9:10.2f}")
+        if compile_:
+            t0 = time.perf_counter()
+            fused = tp.delta_e(a, b, space="lab", fast=True)
+            sync()
+            compile_s = time.perf_counter() - t0
+            t_f = median_time(lambda: tp.delta_e(a, b, space="lab", fast=True), repeats, sync)
+            gbs = moved / t_f / 1e9
+            print(f"{'torchpalette fused (fast=True)':<34} {t_f * 1e3:10.2f} {gbs:10.1f} "
+                  f"{100 * gbs / copy_gbs:9.1f}% {n / t_f / 1e9:10.2f}")
+            print(f"  fused: first call (compile) {compile_s:.1f} s; "
+                  f"max |fused - eager| = {float((fused - eager).abs().max()):.2e}; "
+                  f"speed-up {t_e / t_f:.1f}x")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke test)")
+    p.add_argument("--pairs", type=int, default=None, help="CPU pairs (default 1,000,000)")
+    p.add_argument("--gpu-pairs", type=int, default=None, help="GPU pairs (default 100,000,000)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per implementation")
+    p.add_argument("--no-compile", action="store_true", help="skip the fused (compiled) path")
+    args = p.parse_args(argv)
+    n = args.pairs or (100_000 if args.quick else 1_000_000)
+    n_gpu = args.gpu_pairs or (10_000_000 if args.quick else 100_000_000)
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    busy = cpu_busy()
+    print(f"torch {torch.__version__}, torchpalette {tp.__version__}, CPU busy before timing: "
+          f"{'unknown' if busy < 0 else f'{100 * busy:.0f}%'}")
+    if busy > 0.15:
+        print("WARNING: the machine is busy; CPU timings below are not reliable.", file=sys.stderr)
+        print("WARNING: the machine is busy; CPU timings below are not reliable.")
+    bench_cpu(n, repeats, not args.no_compile)
+    if torch.cuda.is_available():
+        bench_gpu(n_gpu, repeats, not args.no_compile)
+    else:
+        print("\nGPU: CUDA not available, skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
