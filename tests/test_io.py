@@ -115,6 +115,8 @@ def test_read_errors(tmp_path, sample_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cut.jpg: truncated JPEG"):
         tp.read_image(tmp_path / "cut.jpg")
+    (tmp_path / "tail.jpg").write_bytes(data + b"trailing bytes after the end-of-image marker")
+    assert tp.read_image(tmp_path / "tail.jpg").equal(tp.read_image(sample_path))
     Image.fromarray(RGB).save(tmp_path / "ok.png")
     png = (tmp_path / "ok.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(png[: len(png) - 20])

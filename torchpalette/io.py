@@ -54,6 +54,17 @@ def _why(err: Exception) -> str:
     return "unrecognised file format" if isinstance(err, UnidentifiedImageError) else str(err)
 
 
+def _jpeg_truncated(data: bytes) -> bool:
+    """Full decode by Pillow, which raises on truncation. Only run for JPEGs that do not end
+    with the end-of-image marker (truncated, or valid with trailing data such as motion photos)."""
+    try:
+        with Image.open(_io.BytesIO(data)) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
+
+
 def _pillow_decode(data: bytes, path: str) -> Tensor:
     """Fallback decoder for formats torchvision lacks (BMP, TIFF): Pillow, EXIF applied."""
     try:
@@ -107,9 +118,9 @@ def read_image(path: str | os.PathLike) -> Tensor:
         raise ValueError(f"{name}: not a readable image ({_why(err)})") from None
     if fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
         return _pillow_decode(data, name)
-    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9") and _jpeg_truncated(data):
         # libjpeg only warns on a truncated JPEG and fills the rest with grey: refuse instead
-        raise ValueError(f"{name}: truncated JPEG (no end-of-image marker)")
+        raise ValueError(f"{name}: truncated JPEG (image data ends early)")
     mode = ImageReadMode.RGB_ALPHA if alpha else ImageReadMode.RGB
     try:
         with _tv_quiet():
