@@ -11,9 +11,14 @@ Transparent pixels are sent to one spare slot per image that is dropped afterwar
 
 ``dominant_colors`` reproduces the "top colours" of the Elixir Image library's notebook with one
 change: each colour is the mean of the pixels that fell into its 3-D bin, not the bin's centre
-(which can be off by half a bin). The per-bin sums are integer and exact: each pixel adds its
-offset from its bin's lower edge, packed two channels per int64 (plus the count), so two
-``index_add_`` passes give counts and all three sums for every bin of every image at once.
+(which can be off by half a bin). The mean is exact: bin lower edge + (integer sum of the
+pixels' offsets from that edge) / count. It takes two counting passes: one ``bincount`` of the
+bin index gives every bin's count; then, for the ``top_n`` winners only, a look-up table sends
+each pixel to its winner's slot (or a spare one), and one more ``bincount`` over
+(slot, r/g/b offsets) yields all three offset sums. Bin keys are built with shifts on the uint8
+levels in the narrowest integer type (int16 where it fits), which is what makes counting fast.
+On CUDA with Triton installed, both passes run as Triton kernels that count each block of
+pixels in on-chip memory first (see ``_histogram_triton``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _histogram_triton as _tri
 from . import _validate as v
 from .palette import Palette
 
@@ -33,8 +39,10 @@ __all__ = ["histogram", "dominant_colors", "LUMA_WEIGHTS"]
 #: the histogram of ``PIL.Image.convert("L")`` exactly, so it can be checked against Pillow.
 LUMA_WEIGHTS = (19595, 38470, 7471)
 
-_SHIFT = 31  # bit offset of the second field in the packed int64 sums
-
+#: Largest (slot, offset triple) table for the one-pass sums; larger ones use per-channel sums.
+_JOINT_MAX = 2**24
+#: Pixels per chunk of images in the torch path (bounds the per-pixel index temporaries).
+_CHUNK_PIXELS = 2**26
 
 def _levels(rgb: Tensor) -> Tensor:
     """``[..., 3, H, W]`` uint8 or float in [0, 1] -> uint8 levels 0..255 (same shape)."""
@@ -114,80 +122,157 @@ def _bin_edges(bins: int, device: torch.device) -> Tensor:
     return (b * 256 + bins - 1) // bins
 
 
-def _lanes(device: torch.device, total: int) -> int:
-    """Private copies per bin for the accumulation. On CUDA, neighbouring pixels (one warp)
-    mostly fall in the same bin, and atomic adds to one address serialise; spreading pixel
-    ``p`` over copy ``p % lanes`` removes that contention for a small ``lanes``-fold larger
-    accumulator (summed afterwards). On CPU the adds are sequential: one copy."""
-    if device.type != "cuda":
-        return 1
-    return 32 if total * 32 <= 2**26 else 1
+def _int_type(limit: int) -> torch.dtype:
+    """The narrowest integer dtype that holds 0..limit (narrow indices count fastest)."""
+    return torch.int16 if limit < 2**15 else torch.int32 if limit < 2**31 else torch.int64
 
 
-def _bin_sums(q: Tensor, opaque: Tensor | None, bins: int, lanes: int) -> tuple[Tensor, Tensor]:
-    """Levels ``[B, 3, N]`` uint8 -> (counts ``[B, bins**3]`` int64, offset sums
-    ``[B, bins**3, 3]`` int64: per bin, the sum of each pixel's offset from the bin's lower
-    edge). Transparent pixels (``opaque`` False) go to a spare slot that is dropped."""
+def _pack3(q: Tensor, shift: int, bits: int, mask: int | None, itype: torch.dtype) -> Tensor:
+    """``[B, 3, N]`` uint8 -> ``((f(r) << 2 bits) | (f(g) << bits) | f(b))`` as ``itype``,
+    where ``f(x) = x >> shift`` (the bin of a level) or ``x & mask`` (its offset in the bin).
+    Built in place from uint8 fields: one pass per operation, no wide copy per channel."""
+    field = [(c >> shift) if mask is None else (c & mask) for c in q.unbind(1)]
+    key = field[0].to(itype)
+    key.bitwise_left_shift_(bits).bitwise_or_(field[1])
+    return key.bitwise_left_shift_(bits).bitwise_or_(field[2])
+
+
+def _bin_index(q: Tensor, opaque: Tensor | None, bins: int, limit: int) -> Tensor:
+    """Levels ``[B, 3, N]`` uint8 -> colour bin index ``[B, N]`` (``(r_bin * bins + g_bin) *
+    bins + b_bin``; transparent pixels -> ``bins**3``) in an integer type that holds ``limit``."""
+    itype = _int_type(limit)
+    if bins & (bins - 1) == 0:  # shifts on the uint8 levels
+        bits = bins.bit_length() - 1
+        key = _pack3(q, 8 - bits, bits, None, itype)
+    else:
+        cb = (q.to(torch.int32) * bins).bitwise_right_shift_(8)  # floor(x * bins / 256)
+        key = ((cb[:, 0] * bins + cb[:, 1]) * bins + cb[:, 2]).to(itype)
+    if opaque is not None:
+        key = torch.where(opaque, key, bins**3)
+    return key
+
+
+def _offset(key: Tensor, n_img: int, stride: int) -> Tensor:
+    """Per-image index ``[B, N]`` -> flat index over ``B`` blocks of ``stride`` slots."""
+    if n_img > 1:
+        key = key + torch.arange(n_img, dtype=key.dtype, device=key.device)[:, None] * stride
+    return key.reshape(-1)
+
+
+def _flat_index(q: Tensor, opaque: Tensor | None, bins: int) -> Tensor:
+    """Levels ``[B, 3, N]`` uint8 -> flat bin index ``[B * N]``, image ``i`` offset by
+    ``i * (bins**3 + 1)`` (the last slot of each image holds its transparent pixels)."""
+    n_img = q.shape[0]
+    slots = bins**3 + 1
+    return _offset(_bin_index(q, opaque, bins, n_img * slots), n_img, slots)
+
+
+def _bin_counts(flat: Tensor, n_img: int, bins: int) -> Tensor:
+    """Flat index of :func:`_flat_index` -> counts ``[B, bins**3]`` int64 (one ``bincount``)."""
+    slots = bins**3 + 1
+    return torch.bincount(flat, minlength=n_img * slots).view(n_img, slots)[:, : slots - 1]
+
+
+def _slot_sums(q: Tensor, flat: Tensor, order: Tensor, bins: int) -> Tensor:
+    """Sums of each pixel's offset from its bin's lower edge, for the bins in ``order`` only.
+
+    Args:
+        q: levels ``[B, 3, N]`` uint8.
+        flat: the flat bin index of :func:`_bin_counts`.
+        order: ``[B, k]`` the bins whose sums are wanted.
+
+    Returns:
+        ``[B, k, 3]`` int64 exact sums.
+
+    A look-up table maps every bin to a slot (its rank in ``order``, or ``k`` for all other
+    bins). For power-of-two ``bins`` with width ``w``, one ``bincount`` over
+    ``slot * w**3 + (r_off, g_off, b_off)`` counts every (slot, offset triple); the sums are
+    that count weighted by the offsets. Otherwise (or where that table would be large) one
+    ``index_add_`` per channel adds the offsets into the ``k + 1`` slots.
+    """
+    n_img, _, n_pix = q.shape
+    k = order.shape[1]
+    dev = q.device
+    width = -(-256 // bins)
+    pow2 = bins & (bins - 1) == 0
+    joint = (k + 1) * width**3
+    use_joint = pow2 and n_img * joint <= min(_JOINT_MAX, max(2**18, 4 * n_img * n_pix))
+    stride = joint if use_joint else k + 1
+    itype = _int_type(n_img * stride)
+    slot = torch.full((n_img, bins**3 + 1), k, dtype=itype, device=dev)
+    slot.scatter_(1, order, torch.arange(k, dtype=itype, device=dev).expand(n_img, k))
+    base = torch.arange(n_img, dtype=itype, device=dev)[:, None] * (k + 1)
+    lut = (slot + base).mul_(stride // (k + 1)).view(-1)
+    if lut.dtype == torch.int16:  # index_select takes int32/int64 values and indices
+        lut = lut.to(torch.int32)
+    at = lut.index_select(0, flat if flat.dtype != torch.int16 else flat.to(torch.int32))
+    at = at.view(n_img, n_pix)
+    if use_joint:
+        bits = width.bit_length() - 1
+        at += _pack3(q, 0, bits, width - 1, _int_type(width**3))
+        hist = torch.bincount(at.view(-1), minlength=n_img * joint)
+        hist = hist.view(n_img, k + 1, width, width, width)[:, :k]
+        w = torch.arange(width, dtype=torch.int64, device=dev)
+        marg = [hist.sum((3, 4)), hist.sum((2, 4)), hist.sum((2, 3))]  # [B, k, w] each
+        return torch.stack([(m * w).sum(-1) for m in marg], -1)
+    # One index_add_ per channel; int32 sums where no total can overflow.
+    vtype = torch.int32 if (width - 1) * n_pix < 2**31 else torch.int64
+    at = at.view(-1)
+    sums = []
+    for c in range(3):  # three channels, not a loop over pixels
+        level = q[:, c]
+        if pow2:
+            off = (level & (width - 1)).to(vtype)
+        else:
+            cb = (level.to(torch.int32) * bins).bitwise_right_shift_(8)
+            off = (level.to(torch.int32) - (cb * 256 + bins - 1) // bins).to(vtype)
+        acc = torch.zeros(n_img * (k + 1), dtype=vtype, device=dev)
+        sums.append(acc.index_add_(0, at, off.view(-1)).to(torch.int64))
+    return torch.stack(sums, -1).view(n_img, k + 1, 3)[:, :k]
+
+
+def _top_bins(q: Tensor, opaque: Tensor | None, top_n: int, bins: int,
+              use_triton: bool | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Levels ``[B, 3, N]`` uint8 -> (counts ``[B, bins**3]``, the ``K`` most frequent bins
+    ``[B, K]`` (stable: ties keep ascending bin order), their offset sums ``[B, K, 3]``).
+
+    ``use_triton``: None picks the Triton kernels where :func:`_tri.supported`; False forces
+    the torch path (benchmarks compare both). The torch path runs over chunks of images so
+    that its per-pixel temporaries stay bounded (a few bytes per pixel of a chunk).
+    """
     n_img, _, n_pix = q.shape
     dev = q.device
-    n_bins = bins**3
-    slots = n_bins + 1  # + one spare slot per image for transparent pixels
-    total = n_img * slots * lanes
-
-    pow2 = bins & (bins - 1) == 0
-    itype = torch.int16 if pow2 and total <= 2**15 and dev.type == "cpu" else torch.int32
-    if total >= 2**31:
-        itype = torch.int64
-    if pow2:  # shifts and masks on the uint8 levels, then widen
-        shift = 8 - (bins.bit_length() - 1)
-        cbin = (q >> shift).to(itype)
-        rem = (q & ((1 << shift) - 1)).to(itype)
+    tri = use_triton is not False and _tri.supported(dev, bins, min(top_n, bins**3))
+    step = max(1, _CHUNK_PIXELS // n_pix)
+    flat = None
+    if tri:
+        q = q.contiguous()
+        counts = _tri.bin_counts(q, opaque, bins)
+    elif step >= n_img:  # one chunk: keep the index for the second pass
+        flat = _flat_index(q, opaque, bins)
+        counts = _bin_counts(flat, n_img, bins)
     else:
-        qi = q.to(itype)  # [B, 3, N]
-        cbin = (q.to(torch.int32) * bins >> 8).to(itype)
-        rem = qi - _bin_edges(bins, dev).to(itype)[cbin.long()]
-    index = (cbin[:, 0] * bins + cbin[:, 1]).mul_(bins).add_(cbin[:, 2])  # [B, N]
-    if opaque is not None:
-        index = torch.where(opaque, index, n_bins)
-    index += torch.arange(n_img, dtype=itype, device=dev)[:, None] * slots
-    if lanes > 1:
-        lane = torch.arange(n_pix, device=dev, dtype=itype) % lanes
-        index = index.mul_(lanes).add_(lane)
-    index = count_index = index.flatten()  # bincount is fastest on the narrow int16 index
-    if index.dtype == torch.int16:  # index_add_ takes int32/int64 indices
-        index = index.to(torch.int32)
+        counts = torch.cat([_bin_counts(_flat_index(q[i:i + step], _part(opaque, i, step), bins),
+                                        q[i:i + step].shape[0], bins)
+                            for i in range(0, n_img, step)])
 
-    # Packed exact sums: a 31-bit field holds (bin width - 1) * N for N up to ~16 M pixels
-    # per image even at bins=2; larger images take separate passes so nothing can overflow.
-    width = -(-256 // bins)
-    if lanes == 1 and dev.type == "cpu" and (width - 1) * n_pix < 2**_SHIFT:
-        # CPU: int32 sums need no 8-byte copy of every pixel (the costly part on CPU);
-        # counts from one bincount, sums from one int32 index_add_ per channel.
-        counts = torch.bincount(count_index, minlength=total)
-        rem32 = rem.to(torch.int32)
-        sums = torch.stack([torch.zeros(total, dtype=torch.int32, device=dev).index_add_(
-            0, index, rem32[:, c].flatten()) for c in range(3)], -1).to(torch.int64)
-        return counts.view(n_img, slots)[:, :n_bins], sums.view(n_img, slots, 3)[:, :n_bins]
-    rem64 = rem.to(torch.int64)  # [B, 3, N]
-    if (width - 1) * n_pix < 2**_SHIFT and n_pix < 2**31:
-        rg = (rem64[:, 0] + (rem64[:, 1] << _SHIFT)).flatten()
-        bc = (rem64[:, 2] + (1 << _SHIFT)).flatten()
-        acc_rg = torch.zeros(total, dtype=torch.int64, device=dev).index_add_(0, index, rg)
-        acc_bc = torch.zeros(total, dtype=torch.int64, device=dev).index_add_(0, index, bc)
-        if lanes > 1:  # sum the private copies (fields cannot carry: totals fit as above)
-            acc_rg, acc_bc = acc_rg.view(-1, lanes).sum(-1), acc_bc.view(-1, lanes).sum(-1)
-        mask = (1 << _SHIFT) - 1
-        sums = torch.stack([acc_rg & mask, acc_rg >> _SHIFT, acc_bc & mask], -1)
-        counts = acc_bc >> _SHIFT
-    else:
-        zeros = torch.zeros(total, 3, dtype=torch.int64, device=dev)
-        sums = zeros.index_add_(0, index, rem64.transpose(1, 2).reshape(-1, 3))
-        counts = torch.bincount(index, minlength=total)
-        if lanes > 1:
-            sums, counts = sums.view(-1, lanes, 3).sum(1), counts.view(-1, lanes).sum(-1)
-    counts = counts.view(n_img, slots)[:, :n_bins]
-    sums = sums.view(n_img, slots, 3)[:, :n_bins]
-    return counts, sums
+    occupied = int((counts > 0).sum(-1).max())  # one sync per call, to size the output
+    k = max(1, min(top_n, occupied))
+    # Stable descending sort: equal counts keep ascending bin order (the tie rule).
+    order = torch.sort(counts, dim=-1, descending=True, stable=True).indices[:, :k]
+    if tri:
+        slot = torch.full((n_img, bins**3), k, dtype=torch.int32, device=dev)
+        slot.scatter_(1, order, torch.arange(k, dtype=torch.int32, device=dev).expand(n_img, k))
+        return counts, order, _tri.slot_sums(q, opaque, slot, bins, k)
+    if flat is not None:
+        return counts, order, _slot_sums(q, flat, order, bins)
+    sums = [_slot_sums(q[i:i + step], _flat_index(q[i:i + step], _part(opaque, i, step), bins),
+                       order[i:i + step], bins) for i in range(0, n_img, step)]
+    return counts, order, torch.cat(sums)
+
+
+def _part(opaque: Tensor | None, i: int, step: int) -> Tensor | None:
+    return None if opaque is None else opaque[i:i + step]
 
 
 def dominant_colors(image: Tensor, top_n: int = 32, *, bins: int = 16) -> Palette:
@@ -220,10 +305,10 @@ def dominant_colors(image: Tensor, top_n: int = 32, *, bins: int = 16) -> Palett
             [0, 1], ``top_n < 1``, or ``bins`` outside 2..256.
 
     Note:
-        Sums are exact integers: each pixel adds its offset from the lower edge of its bin;
-        (r, g) offsets are packed into one int64 and (b offset, 1) into another, so two
-        ``index_add_`` passes over a batch-offset index give counts and sums of every bin.
-        Only the ``top_n`` bins are divided into means.
+        Two passes over the pixels: a ``bincount`` of the batch-offset bin index gives the
+        counts; a table maps each of the ``top_n`` bins to a slot, and a second ``bincount``
+        over (slot, offsets from the bin's lower edge) gives exact integer sums for those
+        bins only. Memory is bounded: large batches are processed in chunks of images.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -238,18 +323,17 @@ def dominant_colors(image: Tensor, top_n: int = 32, *, bins: int = 16) -> Palett
     v.check_image(image, "image")
     top_n = v.check_int(top_n, "top_n", low=1)
     bins = v.check_int(bins, "bins", low=2, high=256)
+    return _dominant(image, top_n, bins, use_triton=None)
+
+
+def _dominant(image: Tensor, top_n: int, bins: int, use_triton: bool | None) -> Palette:
+    """:func:`dominant_colors` without the input checks; ``use_triton`` as in :func:`_top_bins`."""
     out_dtype = image.dtype if image.dtype in (torch.float32, torch.float64) else torch.float32
     q, opaque, batch = _flat(image)
-    n_img, _, n_pix = q.shape
+    counts, order, top_sums = _top_bins(q, opaque, top_n, bins, use_triton)
+    k = order.shape[1]
     dev = q.device
-    counts, sums = _bin_sums(q, opaque, bins, _lanes(dev, n_img * (bins**3 + 1)))
-
-    occupied = int((counts > 0).sum(-1).max())  # one sync per call, to size the output
-    k = max(1, min(top_n, occupied))
-    # Stable descending sort: equal counts keep ascending bin order (the tie rule).
-    order = torch.sort(counts, dim=-1, descending=True, stable=True).indices[:, :k]
     top_counts = counts.gather(1, order)
-    top_sums = sums.gather(1, order[..., None].expand(-1, -1, 3))
     edges = _bin_edges(bins, dev)
     lower = torch.stack(
         [edges[order // (bins * bins)], edges[(order // bins) % bins], edges[order % bins]], -1
