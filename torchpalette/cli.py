@@ -36,7 +36,6 @@ import torchpalette as tp
 from . import io
 from . import report as report_mod
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 FORMATS = ("hex", "json", "css", "gpl")
 
 
@@ -297,14 +296,9 @@ class QuantizeStats:
 
 
 def list_images(root: Path) -> list[str]:
-    """Image files under ``root`` (recursive, by suffix), as sorted POSIX relative paths."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for f in filenames:
-            if Path(f).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath, f).relative_to(root).as_posix())
-    return sorted(found)
+    """Image files under ``root`` (recursive, by suffix, hidden ones skipped, as
+    :func:`torchpalette.io.iter_image_files`), as sorted POSIX relative paths."""
+    return [p.relative_to(root).as_posix() for p in io.iter_image_files(root)]
 
 
 def plan_jobs(src: Path, dst: Path) -> list[Job]:
@@ -612,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour space for matching (default: lab)")
     s.add_argument("--dither", choices=("none", "ordered"), default="none", help="dithering")
     s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
-    s.add_argument("--workers", type=_int_in(0, 256), default=min(4, os.cpu_count() or 1),
-                   help="DataLoader decode workers (default: min(4, CPUs))")
+    s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
+                   help="DataLoader decode workers, 0 = decode in this process (default: "
+                        "min(8, CPUs))")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
