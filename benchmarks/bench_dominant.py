@@ -9,9 +9,11 @@ CPU: one >= 12-megapixel photo (the bundled sample upscaled to 3584 x 3584; `--q
     32 largest; colours are the bins' lower edges.
 Quality: max difference (8-bit levels) of the 32 colours from torchpalette's, same order.
 
-GPU (when CUDA is available): a batch of 256 1-megapixel images (`--quick`: 16), images/s
-for counts only (``torch.bincount`` on a batch-offset index) and for dominant_colors (counts
-and mean-of-bin colours). Keep it short: about 10 timed repeats each.
+GPU (when CUDA is available): a batch of 256 1-megapixel images (`--quick`: 16). Checks first
+that the GPU result equals the CPU one (and Triton == plain torch), then images/s and peak
+extra memory for counts only and for dominant_colors (counts and mean-of-bin colours), each
+with the plain-torch path and the Triton kernels (when Triton is installed). About 10 timed
+repeats each; well under 90 s.
 
 Usage: python benchmarks/bench_dominant.py [--quick]
 """
@@ -19,6 +21,7 @@ Usage: python benchmarks/bench_dominant.py [--quick]
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from pathlib import Path
 
@@ -118,33 +121,53 @@ def gpu_part(quick: bool) -> None:
     base = tp.read_image(SAMPLE)[:3].float()[None].to(dev)
     one = F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False)
     g = torch.Generator(device=dev).manual_seed(0)
-    # distinct images: the photo, flipped/rolled and brightness-shifted per batch element
+    # distinct images: the photo, brightness-shifted per batch element and rolled
     shift = torch.randint(-40, 40, (batch, 1, 1, 1), generator=g, device=dev).float()
     images = (one.expand(batch, -1, -1, -1) + shift).round().clamp(0, 255).to(torch.uint8)
     images = torch.roll(images, shifts=(123, 77), dims=(-2, -1)).contiguous()
-    print(f"GPU: {torch.cuda.get_device_name(dev)}, batch {batch} x {side}x{side} uint8")
+    del one, base
+    hmod = importlib.import_module("torchpalette.histogram")
+    tri_ok = hmod._tri.supported(dev, BINS, TOP_N)
+    print(f"GPU: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, batch {batch} x "
+          f"{side}x{side} uint8, Triton kernels {'available' if tri_ok else 'NOT available'}")
 
-    def counts_only():
-        b = (images.to(torch.int32) * BINS) >> 8
-        idx = (b[:, 0] * BINS + b[:, 1]) * BINS + b[:, 2]
-        idx = idx.view(batch, -1) + torch.arange(batch, device=dev, dtype=torch.int32)[:, None] * BINS**3
-        return torch.bincount(idx.flatten(), minlength=batch * BINS**3)
+    def counts_plain():
+        q = images.view(batch, 3, -1)
+        return hmod._bin_counts(hmod._flat_index(q, None, BINS), batch, BINS)
 
-    def ours():
-        return tp.dominant_colors(images, TOP_N, bins=BINS)
+    def counts_triton():
+        return hmod._tri.bin_counts(images.view(batch, 3, -1), None, BINS)
 
-    # correctness spot check: the batched GPU result equals the CPU result of one image
-    gpu = ours()
-    cpu = tp.dominant_colors(images[1].cpu(), TOP_N, bins=BINS)
-    k = cpu.colors.shape[0]
-    ok = torch.allclose(gpu.colors[1, :k].cpu(), cpu.colors, atol=1e-6)
-    print(f"  GPU result == CPU result for image 1: {ok}")
+    def mean_plain():
+        return hmod._dominant(images, TOP_N, BINS, use_triton=False)
+
+    def mean_triton():
+        return hmod._dominant(images, TOP_N, BINS, use_triton=True)
+
+    # correctness first: GPU (both paths) == CPU for a few images
+    ref = mean_plain()
+    for i in (0, batch // 2, batch - 1):
+        cpu = tp.dominant_colors(images[i].cpu(), TOP_N, bins=BINS)
+        k = cpu.colors.shape[0]
+        ok = torch.equal(ref.colors[i, :k].cpu(), cpu.colors) and torch.equal(
+            ref.weights[i, :k].cpu(), cpu.weights)
+        print(f"  plain-torch GPU == CPU for image {i}: {ok}")
+    methods = [("plain torch: counts only", counts_plain),
+               ("plain torch: dominant_colors (mean)", mean_plain)]
+    if tri_ok:
+        tri = mean_triton()
+        same = torch.equal(tri.colors, ref.colors) and torch.equal(tri.weights, ref.weights)
+        same = same and torch.equal(counts_triton(), counts_plain())
+        print(f"  Triton == plain torch (counts and colours, whole batch): {same}")
+        methods += [("triton: counts only", counts_triton),
+                    ("triton: dominant_colors (mean)", mean_triton)]
     repeat = 3 if quick else 10
-    print(f"{'method':36s} {'ms/batch':>9s} {'img/s':>10s}")
-    for name, fn in [("torch.bincount (counts only)", counts_only),
-                     ("torchpalette.dominant_colors (mean)", ours)]:
+    print(f"{'method':38s} {'ms/batch':>9s} {'img/s':>10s} {'peak MiB':>9s}")
+    for name, fn in methods:
         fn()
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         best = float("inf")
         for _ in range(repeat):
@@ -153,8 +176,10 @@ def gpu_part(quick: bool) -> None:
             end.record()
             torch.cuda.synchronize()
             best = min(best, start.elapsed_time(end))
-        print(f"{name:36s} {best:9.2f} {batch / best * 1e3:10.0f}")
-    print("  target: >= 10,000 img/s with mean-of-bin colours")
+        peak = (torch.cuda.max_memory_allocated(dev) - before) / 2**20
+        print(f"{name:38s} {best:9.2f} {batch / best * 1e3:10.0f} {peak:9.0f}")
+    print("  target: >= 10,000 img/s with mean-of-bin colours; peak = extra memory over the "
+          "input batch")
 
 
 def main() -> None:

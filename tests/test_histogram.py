@@ -262,3 +262,49 @@ def test_bad_top_n():
             tp.dominant_colors(ok, top_n=top_n)
     with pytest.raises(TypeError, match="top_n: expected an int"):
         tp.dominant_colors(ok, top_n=2.5)
+
+
+# ---------------------------------------------------------------- Triton kernels (CUDA path)
+
+_INTERPRET_SCRIPT = r"""
+import importlib, torch
+hmod = importlib.import_module("torchpalette.histogram")
+assert hmod._tri.supported(torch.device("cpu"), 16, 32)
+g = torch.Generator().manual_seed(0)
+img = torch.randint(0, 256, (2, 4, 200, 340), generator=g, dtype=torch.uint8)
+img[:, :3, :100] = img[:, :3, :100] // 50 * 50  # few colours: hot bins and ties
+img[1, 3, :5] = 0  # transparent rows
+for bins, top_n in [(16, 32), (2, 100)]:
+    a = hmod._dominant(img, top_n, bins, use_triton=True)
+    b = hmod._dominant(img, top_n, bins, use_triton=False)
+    assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights), (bins, top_n)
+print("ok")
+"""
+
+
+def test_triton_kernels_match_torch_path_interpreted():
+    # The CUDA kernels, run on the CPU by Triton's interpreter (multi-block programs, ragged
+    # tail, alpha, bins 16 and 2) against the torch path that CI runs everywhere else.
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", _INTERPRET_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bins", [16, 8])
+def test_triton_path_equals_torch_path_on_cuda(bins, sample_path):
+    pytest.importorskip("triton")
+    photo = tp.read_image(sample_path)[:3].cuda()
+    images = torch.stack([photo, photo.flip(-1) // 2 + 60, 255 - photo])
+    assert hmod._tri.supported(images.device, bins, 32)
+    a = hmod._dominant(images, 32, bins, use_triton=True)
+    b = hmod._dominant(images, 32, bins, use_triton=False)
+    assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights)
+    c = tp.dominant_colors(images[1].cpu(), 32, bins=bins)
+    torch.testing.assert_close(a.colors[1, : c.colors.shape[0]].cpu(), c.colors, atol=0, rtol=0)
