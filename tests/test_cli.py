@@ -281,7 +281,7 @@ def test_quantize_palette_file_roundtrip(capsys, tree, photo, tmp_path):
                      "--quiet")
     assert code == 1
     for rel in OUTPUTS:
-        rgb = np.asarray(Image.open(dst / rel).convert("RGB")).reshape(-1, 3)
+        rgb = np.asarray(Image.open(dst / rel).convert("RGBA"))[..., :3].reshape(-1, 3)
         assert {tuple(c) for c in np.unique(rgb, axis=0)} <= allowed
 
 
@@ -301,7 +301,7 @@ def test_quantize_fit_palette_shares_one_palette(capsys, tree):
     assert code == 1
     seen = set()
     for rel in OUTPUTS:
-        rgb = np.asarray(Image.open(dst / rel).convert("RGB")).reshape(-1, 3)
+        rgb = np.asarray(Image.open(dst / rel).convert("RGBA"))[..., :3].reshape(-1, 3)
         seen |= {tuple(c) for c in np.unique(rgb, axis=0)}
     assert len(seen) <= 6
 
@@ -320,3 +320,10 @@ def test_plan_jobs_collisions_and_shard(tmp_path):
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="rank"):
         cli.shard(jobs, 2, 2)
+
+
+def test_snap8_puts_palettes_on_the_png_grid():
+    colors = torch.tensor([[102.49999, 9.124983, 255.0], [0.5, 133.37502, 102.50001]]) / 255
+    snapped = cli.snap8(colors) * 255
+    assert torch.allclose(snapped, snapped.round(), atol=1e-4)
+    assert (snapped.round() - colors * 255).abs().max() <= 0.5 + 1e-4

@@ -466,6 +466,12 @@ def run_jobs(
     return stats
 
 
+def snap8(colors: Tensor) -> Tensor:
+    """Palette colours moved onto the 8-bit grid an indexed PNG stores, so that the quantized
+    uint8 pixels and the written palette entries agree exactly (no x.5 rounding ties)."""
+    return colors.float().mul(255).round().div(255)
+
+
 def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     """The batch function for ``run_jobs`` from the options: a palette per image
     (``--colors``), a fixed palette (``--palette``) or one fitted to all images
@@ -473,14 +479,14 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     kw = dict(space=args.space, dither=args.dither)
     if args.palette is None and not args.fit_palette:
         def per_image(x: Tensor):
-            pal = tp.palette(x, k=args.colors, space=args.space, seed=args.seed)
-            return tp.apply_palette(x, pal.colors, **kw), pal.colors
+            pal = snap8(tp.palette(x, k=args.colors, space=args.space, seed=args.seed).colors)
+            return tp.apply_palette(x, pal, **kw), pal
         return per_image
     if args.palette is not None:
         fixed = load_palette(_existing_file(args.palette, "--palette"))
     else:
         fixed = fit_palette([j.src for j in jobs], args, device)
-    fixed = fixed.to(device)
+    fixed = snap8(fixed.to(device))
 
     def apply_fixed(x: Tensor):
         pals = fixed.expand(x.shape[0], *fixed.shape)

@@ -146,10 +146,10 @@ def make_report(
     pal_sorted, _ = sort_colors(pal.colors)
     reductions, outs = [], []
     for n in reduced:
-        p = palette(image, k=n, seed=seed)
-        out = apply_palette(image, p.colors)
+        colors8 = palette(image, k=n, seed=seed).colors.mul(255).round().div(255)  # PNG's grid
+        out = apply_palette(image, colors8)
         outs.append(out)
-        reductions.append(Reduction(n, _png_bytes(out, p.colors), 0.0))
+        reductions.append(Reduction(n, _png_bytes(out, colors8), 0.0))
     for r, d in zip(reductions, _mean_de(image, torch.stack(outs)).tolist()):
         r.mean_de = d
     mime = _MIME.get(path.suffix.lower()) if path is not None else None
