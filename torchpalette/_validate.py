@@ -19,6 +19,7 @@ __all__ = [
     "check_tensor",
     "check_image",
     "check_colors",
+    "check_data",
     "check_finite",
     "check_range",
     "check_int",
@@ -48,21 +49,38 @@ def check_nonempty(x: Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected a non-empty tensor, got shape {shape_str(x.shape)}")
 
 
-def check_finite(x: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if a floating ``x`` holds NaN or infinity."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = "NaN" if bool(torch.isnan(x).any()) else "infinity"
-        raise ValueError(f"{name}: expected finite values, got {bad}")
-
-
-def check_range(x: Tensor, name: str, low: float, high: float) -> None:
-    """Raise ``ValueError`` unless every value of ``x`` lies in ``[low, high]``."""
-    lo, hi = torch.aminmax(x.detach())
-    lo_v, hi_v = float(lo), float(hi)
-    if lo_v < low or hi_v > high:
+def check_data(
+    x: Tensor, name: str, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN/inf or (when bounds are given) values outside
+    ``[low, high]``. One ``aminmax`` pass and one host sync cover all of it (NaN propagates
+    through min/max), so checking a large tensor costs a single read."""
+    if not x.is_floating_point():
+        if low is None and high is None:
+            return
+        lo, hi = torch.aminmax(x.detach())
+        lo_v, hi_v = float(lo), float(hi)
+    else:
+        lo_v, hi_v = (float(t) for t in torch.aminmax(x.detach()))
+        if math.isnan(lo_v) or math.isnan(hi_v):
+            raise ValueError(f"{name}: expected finite values, got NaN")
+        if math.isinf(lo_v) or math.isinf(hi_v):
+            raise ValueError(f"{name}: expected finite values, got infinity")
+    if (low is not None and lo_v < low) or (high is not None and hi_v > high):
         raise ValueError(
             f"{name}: expected values in [{low:g}, {high:g}], got values in [{lo_v:g}, {hi_v:g}]"
         )
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if a floating ``x`` holds NaN or infinity."""
+    if x.is_floating_point():
+        check_data(x, name)
+
+
+def check_range(x: Tensor, name: str, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless every value of ``x`` lies in ``[low, high]`` (NaN/inf too)."""
+    check_data(x, name, low, high)
 
 
 def check_float_dtype(x: Tensor, name: str) -> None:
@@ -111,8 +129,7 @@ def check_image(
         )
     check_nonempty(image, name)
     if check_values and image.is_floating_point():
-        check_finite(image, name)
-        check_range(image, name, 0.0, 1.0)
+        check_data(image, name, 0.0, 1.0)
     return image
 
 
@@ -145,9 +162,7 @@ def check_colors(
         raise ValueError(f"{name}: expected shape {want}, got {shape_str(colors.shape)}")
     check_nonempty(colors, name)
     if check_values:
-        check_finite(colors, name)
-        if value_range is not None:
-            check_range(colors, name, *value_range)
+        check_data(colors, name, *(value_range or (None, None)))
     return colors
 
 
