@@ -44,7 +44,7 @@ def test_apply_palette_nearest_in_lab(device, dtype, batch):
     assert float((idx.cpu() == ref).double().mean()) > 0.995  # float32 ties only
     expect = PAL[idx.cpu()].movedim(-1, -3)
     if dtype == torch.uint8:
-        assert torch.equal(out.cpu(), (expect * 255).round().to(torch.uint8))
+        assert torch.equal(out.cpu(), (expect.double() * 255).round().to(torch.uint8))
     else:
         torch.testing.assert_close(out.cpu(), expect.to(dtype))
 
@@ -112,7 +112,7 @@ def test_reduce_colors_uses_at_most_k_palette_colours(device, dtype, batch):
     for i in np.ndindex(*batch):
         distinct = out[i].flatten(1).T.unique(dim=0)
         assert len(distinct) <= 6
-        allowed = (pal[i] * 255).round().to(torch.uint8) if dtype == torch.uint8 else pal[i].to(dtype)
+        allowed = (pal[i].double() * 255).round().to(torch.uint8) if dtype == torch.uint8 else pal[i].to(dtype)
         assert bool((distinct[:, None] == allowed[None]).all(-1).any(-1).all())
 
 
@@ -152,3 +152,23 @@ def test_cuda_matches_cpu():
     a = tp.reduce_colors(img, 8)
     b = tp.reduce_colors(img.cuda(), 8).cpu()
     assert float((a != b).any(0).float().mean()) < 0.01
+
+
+def test_uint8_output_and_indexed_png_agree_on_rounding_ties(tmp_path):
+    # float32 colours whose 255x lies within one float32 ulp of an x.5 tie: rounding the
+    # float32 product and the exact product disagree for some of them
+    n = torch.arange(0, 255, dtype=torch.float64)
+    base = ((n + 0.5) / 255).to(torch.float32)
+    cands = torch.cat([base, base.nextafter(torch.tensor(0.0)), base.nextafter(torch.tensor(1.0))])
+    f32 = (cands * 255).round()
+    exact = (cands.double() * 255).round()
+    assert bool((f32 != exact).any())  # the trap exists
+    pal = cands[(f32 != exact)][:3].repeat_interleave(3).view(-1, 3)
+    img = torch.stack([torch.full((3, 2), i * 100, dtype=torch.uint8) for i in range(len(pal))],
+                      -1)  # [3, 2, K] one column per palette colour, roughly
+    out = tp.apply_palette(img, pal)
+    colours = set(map(tuple, out.flatten(1).T.tolist()))
+    assert colours <= set(map(tuple, exact[(f32 != exact)][:3].repeat_interleave(3).view(-1, 3)
+                              .to(torch.uint8).tolist()))
+    tp.write_image(out, tmp_path / "tie.png", palette=pal)  # every pixel found in the palette
+    assert torch.equal(tp.read_image(tmp_path / "tie.png"), out)

@@ -55,3 +55,14 @@ def pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
         torch.float32 if not image.is_floating_point() else image.dtype
     )
     return colors, weights
+
+
+def float_to_uint8(x: Tensor) -> Tensor:
+    """Float values in [0, 1] (colours or images, any shape) -> uint8 ``round(255 x)``.
+
+    The one rounding rule for palettes and images that must agree byte for byte (apply_palette's
+    uint8 output, write_image's indexed PNG entries): the product is taken in float64, where
+    ``255 x`` of a float32/float16 value is exact, so a value like 102.49999 never becomes a
+    float32 tie at 102.5 that one caller rounds up and another down. Ties round half to even.
+    """
+    return x.to(torch.float64).mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)

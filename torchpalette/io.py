@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png
 
 from . import _validate as v
-from ._image import like_input
+from ._image import float_to_uint8
 
 __all__ = ["read_image", "write_image", "iter_image_files", "IMAGE_SUFFIXES"]
 
@@ -144,7 +144,7 @@ def read_image(path: str | os.PathLike) -> Tensor:
 
 def _palette_png(rgb: Tensor, alpha: Tensor | None, palette: Tensor) -> Image.Image:
     """uint8 image ``[3, H, W]`` whose pixels are all palette colours -> Pillow "P" image."""
-    pal8 = like_input(palette.detach().to("cpu", torch.float64), rgb).to(torch.int64)  # [K, 3]
+    pal8 = float_to_uint8(palette.detach().cpu()).to(torch.int64)  # [K, 3]
     pal_key = pal8[:, 0] << 16 | pal8[:, 1] << 8 | pal8[:, 2]
     px = rgb.to(torch.int64)
     key = (px[0] << 16 | px[1] << 8 | px[2]).flatten()
@@ -220,7 +220,8 @@ def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | Non
             raise ValueError(
                 f"palette: expected shape [K, 3] with K <= 256, got {v.shape_str(palette.shape)}"
             )
-    img8 = like_input(image.detach().cpu(), torch.empty(0, dtype=torch.uint8))
+    img8 = image.detach().cpu()
+    img8 = img8 if img8.dtype == torch.uint8 else float_to_uint8(img8)  # as apply_palette
     rgb, alpha = img8[:3], (img8[3] if img8.shape[0] == 4 else None)
     if palette is not None:
         buf = _io.BytesIO()

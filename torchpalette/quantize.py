@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _validate as v
-from ._image import merge_alpha, split_alpha
+from ._image import float_to_uint8, merge_alpha, split_alpha
 from .kmeans import _nearest as _nearest_centroid
 from .palette import SPACES, Palette, _to_space, _to_space_cf, palette
 
@@ -172,7 +172,7 @@ def apply_palette(
 def _gather(pal: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
     """Palette ``[B, K, 3]`` sRGB, labels ``[B, P]`` -> image ``[B, 3, P]`` of ``dtype``."""
     if dtype == torch.uint8:
-        pal = pal.mul(255.0).round_().to(torch.uint8)
+        pal = float_to_uint8(pal)  # the rounding write_image uses for indexed PNGs
     else:
         pal = pal.to(dtype)
     return pal.transpose(1, 2).gather(2, labels.unsqueeze(1).expand(-1, 3, -1))
