@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from torchpalette import cli
+from torchpalette import cli, folder
 
 HEX = re.compile(r"^#[0-9a-f]{6}$")
 
@@ -236,7 +236,7 @@ def test_quantize_workers_give_same_bytes(capsys, tree, tmp_path):
 
 def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
     src, dst = tree
-    real_write, calls = cli.io.write_image, []
+    real_write, calls = folder.io.write_image, []
 
     def dying_write(image, path, *, palette=None):
         calls.append(path)
@@ -310,20 +310,20 @@ def test_plan_jobs_collisions_and_shard(tmp_path):
     src = tmp_path / "s"
     for name in ["a.jpg", "a.png", "b.JPG", "c/d.tiff"]:
         save(src / name, np.zeros((2, 2, 3), np.uint8))
-    jobs = cli.plan_jobs(src, tmp_path / "d")
+    jobs = folder.plan_jobs(src, tmp_path / "d")
     assert [(j.rel, j.dst.relative_to((tmp_path / "d").resolve()).as_posix()) for j in jobs] == [
         ("a.jpg", "a.jpg.png"), ("a.png", "a.png"), ("b.JPG", "b.png"), ("c/d.tiff", "c/d.png")]
     for world in (1, 2, 3, 5):
-        shards = [cli.shard(jobs, r, world) for r in range(world)]
+        shards = [folder.shard(jobs, r, world) for r in range(world)]
         flat = [j for s in shards for j in s]
         assert sorted(flat, key=lambda j: j.rel) == jobs  # every job exactly once
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="rank"):
-        cli.shard(jobs, 2, 2)
+        folder.shard(jobs, 2, 2)
 
 
 def test_snap8_puts_palettes_on_the_png_grid():
     colors = torch.tensor([[102.49999, 9.124983, 255.0], [0.5, 133.37502, 102.50001]]) / 255
-    snapped = cli.snap8(colors) * 255
+    snapped = folder.snap8(colors) * 255
     assert torch.allclose(snapped, snapped.round(), atol=1e-4)
     assert (snapped.round() - colors * 255).abs().max() <= 0.5 + 1e-4

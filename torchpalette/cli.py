@@ -5,12 +5,9 @@ Every subcommand is a short function over the public API. Results go to stdout, 
 stderr as one line (``--debug`` shows the traceback). Exit status: 0 success, 1 a failure (an
 unreadable image, a failed write), 2 bad usage (missing file, bad option value, DST inside SRC).
 
-``quantize`` is built from pieces that a multi-process (torchrun) run reuses unchanged:
-:func:`plan_jobs` lists the sorted (source, output) pairs, :func:`shard` takes a deterministic,
-disjoint slice for a ``(rank, world_size)`` pair, :func:`pending_jobs` drops finished outputs,
-:func:`run_jobs` decodes in DataLoader workers, quantizes batches on the device and writes each
-output atomically (temp file + ``os.replace``), and returns a :class:`QuantizeStats` that ranks
-can :meth:`~QuantizeStats.merge` before :func:`print_summary`.
+``quantize`` is a thin layer over :mod:`torchpalette.folder` (plan, shard, resume, decode,
+quantize, atomic writes); under ``torchrun`` :mod:`torchpalette._dist` gives each rank a
+disjoint shard and rank 0 the progress bar and summary of all ranks.
 """
 
 from __future__ import annotations
@@ -20,12 +17,9 @@ import json
 import os
 import re
 import sys
-import time
 import traceback
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,14 +27,24 @@ from torch import Tensor
 
 import torchpalette as tp
 
-from . import io
+from . import _dist, io
 from . import report as report_mod
+from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of this module's API)
+    Job,
+    QuantizeStats,
+    UsageError,
+    fit_palette,
+    list_images,
+    pending_jobs,
+    plan_jobs,
+    run_jobs,
+    shard,
+    snap8,
+    write_atomic,
+)
+from .folder import one_line as _one_line
 
 FORMATS = ("hex", "json", "css", "gpl")
-
-
-class UsageError(Exception):
-    """Bad usage found after parsing (missing file, DST inside SRC): exit status 2."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -77,11 +81,6 @@ def _existing_file(path: str, name: str = "IMAGE") -> Path:
     if not p.is_file():
         raise UsageError(f"{name}: expected an existing file, got {path!r}")
     return p
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 def _rgb255(colors: Tensor) -> list[list[int]]:
@@ -263,214 +262,6 @@ def cmd_report(args) -> int:
 
 
 # ----------------------------------------------------------------------------- quantize
-@dataclass(frozen=True)
-class Job:
-    """One image to quantize: ``src`` under SRC, ``dst`` its PNG under DST, ``rel`` for messages."""
-
-    src: Path
-    dst: Path
-    rel: str
-
-
-@dataclass
-class QuantizeStats:
-    """Counts, failures and the time split of one :func:`run_jobs` (decode and encode seconds
-    are summed over workers/threads, so they can exceed the wall time)."""
-
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    decode_s: float = 0.0
-    quantize_s: float = 0.0
-    encode_s: float = 0.0
-    wall_s: float = 0.0
-
-    def merge(self, other: QuantizeStats) -> QuantizeStats:
-        """Combine the stats of two ranks (wall time: the slower one)."""
-        return QuantizeStats(
-            self.total + other.total, self.done + other.done, self.skipped + other.skipped,
-            sorted(self.failures + other.failures), self.decode_s + other.decode_s,
-            self.quantize_s + other.quantize_s, self.encode_s + other.encode_s,
-            max(self.wall_s, other.wall_s))
-
-
-def list_images(root: Path) -> list[str]:
-    """Image files under ``root`` (recursive, by suffix, hidden ones skipped, as
-    :func:`torchpalette.io.iter_image_files`), as sorted POSIX relative paths."""
-    return [p.relative_to(root).as_posix() for p in io.iter_image_files(root)]
-
-
-def plan_jobs(src: Path, dst: Path) -> list[Job]:
-    """Every image under ``src`` paired with its ``.png`` output mirrored under ``dst``.
-
-    ``a.jpg`` becomes ``a.png``; where two sources would share an output (``a.jpg`` and
-    ``a.png``), the non-PNG ones keep their suffix (``a.jpg.png``).
-
-    Raises:
-        UsageError: SRC is not a folder, DST is inside SRC (or the same), or an output would land
-            inside SRC.
-    """
-    if not src.is_dir():
-        raise UsageError(f"SRC: expected an existing folder, got {str(src)!r}")
-    s, d = src.resolve(), dst.resolve()
-    if d == s or s in d.parents:
-        raise UsageError(f"DST: expected a folder outside SRC, got {str(dst)!r} inside {str(src)!r}")
-    if dst.exists() and not dst.is_dir():
-        raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
-    rels = list_images(src)
-    outs = [str(Path(r).with_suffix(".png").as_posix()) for r in rels]
-    count: dict[str, int] = defaultdict(int)
-    for o in outs:
-        count[o] += 1
-    jobs = []
-    for rel, out in zip(rels, outs):
-        if count[out] > 1 and Path(rel).suffix.lower() != ".png":
-            out = rel + ".png"
-        target = d / out
-        if s in target.parents:
-            raise UsageError(f"DST: output {target} would be written inside SRC {str(src)!r}")
-        jobs.append(Job(src / rel, target, rel))
-    return jobs
-
-
-def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
-    """Rank ``rank``'s share of the sorted job list: every ``world_size``-th job, so the shards
-    are disjoint, cover every job exactly once, and differ in size by at most one."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank: expected an int in [0, {world_size - 1}], got {rank}")
-    return list(jobs[rank::world_size])
-
-
-def _temp_path(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}.{os.getpid()}.tmp.png")
-
-
-def pending_jobs(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
-    """Jobs whose output is missing (all with ``overwrite``); stale temp files of an earlier,
-    killed run for these outputs are removed."""
-    todo = []
-    for job in jobs:
-        if job.dst.parent.is_dir():
-            for stale in job.dst.parent.glob(f".{glob_escape(job.dst.name)}.*.tmp.png"):
-                stale.unlink(missing_ok=True)
-        if overwrite or not job.dst.exists():
-            todo.append(job)
-    return todo
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one file per item in a DataLoader worker; errors become a reason string."""
-
-    def __init__(self, paths: Sequence[Path]):
-        self.paths = [str(p) for p in paths]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        t0 = time.perf_counter()
-        try:
-            image, error = io.read_image(self.paths[i]), None
-        except Exception as exc:  # an unreadable file is reported, never fatal
-            image, error = None, _one_line(exc)
-        return i, image, error, time.perf_counter() - t0
-
-
-def _as_list(items):
-    return items
-
-
-def write_atomic(image: Tensor, dst: Path, palette: Tensor | None) -> float:
-    """Write ``image`` to ``dst`` through a temp file + ``os.replace``; return the seconds."""
-    t0 = time.perf_counter()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(dst)
-    try:
-        io.write_image(image, tmp, palette=palette)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return time.perf_counter() - t0
-
-
-def run_jobs(
-    jobs: Sequence[Job],
-    quantize_fn: Callable[[Tensor], tuple[Tensor, Tensor]],
-    *,
-    device: torch.device,
-    batch_size: int = 32,
-    workers: int = 0,
-    progress: bool = True,
-) -> QuantizeStats:
-    """Decode ``jobs`` in DataLoader workers, quantize equal-shaped images as one batch on
-    ``device`` with ``quantize_fn(uint8 [B, C, H, W]) -> (image [B, C, H, W], palettes
-    [B, K, 3])``, and write each output atomically from a thread pool."""
-    from tqdm.auto import tqdm
-
-    stats = QuantizeStats(total=len(jobs))
-    start = time.perf_counter()
-    loader = torch.utils.data.DataLoader(
-        _DecodeDataset([j.src for j in jobs]), batch_size=batch_size, num_workers=workers,
-        collate_fn=_as_list, persistent_workers=False)
-    bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    inflight: deque = deque()
-
-    def settle(limit: int) -> None:
-        while len(inflight) > limit:
-            i, fut = inflight.popleft()
-            try:
-                stats.encode_s += fut.result()
-                stats.done += 1
-            except Exception as exc:
-                stats.failures.append((jobs[i].rel, _one_line(exc)))
-            bar.update(1)
-
-    pool = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)))
-    try:
-        for items in loader:
-            groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
-            for i, image, error, seconds in items:
-                stats.decode_s += seconds
-                if error is not None:
-                    stats.failures.append((jobs[i].rel, error))
-                    bar.update(1)
-                else:
-                    groups[tuple(image.shape)].append((i, image))
-            for members in groups.values():
-                t0 = time.perf_counter()
-                try:
-                    x = torch.stack([img for _, img in members]).to(device, non_blocking=True)
-                    out, pals = quantize_fn(x)
-                    out, pals = out.cpu(), pals.cpu()
-                except Exception as exc:
-                    stats.failures += [(jobs[i].rel, _one_line(exc)) for i, _ in members]
-                    bar.update(len(members))
-                    continue
-                stats.quantize_s += time.perf_counter() - t0
-                for j, (i, _) in enumerate(members):
-                    inflight.append((i, pool.submit(write_atomic, out[j], jobs[i].dst, pals[j])))
-            settle(2 * batch_size)
-        settle(0)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    stats.failures.sort()
-    stats.wall_s = time.perf_counter() - start
-    return stats
-
-
-def snap8(colors: Tensor) -> Tensor:
-    """Palette colours moved onto the 8-bit grid an indexed PNG stores, so that the quantized
-    uint8 pixels and the written palette entries agree exactly (no x.5 rounding ties)."""
-    return colors.float().mul(255).round().div(255)
-
 
 def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     """The batch function for ``run_jobs`` from the options: a palette per image
@@ -485,7 +276,9 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     if args.palette is not None:
         fixed = load_palette(_existing_file(args.palette, "--palette"))
     else:
-        fixed = fit_palette([j.src for j in jobs], args, device)
+        fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
+                            seed=args.seed, device=device, batch_size=args.batch_size,
+                            workers=args.workers)
     fixed = snap8(fixed.to(device))
 
     def apply_fixed(x: Tensor):
@@ -494,25 +287,12 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     return apply_fixed
 
 
-def fit_palette(paths: Sequence[Path], args, device: torch.device) -> Tensor:
-    """One palette ``[K, 3]`` for all ``paths`` (decoded in DataLoader workers; unreadable ones
-    skipped here and reported by the quantize pass) via ``tp.nn.PaletteQuantizer.fit``, which
-    all-reduces its statistics across ranks when torch.distributed is initialised."""
-    from . import nn as tpnn
-
-    loader = torch.utils.data.DataLoader(_DecodeDataset(paths), batch_size=args.batch_size,
-                                         num_workers=args.workers, collate_fn=_as_list)
-    images = (img for items in loader for _, img, err, _ in items if err is None)
-    q = tpnn.PaletteQuantizer.fit(images, colors=args.colors, space=args.space, seed=args.seed,
-                                  device=device)
-    return q.palette.detach().float()
-
-
-def print_summary(stats: QuantizeStats, *, timings: bool = False) -> int:
+def print_summary(stats: QuantizeStats, *, timings: bool = False, world_size: int = 1) -> int:
     """Print the one-line summary (stdout) and the failures (stderr); return the exit status."""
     rate = stats.done / stats.wall_s if stats.wall_s > 0 else 0.0
+    on = f" on {world_size} ranks" if world_size > 1 else ""
     print(f"quantized {stats.done} images, skipped {stats.skipped} finished, "
-          f"{len(stats.failures)} failed in {stats.wall_s:.1f} s ({rate:.1f} images/s)")
+          f"{len(stats.failures)} failed in {stats.wall_s:.1f} s{on} ({rate:.1f} images/s)")
     if timings:
         print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
               f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
@@ -522,16 +302,26 @@ def print_summary(stats: QuantizeStats, *, timings: bool = False) -> int:
     return 1 if stats.failures else 0
 
 
-def cmd_quantize(args, *, rank: int = 0, world_size: int = 1) -> int:
+def cmd_quantize(args) -> int:
+    """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
+    prints the summary of all ranks, and every rank returns the same exit status."""
     src, dst = Path(args.src), Path(args.dst)
-    jobs = shard(plan_jobs(src, dst), rank, world_size)
-    device = resolve_device(args.device)
-    todo = pending_jobs(jobs, args.overwrite)
-    fn = make_quantizer(args, device, jobs)
-    stats = run_jobs(todo, fn, device=device, batch_size=args.batch_size, workers=args.workers,
-                     progress=not args.quiet and rank == 0)
-    stats.total, stats.skipped = len(jobs), len(jobs) - len(todo)
-    return print_summary(stats, timings=args.timings)
+    with _dist.session(resolve_device(args.device)) as (ranks, device):
+        rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
+        every = plan_jobs(src, dst)
+        if ranks is not None:
+            ranks.check_same(every)
+        jobs = shard(every, rank, world)
+        todo = pending_jobs(jobs, args.overwrite)
+        fn = make_quantizer(args, device, jobs)
+        stats = run_jobs(todo, fn, device=device, batch_size=args.batch_size,
+                         workers=args.workers, progress=not args.quiet, ranks=ranks)
+        stats.total, stats.skipped = len(jobs), len(jobs) - len(todo)
+        if ranks is not None:
+            stats = ranks.gather_stats(stats)
+        if rank == 0:
+            return print_summary(stats, timings=args.timings, world_size=world)
+        return 1 if stats.failures else 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -623,6 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rank_in_env() -> int | None:
+    try:
+        env = _dist.env_ranks()
+    except ValueError:
+        return None
+    return None if env is None else env[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``torchpalette`` and ``python -m torchpalette``; returns the exit status."""
     parser = build_parser()
@@ -635,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, FileExistsError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"torchpalette {args.command}: error: {exc}", file=sys.stderr)
+        if _rank_in_env() in (None, 0):  # every rank finds the same usage error: say it once
+            print(f"torchpalette {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"torchpalette {args.command}: interrupted", file=sys.stderr)
@@ -643,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"torchpalette {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        rank = _rank_in_env()
+        where = "" if rank is None else f" (rank {rank})"
+        print(f"torchpalette {args.command}: error{where}: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 
