@@ -109,7 +109,8 @@ class _GlobalProgress(Progress):
     """Progress over all ranks: after every decoded batch an asynchronous all-reduce of this
     rank's finished-image count; at most ``window`` are in flight, so a rank runs up to
     ``window`` batches ahead of the slowest before it waits. Every rank issues exactly
-    ``max(batches over ranks)`` of them (a rank that runs out pads at :meth:`finish`)."""
+    ``max(batches over ranks) + 1`` of them: a rank that runs out of batches pads at
+    :meth:`finish`, whose last one carries every rank's final count."""
 
     def __init__(self, ranks: Ranks, total: int, batches: int, show: bool, window: int = 8):
         import torch.distributed as dist
@@ -149,7 +150,7 @@ class _GlobalProgress(Progress):
         self._collect(self.window)
 
     def finish(self) -> None:
-        while self.issued < self.syncs:
+        while self.issued <= self.syncs:
             self._issue()
             self._collect(self.window)
         self._collect(0)

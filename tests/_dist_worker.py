@@ -1,0 +1,89 @@
+"""One rank of a torchrun-like launch, started by tests/test_distributed.py with RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in its environment (what torchrun sets).
+
+Usage: python _dist_worker.py OUT MODE SRC DST PALETTE
+
+Every ``folder.write_atomic`` call is logged; stdout/stderr and exit status of each step go to
+``OUT/rank-RANK.json``. Modes:
+
+* ``cli``: ``torchpalette quantize SRC DST --palette PALETTE`` through ``cli.main`` (the
+  command initialises the process group from the environment itself).
+* ``fit``: as ``cli``, then (on MASTER_PORT2) the worker initialises the group itself, fits
+  ``PaletteQuantizer`` to this rank's shard (``OUT/fit-RANK.pt``) and runs ``quantize SRC
+  DST-fit --fit-palette`` inside that group.
+* ``die:N``: as ``cli``, but on rank 1 the write after N finished ones leaves half a temp file
+  and the process dies at once (as a killed rank would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from torchpalette import cli, folder
+from torchpalette import nn as tpnn
+
+out, mode, src, dst, pal = Path(sys.argv[1]), sys.argv[2], *sys.argv[3:6]
+common = ["--device", "cpu", "--workers", "0", "--batch-size", "3"]
+rank = int(os.environ["RANK"])
+writes: list[str] = []
+steps: dict[str, dict] = {}
+
+real_write_atomic = folder.write_atomic
+
+
+def logged_write_atomic(image, dst, palette):
+    seconds = real_write_atomic(image, dst, palette)
+    writes.append(str(dst))
+    return seconds
+
+
+folder.write_atomic = logged_write_atomic
+
+if mode.startswith("die:") and rank == 1:
+    limit, real_write_image = int(mode[4:]), folder.io.write_image
+
+    def dying_write_image(image, path, *, palette=None):
+        if len(writes) >= limit:
+            real_write_image(image, path, palette=palette)
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])
+            os._exit(9)
+        return real_write_image(image, path, palette=palette)
+
+    folder.io.write_image = dying_write_image
+
+
+def step(name: str, args: list[str]) -> None:
+    o, e = _io.StringIO(), _io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        code = cli.main(args)
+    steps[name] = {"rc": code, "out": o.getvalue(), "err": e.getvalue()}
+
+
+step("cli", ["quantize", src, dst, "--palette", pal, *common])
+if mode == "fit":
+    os.environ["MASTER_PORT"] = os.environ["MASTER_PORT2"]
+    dist.init_process_group("gloo")
+    jobs = folder.shard(folder.plan_jobs(Path(src), Path(dst)), rank, dist.get_world_size())
+    images = []
+    for job in jobs:
+        try:
+            images.append(cli.io.read_image(job.src))
+        except ValueError:
+            pass
+    q = tpnn.PaletteQuantizer.fit(images, colors=4, seed=0)
+    torch.save(q.palette, out / f"fit-{rank}.pt")
+    step("fit", ["quantize", src, dst + "-fit", "--fit-palette", "--colors", "4", *common])
+    steps["group_still_up"] = dist.is_initialized()
+    dist.destroy_process_group()
+
+(out / f"rank-{rank}.json").write_text(json.dumps({"steps": steps, "writes": writes}))
+sys.exit(steps["cli"]["rc"])
