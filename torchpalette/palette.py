@@ -96,6 +96,27 @@ def palette(
         (tensor([[  0.,   0.,   0.],
                 [255.,   0.,   0.]]), tensor([0.7500, 0.2500]))
     """
+    return _palette(
+        image, k, space=space, max_pixels=max_pixels, seed=seed, method=method, bits=bits,
+        **kmeans_kw,
+    )[0]
+
+
+def _palette(
+    image: Tensor,
+    k: int = 16,
+    *,
+    space: str = "lab",
+    max_pixels: int | None = None,
+    seed: int = 0,
+    method: str = "hist",
+    bits: int = 5,
+    return_bins: bool = False,
+    **kmeans_kw: Any,
+) -> tuple[Palette, tuple[Tensor, Tensor, Tensor, int] | None]:
+    """:func:`palette` (checked) plus, with ``return_bins`` and ``method="hist"``, what
+    :func:`_bin_lut_apply` needs: ``(rgb [B, 3, P] (all pixels), bins [B, M], labels [B, M]
+    (index into the sorted palette), bits)``; else None."""
     v.check_image(image, "image")
     k = v.check_int(k, "k", low=1)
     v.check_choice(space, "space", SPACES)
@@ -123,25 +144,29 @@ def palette(
                 "got an image whose pixels are all transparent"
             )
     generator = torch.Generator().manual_seed(seed)
+    rgb_all = rgb
     if max_pixels is not None and rgb.shape[-1] > max_pixels:
         keep = torch.randperm(rgb.shape[-1], generator=generator)[:max_pixels].sort().values
         keep = keep.to(rgb.device)
         rgb = rgb[..., keep]
         weights = None if weights is None else weights[..., keep]
-    colors, wts, degenerate = _palette_from_pixels(
+    colors, wts, degenerate, extra = _palette_from_pixels(
         rgb, k, weights=weights, space=space, method=method, bits=bits, generator=generator,
-        **kmeans_kw,
+        return_bins=True, **kmeans_kw,
     )
     if bool(degenerate.any()):
         warnings.warn(
             f"palette: an image has fewer distinct colours than k={k}; "
             "duplicate colours of weight 0 were returned",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if image.is_floating_point() and image.dtype in (torch.float32, torch.float64):
         colors, wts = colors.to(image.dtype), wts.to(image.dtype)
-    return Palette(colors.reshape(*batch, k, 3), wts.reshape(*batch, k))
+    lut = None
+    if return_bins and extra is not None:
+        lut = (rgb_all, extra[0], extra[1], bits)
+    return Palette(colors.reshape(*batch, k, 3), wts.reshape(*batch, k)), lut
 
 
 _SRGB_TO_XYZ = (  # rows divided by the D65 white (0.95047, 1, 1.08883), as kornia.color
@@ -211,55 +236,121 @@ def _from_space(c: Tensor, space: str) -> Tensor:
     return c.clamp(0.0, 1.0)
 
 
-def _bin_pixels(rgb: Tensor, weights: Tensor | None = None, bits: int = 6) -> tuple[Tensor, Tensor]:
+_BIN_CHUNK = 1 << 23  # most pixels (and dense bins) binned at once: bounds GPU memory
+
+
+def _bin_codes(rgb: Tensor, bits: int) -> Tensor:
+    """``[B, 3, P]`` uint8 or float sRGB -> int32 bin codes ``[B, P]``:
+    ``(r << 2 bits) | (g << bits) | b`` with ``x = round(255 x) >> (8 - bits)`` per channel.
+    uint8 pixels are shifted as uint8 and widened once (4 bytes per pixel, no float copy)."""
+    s = 8 - bits
+    q = rgb if rgb.dtype == torch.uint8 else rgb.mul(255.0).round_().to(torch.uint8)
+    code = (q[:, 0] >> s).to(torch.int32).bitwise_left_shift_(2 * bits)
+    code.bitwise_or_((q[:, 1] >> s).to(torch.int32).bitwise_left_shift_(bits))
+    return code.bitwise_or_(q[:, 2] >> s)
+
+
+def _bin_pixels(
+    rgb: Tensor, weights: Tensor | None = None, bits: int = 6, *, return_bins: bool = False
+) -> tuple[Tensor, ...]:
     """Bin pixels into a 3-D colour histogram and compact it to the occupied bins.
+
+    Images are binned in groups whose pixels and dense bins stay under ``_BIN_CHUNK``
+    elements (a loop over groups only to bound memory: a GPU batch of 1024 images never
+    holds ``[B, 32768, 4]`` float bins at once). In a group, the bin codes of all images are
+    offset by ``image * 2**(3 bits)`` and one ``bincount`` gives the counts, three more the
+    channel sums; ``nonzero`` compacts them to the occupied bins, element-major.
 
     Args:
         rgb: ``[B, 3, P]`` uint8 or float sRGB in [0, 1].
         weights: ``[B, P]`` pixel weights (0 = ignored) or None.
         bits: bits per channel; bin of a channel = ``round(255 x) >> (8 - bits)``.
+        return_bins: also return each slot's bin code.
 
     Returns:
-        ``(means [B, M, 3], counts [B, M])``: float32 (float64 for float64 input) sRGB mean
-        of each occupied bin and its (weighted) pixel count; M is the largest number of
-        occupied bins over the batch, shorter rows are padded with count 0. One host sync
-        (to size M).
+        ``(means [B, M, 3], counts [B, M])`` and with ``return_bins`` also ``bins [B, M]``
+        int64 (the bin code of each slot, ``2**(3 bits)`` for padding): float32 (float64
+        for float64 input) sRGB mean of each occupied bin and its (weighted) pixel count; M
+        is the largest number of occupied bins over the batch, shorter rows are padded with
+        count 0. One host sync per group (to size M).
     """
     b, _, p = rgb.shape
+    dev = rgb.device
     dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
-    if rgb.dtype == torch.uint8:
-        q = rgb.to(torch.int32)
-        x = rgb.to(dtype) / 255.0
-    else:
-        x = rgb.to(dtype)
-        q = (x * 255.0).round_().to(torch.int32)
-    s = 8 - bits
-    q = q >> s
-    code = ((q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]).long()  # [B, P]
     nb = 1 << (3 * bits)
-    code = code + torch.arange(b, device=rgb.device).unsqueeze(-1) * nb
-    w = None if weights is None else weights.to(dtype)
-    flat = code.reshape(-1)
-    counts = torch.bincount(flat, weights=None if w is None else w.reshape(-1), minlength=b * nb)
-    counts = counts.to(dtype)
-    sums = [
-        torch.bincount(flat, weights=(x[:, c] if w is None else x[:, c] * w).reshape(-1),
-                       minlength=b * nb).to(dtype)
-        for c in range(3)
-    ]
-    occ = counts > 0
-    (idx,) = occ.nonzero(as_tuple=True)  # sorted: element-major
-    row = idx // nb
-    n_occ = occ.view(b, nb).sum(-1)
-    m = int(n_occ.max())
-    start = n_occ.cumsum(0) - n_occ
-    pos = torch.arange(idx.numel(), device=rgb.device) - start[row]
-    cnt = counts[idx]
-    means = torch.zeros(b, m, 3, dtype=dtype, device=rgb.device)
-    means[row, pos] = torch.stack([sm[idx] for sm in sums], -1) / cnt.unsqueeze(-1)
-    out_counts = torch.zeros(b, m, dtype=dtype, device=rgb.device)
-    out_counts[row, pos] = cnt
-    return means, out_counts
+    group = max(1, _BIN_CHUNK // max(p, nb))
+    parts = []
+    for g0 in range(0, b, group):
+        x = rgb[g0 : g0 + group]
+        g = x.shape[0]
+        code = _bin_codes(x, bits)
+        code += torch.arange(g, device=dev, dtype=torch.int32).unsqueeze(-1) * nb
+        flat = code.view(-1)
+        w = None if weights is None else weights[g0 : g0 + group].to(dtype).reshape(-1)
+        counts = torch.bincount(flat, weights=w, minlength=g * nb).to(dtype)
+        occ = counts > 0
+        (idx,) = occ.nonzero(as_tuple=True)  # sorted: element-major
+        scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
+        sums = []
+        for c in range(3):
+            xc = x[:, c].reshape(-1).to(dtype)
+            xc = xc if w is None else xc * w
+            sums.append(torch.bincount(flat, weights=xc, minlength=g * nb).to(dtype)[idx])
+        row = idx // nb
+        n_occ = occ.view(g, nb).sum(-1)
+        m = int(n_occ.max())
+        pos = torch.arange(idx.numel(), device=dev) - (n_occ.cumsum(0) - n_occ)[row]
+        cnt = counts[idx]
+        means = torch.zeros(g, m, 3, dtype=dtype, device=dev)
+        means[row, pos] = torch.stack(sums, -1) * (scale / cnt.unsqueeze(-1))
+        out_counts = torch.zeros(g, m, dtype=dtype, device=dev)
+        out_counts[row, pos] = cnt
+        bins = torch.full((g, m), nb, dtype=torch.int64, device=dev)
+        bins[row, pos] = idx - row * nb
+        parts.append((means, out_counts, bins))
+    m = max(part[0].shape[1] for part in parts)
+    pad = [tuple(torch.nn.functional.pad(t, (0, 0, 0, m - t.shape[1]) if t.ndim == 3 else
+                                         (0, m - t.shape[1]), value=(nb if t.dtype ==
+                                                                     torch.int64 else 0))
+                 for t in part) for part in parts]
+    means, counts, bins = (torch.cat([part[i] for part in pad]) for i in range(3))
+    return (means, counts, bins) if return_bins else (means, counts)
+
+
+def _bin_lut_apply(
+    rgb: Tensor, bins: Tensor, bin_labels: Tensor, colors: Tensor, bits: int
+) -> Tensor:
+    """Approximate quantization through the histogram: every pixel takes the colour of its
+    bin's cluster (a per-image look-up table bin -> colour), no per-pixel distances.
+
+    Args:
+        rgb: ``[B, 3, P]`` uint8 or float sRGB, binned as :func:`_bin_pixels` did.
+        bins: ``[B, M]`` int64 bin code of each slot (``2**(3 bits)`` = padding).
+        bin_labels: ``[B, M]`` int64 palette index of each slot.
+        colors: ``[B, K, 3]`` palette in the output's dtype (uint8 or float).
+        bits: bits per channel of ``bins``.
+
+    Returns:
+        ``[B, 3, P]`` pixels of ``colors``' dtype (pixels of bins that carried no weight take
+        colour 0, the heaviest). Memory: three tables ``[B, 2**(3 bits)]``
+        plus pixel temporaries bounded by ``_BIN_CHUNK``.
+    """
+    b, _, p = rgb.shape
+    nb1 = (1 << (3 * bits)) + 1
+    slot_col = colors.gather(1, bin_labels.unsqueeze(-1).expand(-1, -1, 3))  # [B, M, 3]
+    # bins no weighted pixel fell in (alpha 0, or outside a max_pixels subset) take colour 0
+    lut = colors[:, :1].transpose(1, 2).repeat(1, 1, nb1)  # [B, 3, nb + 1]
+    lut.scatter_(2, bins.unsqueeze(1).expand(-1, 3, -1), slot_col.transpose(1, 2))
+    out = torch.empty(b, 3, p, dtype=colors.dtype, device=rgb.device)
+    group = max(1, _BIN_CHUNK // p)
+    for g0 in range(0, b, group):
+        x = rgb[g0 : g0 + group]
+        g = x.shape[0]
+        code = _bin_codes(x, bits).long()
+        code += torch.arange(g0, g0 + g, device=rgb.device).unsqueeze(-1) * nb1
+        for c in range(3):
+            out[g0 : g0 + g, c] = lut[:, c].reshape(-1)[code]
+    return out
 
 
 def _palette_from_pixels(
@@ -271,13 +362,17 @@ def _palette_from_pixels(
     method: str = "hist",
     bits: int = 5,
     generator: torch.Generator | None = None,
+    return_bins: bool = False,
     **kmeans_kw: Any,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, ...]:
     """Unchecked palette core: ``rgb [B, 3, P]`` (uint8 or float sRGB), ``weights [B, P]``
     -> (colours ``[B, k, 3]`` sRGB, weights ``[B, k]`` sorted descending, summing to 1,
-    degenerate ``[B]`` bool: fewer distinct points than k). One batched k-means for all B."""
+    degenerate ``[B]`` bool: fewer distinct points than k). One batched k-means for all B.
+    With ``return_bins`` a fourth item: ``(bins [B, M], labels [B, M])`` for the hist
+    method (each slot's bin code and palette index), else None."""
+    bins = None
     if method == "hist":
-        pts, w = _bin_pixels(rgb, weights, bits)
+        pts, w, bins = _bin_pixels(rgb, weights, bits, return_bins=True)
     else:
         pts = _to_space_cf(rgb, space).transpose(1, 2)
         w = weights
@@ -291,4 +386,9 @@ def _palette_from_pixels(
     mass = mass / mass.sum(-1, keepdim=True)
     mass, order = mass.sort(dim=-1, descending=True, stable=True)
     colors = _from_space(res.centroids, space).gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
-    return colors, mass, degenerate
+    if not return_bins:
+        return colors, mass, degenerate
+    extra = None
+    if bins is not None:  # labels of the bins, renumbered to the sorted palette
+        extra = (bins, order.argsort(-1).gather(1, res.labels))
+    return colors, mass, degenerate, extra
