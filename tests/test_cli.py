@@ -245,7 +245,7 @@ def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
             raise KeyboardInterrupt
         real_write(image, path, palette=palette)
 
-    monkeypatch.setattr(cli.io, "write_image", dying_write)
+    monkeypatch.setattr(folder.io, "write_image", dying_write)
     code, _, err = run(capsys, "quantize", src, dst, "--workers", "0", "--batch-size", "1",
                        "--quiet")
     assert code == 130 and "interrupted" in err
@@ -258,7 +258,7 @@ def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
     stale = dst / "a" / ".two.png.99999.tmp.png"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"partial")
-    monkeypatch.setattr(cli.io, "write_image", real_write)
+    monkeypatch.setattr(folder.io, "write_image", real_write)
     code, out, _ = run(capsys, "quantize", src, dst, "--workers", "0", "--quiet")
     assert code == 1 and f"skipped {len(first)} finished" in out
     second = snapshot(dst)

@@ -43,9 +43,9 @@ from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of th
     write_atomic,
 )
 from .folder import one_line as _one_line
-
-FORMATS = ("hex", "json", "css", "gpl")
-
+from .palette_files import FORMATS, format_palettes, load_palette
+from .palette_files import rgb255 as _rgb255
+from .palette_files import to_hex as _hex
 
 # ----------------------------------------------------------------------------- helpers
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -83,14 +83,6 @@ def _existing_file(path: str, name: str = "IMAGE") -> Path:
     return p
 
 
-def _rgb255(colors: Tensor) -> list[list[int]]:
-    return colors.detach().float().cpu().mul(255).round().clamp(0, 255).int().tolist()
-
-
-def _hex(rgb: Sequence[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
 def _use_color(stream) -> bool:
     """Truecolor escapes only where asked for (FORCE_COLOR) or where the terminal says so."""
     if os.environ.get("NO_COLOR"):
@@ -107,76 +99,6 @@ def swatches(colors: Tensor, *, use_color: bool, width: int = 2) -> str:
     if not use_color:
         return " ".join(_hex(c) for c in rgbs)
     return "".join(f"\x1b[48;2;{r};{g};{b}m{' ' * width}" for r, g, b in rgbs) + "\x1b[0m"
-
-
-# ----------------------------------------------------------------------------- formats
-def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: str) -> str:
-    """Render ``(name, colors [K, 3], weights [K] | None)`` entries as hex, json, css or gpl.
-
-    JSON is a list with one object per image: ``{"image", "colors": [{"hex", "rgb",
-    "weight"}]}``; ``quantize --palette`` reads it back (and gpl or any text of hex codes).
-    """
-    rows = []
-    for name, colors, weights in entries:
-        w = [None] * colors.shape[0] if weights is None else weights.float().cpu().tolist()
-        rows.append((name, [(_hex(c), c, x) for c, x in zip(_rgb255(colors), w)]))
-    if fmt == "json":
-        out = [
-            {"image": name, "colors": [{"hex": h, "rgb": c, "weight": x} for h, c, x in cols]}
-            for name, cols in rows
-        ]
-        return json.dumps(out, indent=2)
-    lines: list[str] = []
-    if fmt == "gpl":
-        names = ", ".join(Path(n).name for n, _ in rows)
-        n_cols = max(len(c) for _, c in rows)
-        lines += ["GIMP Palette", f"Name: {names}", f"Columns: {min(n_cols, 10)}", "#"]
-    for i, (name, cols) in enumerate(rows):
-        slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", Path(name).stem).strip("-") or f"image{i + 1}"
-        prefix = "" if len(rows) == 1 else f"{slug}-"
-        if fmt == "hex":
-            lines += ([f"# {name}"] if len(rows) > 1 else []) + [h for h, _, _ in cols]
-        elif fmt == "css":
-            lines.append(f"/* torchpalette: {name} */")
-            lines.append(":root {")
-            for j, (h, _, x) in enumerate(cols, 1):
-                note = "" if x is None else f" /* {100 * x:.2f}% */"
-                lines.append(f"  --{prefix}color-{j}: {h};{note}")
-            lines.append("}")
-        else:  # gpl
-            for j, (h, (r, g, b), x) in enumerate(cols, 1):
-                note = "" if x is None else f" {100 * x:.2f}%"
-                lines.append(f"{r:3d} {g:3d} {b:3d}\t{prefix}{j} {h}{note}")
-    return "\n".join(lines)
-
-
-def load_palette(path: Path) -> Tensor:
-    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
-    of ``#rrggbb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256."""
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    rgb: list[list[int]]
-    if path.suffix.lower() == ".json" or stripped[:1] in "[{" and stripped:
-        data = json.loads(text)
-        if isinstance(data, dict):
-            data = [data]
-        if not isinstance(data, list) or len(data) != 1 or "colors" not in data[0]:
-            got = f"{len(data)} palettes" if isinstance(data, list) else type(data).__name__
-            raise UsageError(f"--palette: expected one palette in {path}, got {got}")
-        rgb = [list(c["rgb"]) for c in data[0]["colors"]]
-    elif stripped.startswith("GIMP Palette"):
-        rgb = [
-            [int(x) for x in m.groups()]
-            for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+(\d+)", text, re.M)
-        ]
-    else:
-        rgb = [[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in re.findall(
-            r"#([0-9a-fA-F]{6})\b", text)]
-    if not 1 <= len(rgb) <= 256 or any(len(c) != 3 or not all(0 <= x <= 255 for x in c)
-                                       for c in rgb):
-        raise UsageError(f"--palette: expected 1..256 colours of 0-255 RGB in {path}, "
-                         f"got {len(rgb)} colours")
-    return torch.tensor(rgb, dtype=torch.float32) / 255.0
 
 
 # ----------------------------------------------------------------------------- commands
