@@ -173,14 +173,17 @@ def session(device: torch.device) -> Iterator[tuple[Ranks | None, torch.device]]
         return
     import torch.distributed as dist
 
-    local = env[2] if env is not None else 0
     if device.type == "cuda":
+        # torchrun's LOCAL_RANK, or the GPU a caller who initialised the group picked
+        local = env[2] if env is not None else torch.cuda.current_device()
         if device.index is None:
             if local >= torch.cuda.device_count():
                 raise UsageError(f"LOCAL_RANK: expected a GPU index below "
                                  f"{torch.cuda.device_count()}, got {local}")
             device = torch.device("cuda", local)
         torch.cuda.set_device(device)
+    else:
+        local = env[2] if env is not None else 0
     owned = not ready
     if owned:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
