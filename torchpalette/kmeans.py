@@ -246,13 +246,17 @@ def _nearest(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     """Nearest centroid without ``|x|^2``: centroids ``c [B, k, D]``, points transposed
     ``xt [B, D, N]`` -> (labels ``[B, N]`` int64, ``min_j |c_j|^2 - 2 x.c_j`` ``[B, N]``).
 
-    Distances are laid out ``[B, k, N]`` and reduced with ``amin`` over dim 1 plus an equality
-    mask for the index: on CPU this is several times faster than ``argmin``/``min`` over a
-    short dim (ties pick the highest index). Shared with :mod:`torchpalette.quantize`.
+    Distances are laid out ``[B, k, N]``. On CPU they are reduced with ``amin`` over dim 1
+    plus an equality mask for the index, several times faster than ``argmin``/``min`` over a
+    short dim there (ties pick the highest index); on other devices with one ``min(1)``
+    (values and indices in one pass). Shared with :mod:`torchpalette.quantize`.
     """
     k = c.shape[1]
     cc = (c * c).sum(-1, keepdim=True)  # [B, k, 1]
     dist = torch.baddbmm(cc, c, xt, alpha=-2.0)  # [B, k, N]
+    if c.device.type != "cpu":  # one fused value+index reduction is cheapest on a GPU
+        m, labels = dist.min(1)
+        return labels, m
     m = dist.amin(1, keepdim=True)
     small = torch.uint8 if k <= 256 else torch.int32
     ar = torch.arange(k, device=c.device, dtype=small).view(1, k, 1)
@@ -320,7 +324,11 @@ def _lloyd(
     k = cent.shape[1]
     xt = x.transpose(1, 2).contiguous()  # [R, D, N]
     xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [R, D + 1, N]
-    onehot_update = x.device.type != "cpu"  # GPU: one-hot bmm; CPU: scatter_add (faster)
+    on_cpu = x.device.type == "cpu"
+    onehot_update = not on_cpu  # GPU: one-hot bmm; CPU: scatter_add (faster)
+    # On CPU a host check costs nothing: test convergence every step and skip the re-seeding
+    # work when no cluster is empty. On a GPU both stay sync-free (checked every few steps).
+    check_every = 1 if on_cpu else _CHECK_EVERY
     kk = torch.arange(k, device=x.device).view(1, k, 1)
     active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
@@ -338,14 +346,15 @@ def _lloyd(
         new = (sums[:, :d] / count.clamp_min(tiny).unsqueeze(1)).transpose(1, 2)  # [R, k, D]
         # empty clusters: re-seed from the points farthest from their centroid
         empty = count <= 0  # [R, k]
-        far = torch.where(w > 0, mind, -1.0).topk(n_far, dim=-1).indices  # [R, n_far]
-        rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
-        seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
-        new = torch.where(empty.unsqueeze(-1), seeds, new)
+        if not on_cpu or bool(empty.any()):
+            far = torch.where(w > 0, mind, -1.0).topk(n_far, dim=-1).indices  # [R, n_far]
+            rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
+            seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
+            new = torch.where(empty.unsqueeze(-1), seeds, new)
         shift = (new - cent).square().sum(-1).amax(-1)  # [R]
         cent = torch.where(active.view(r, 1, 1), new, cent)
         n_iter += active
         active = active & (shift > thr)
-        if (it + 1) % _CHECK_EVERY == 0 and not bool(active.any()):
+        if (it + 1) % check_every == 0 and not bool(active.any()):
             break
     return cent, n_iter

@@ -41,6 +41,10 @@ __all__ = ["Palette", "palette"]
 
 SPACES = ("lab", "oklab", "srgb")
 METHODS = ("hist", "exact")
+# k-means tolerance of palettes: stop once no centroid moves by 1% of the data's spread
+# (~0.2-0.3 Lab units on photos). The same mean dE00 on the benchmark photos as kmeans()'s
+# 1e-4 (which is 100x stricter than scikit-learn's tol=1e-4 on squared shifts), in fewer steps.
+TOL = 1e-2
 
 
 class Palette(NamedTuple):
@@ -76,7 +80,7 @@ def palette(
             (every pixel a point).
         bits: bits per channel of the ``"hist"`` bins (1..8; default 5).
         **kmeans_kw: passed to :func:`torchpalette.kmeans` (``max_iter``, ``tol``,
-            ``n_init``).
+            ``n_init``); ``tol`` defaults to 1e-2 here.
 
     Returns:
         :class:`Palette`: colours ``[..., k, 3]`` sRGB in [0, 1] (float32, or the image's
@@ -132,6 +136,7 @@ def _palette(
             "(k-means options: max_iter, tol, n_init)"
         )
     _check_options(**kmeans_kw)
+    kmeans_kw = {"tol": TOL, **kmeans_kw}
     batch = image.shape[:-3]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, rgb.shape[-2] * rgb.shape[-1])
