@@ -36,10 +36,9 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import split_alpha
-from .color import lab_to_srgb, oklab_to_srgb, srgb_to_lab, srgb_to_oklab
 from .kmeans import kmeans
-from .palette import Palette
-from .quantize import apply_palette, reduce_colors
+from .palette import SPACES, Palette, _from_space, _to_space
+from .quantize import DITHERS, apply_palette, reduce_colors
 
 __all__ = ["ColorQuantizer", "PaletteQuantizer", "RandomColorReduction"]
 
@@ -50,12 +49,7 @@ DEFAULT_COLORS: int = _REDUCE["colors"].default
 DEFAULT_SPACE: str = _APPLY["space"].default
 DEFAULT_DITHER: str = _APPLY["dither"].default
 
-SPACES = ("lab", "oklab", "srgb")
-DITHERS = ("none", "ordered")
 MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
-
-_TO_SPACE = {"lab": srgb_to_lab, "oklab": srgb_to_oklab, "srgb": lambda c: c}
-_FROM_SPACE = {"lab": lab_to_srgb, "oklab": oklab_to_srgb, "srgb": lambda c: c.clamp(0, 1)}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -232,7 +226,8 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
             fixed = rgb.long() << _FIX_SHIFT
         else:
             fixed = (rgb.double() * (255 << _FIX_SHIFT)).round_().long()
-        b = fixed >> (_FIX_SHIFT + 8 - bits)  # floor(x * bins / 256), x in 0..255
+        # bin of a channel = round(255 x) >> (8 - bits), as palette() bins
+        b = ((fixed + (1 << _FIX_SHIFT - 1)) >> _FIX_SHIFT) >> (8 - bits)
         index = ((b[:, 0] * nb + b[:, 1]) * nb + b[:, 2]).reshape(-1)
         keep = torch.ones_like(index) if alpha is None else (alpha.reshape(-1) > 0).long()
         values = torch.cat([keep[:, None], fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]], 1)
@@ -280,13 +275,13 @@ def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Te
         )
     counts = stats[occupied, 0].double()
     means = stats[occupied, 1:].double() / (counts[:, None] * (255 << _FIX_SHIFT))
-    points = _TO_SPACE[space](means.float())
-    generator = torch.Generator(device=points.device).manual_seed(seed)
+    points = _to_space(means.float(), space)
+    generator = torch.Generator().manual_seed(seed)  # CPU draws: the same on every device
     result = kmeans(points, colors, weights=counts.float(), generator=generator)
     mass = torch.zeros(colors, dtype=torch.float64, device=points.device)
     mass.index_add_(0, result.labels, counts)
     order = torch.sort(mass, descending=True, stable=True).indices
-    return _FROM_SPACE[space](result.centroids[order]).clamp(0, 1)
+    return _from_space(result.centroids[order], space).clamp(0, 1)
 
 
 class PaletteQuantizer(torch.nn.Module):
