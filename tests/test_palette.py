@@ -155,3 +155,25 @@ def test_bad_images():
         tp.palette(torch.zeros(3, 4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="transparent"):
         tp.palette(torch.zeros(4, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binning_in_groups_is_the_same(photo, monkeypatch, dtype):
+    import sys
+
+    pal_mod = sys.modules["torchpalette.palette"]
+    img = as_dtype(crops(photo, (5,)), dtype).reshape(5, 3, -1)
+    weights = (torch.arange(img.shape[-1]) % 3 != 0).float().expand(5, -1)
+    whole = pal_mod._bin_pixels(img, weights, 5, return_bins=True)
+    monkeypatch.setattr(pal_mod, "_BIN_CHUNK", 2 * 32768)  # groups of 2 images
+    grouped = pal_mod._bin_pixels(img, weights, 5, return_bins=True)
+    for a, b in zip(whole, grouped):
+        torch.testing.assert_close(a, b)
+    means, counts, bins = whole
+    occupied = counts > 0
+    assert torch.equal(occupied, bins < 32768)
+    torch.testing.assert_close(counts.sum(-1), weights.sum(-1).to(counts.dtype))
+    # a slot's bin code is the bin of its mean colour
+    q = (means * 255).round().to(torch.int64) >> 3
+    code = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
+    assert torch.equal(code[occupied], bins[occupied])

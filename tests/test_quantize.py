@@ -138,6 +138,11 @@ def test_reduce_colors_dithered_and_alpha():
         (lambda im: palette_indices(im, PAL.tolist()), TypeError, "palette: expected a torch.Tensor"),
         (lambda im: tp.reduce_colors(im, 0), ValueError, "k: expected an int in"),
         (lambda im: tp.reduce_colors(im, 4, dither="random"), ValueError, "dither"),
+        (lambda im: tp.reduce_colors(im, 4, assign="lut"), ValueError, "assign: expected one of"),
+        (lambda im: tp.reduce_colors(im, 4, assign="bins", dither="ordered"), ValueError,
+         "assign: expected 'exact' or 'auto'"),
+        (lambda im: tp.reduce_colors(im, 4, assign="bins", method="exact"), ValueError,
+         "method='exact'"),
     ],
 )
 def test_bad_input(call, err, match):
@@ -147,11 +152,76 @@ def test_bad_input(call, err, match):
 
 
 @pytest.mark.cuda
-def test_cuda_matches_cpu():
-    img = rand_image((2,), torch.uint8, "cpu", h=40, w=40)
-    a = tp.reduce_colors(img, 8)
-    b = tp.reduce_colors(img.cuda(), 8).cpu()
-    assert float((a != b).any(0).float().mean()) < 0.01
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cuda_matches_cpu(dtype):
+    img = rand_image((2,), dtype, "cpu", h=40, w=40)
+    for assign in ("exact", "bins"):  # k-means on another device may differ by float rounding
+        a = tp.reduce_colors(img, 8, assign=assign)
+        b = tp.reduce_colors(img.cuda(), 8, assign=assign).cpu()
+        assert float((a != b).any(-3).float().mean()) < 0.01
+    # on CUDA "auto" is the look-up table
+    torch.testing.assert_close(tp.reduce_colors(img.cuda(), 8).cpu(), b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_reduce_colors_bins_lookup(device, dtype, batch):
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:, ::16, ::16]  # 32x32
+    n = int(np.prod(batch)) if batch else 1
+    img = torch.stack([photo.roll(7 * i, -1) for i in range(n)]).reshape(*batch, *photo.shape)
+    img = (img if dtype == torch.uint8 else img.to(dtype) / 255).to(device)
+    out = tp.reduce_colors(img, 5, assign="bins", seed=1)
+    assert out.shape == img.shape and out.dtype == dtype and out.device == img.device
+    pal = tp.palette(img, 5, seed=1).colors
+    allowed = tp._image.float_to_uint8(pal) if dtype == torch.uint8 else pal.to(dtype)
+    for i in np.ndindex(*batch):
+        distinct = out[i].flatten(1).T.unique(dim=0)
+        assert bool((distinct[:, None] == allowed[i][None]).all(-1).any(-1).all())
+        # batched == per image (up to float rounding of the batched k-means)
+        one = tp.reduce_colors(img[i], 5, assign="bins", seed=1)
+        torch.testing.assert_close(out[i].double(), one.double(), rtol=0,
+                                   atol=1.01 if dtype == torch.uint8 else 1e-4)
+    # the look-up table agrees with the exact nearest colour on most pixels
+    exact = tp.reduce_colors(img, 5, assign="exact", seed=1)
+    assert float((exact == out).all(-3).float().mean()) > 0.8
+    assert torch.equal(tp.reduce_colors(img, 5, seed=1), exact if device.type == "cpu" else out)
+
+
+def test_reduce_colors_bins_flat_colours_and_alpha():
+    colours = torch.tensor([[255, 0, 0], [0, 128, 255], [20, 20, 20]], dtype=torch.uint8)
+    px = torch.cat([c.expand(n, 3) for c, n in zip(colours, [50, 30, 20])])  # [100, 3]
+    img = px.T.reshape(3, 10, 10)
+    assert torch.equal(tp.reduce_colors(img, 3, assign="bins"), img)
+    alpha = torch.full((1, 10, 10), 255, dtype=torch.uint8)
+    alpha[:, 5:] = 0  # red stays opaque, the rest is transparent
+    rgba = torch.cat([img, alpha])
+    out = tp.reduce_colors(rgba, 1, assign="bins")
+    assert torch.equal(out[3], alpha[0])
+    assert bool((out[:3].flatten(1).T == colours[0]).all())  # transparent ones take colour 0
+
+
+def test_reduce_colors_bins_quality(photo64):
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    lab = rgb2lab(photo64.permute(1, 2, 0).numpy())
+
+    def mean_de(assign):
+        outs = [tp.reduce_colors(photo64, 8, assign=assign, seed=s) for s in range(3)]
+        return np.mean([deltaE_ciede2000(lab, rgb2lab(o.permute(1, 2, 0).numpy())).mean()
+                        for o in outs])
+
+    assert mean_de("bins") <= mean_de("exact") + 0.25
+
+
+@pytest.fixture(scope="module")
+def photo64() -> torch.Tensor:
+    import torch.nn.functional as F
+    from tests.conftest import SAMPLE
+
+    img = tp.read_image(SAMPLE)
+    return F.interpolate(img[None].float(), size=(64, 64), mode="area")[0].round().to(torch.uint8)
 
 
 def test_uint8_output_and_indexed_png_agree_on_rounding_ties(tmp_path):
