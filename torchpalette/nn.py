@@ -219,7 +219,7 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
         n = max_pixels
     nb = 1 << bits
     step = max(1, _CHUNK_PIXELS // n)
-    for start in range(0, flat.shape[0], step):  # chunks of images bound memory, not a loop per image
+    for start in range(0, flat.shape[0], step):  # chunks bound memory; not one pass per image
         rgb, alpha = split_alpha(flat[start : start + step].unsqueeze(-1))
         rgb = rgb.squeeze(-1)
         if rgb.dtype == torch.uint8:
@@ -234,10 +234,17 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
         stats.index_add_(0, index, values)
 
 
+def _distributed(process_group: Any) -> bool:
+    """True when a group is given or torch.distributed is initialised (never imports it)."""
+    dist = sys.modules.get("torch.distributed")
+    if process_group is not None:
+        return True
+    return dist is not None and dist.is_available() and dist.is_initialized()
+
+
 def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
     """Sum ``stats`` over the ranks when torch.distributed is initialised (or a group given)."""
-    dist = sys.modules.get("torch.distributed")
-    if process_group is None and (dist is None or not dist.is_available() or not dist.is_initialized()):
+    if not _distributed(process_group):
         return stats
     import torch.distributed as dist
 
@@ -250,8 +257,7 @@ def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
 
 def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
     """Give every rank rank 0's palette, so ranks on different hardware still agree."""
-    dist = sys.modules.get("torch.distributed")
-    if process_group is None and (dist is None or not dist.is_available() or not dist.is_initialized()):
+    if not _distributed(process_group):
         return colors
     import torch.distributed as dist
 
