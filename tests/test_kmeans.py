@@ -158,3 +158,22 @@ def test_cuda_matches_cpu():
     b = tp.kmeans(x.cuda(), 4, generator=gen(1))
     torch.testing.assert_close(b.centroids.cpu(), a.centroids, rtol=1e-4, atol=1e-4)
     assert torch.equal(a.labels, b.labels.cpu())
+
+
+def test_small_cpu_problems_run_on_one_thread_and_restore_the_setting(monkeypatch):
+    import sys
+
+    km = sys.modules["torchpalette.kmeans"]
+    seen = []
+    real = km._lloyd
+    monkeypatch.setattr(km, "_lloyd", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+        tp.kmeans(x, 4, generator=torch.Generator().manual_seed(0))
+        monkeypatch.setattr(km, "_SMALL_WORK", 10)  # now "large": threads untouched
+        tp.kmeans(x, 4, generator=torch.Generator().manual_seed(0))
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
