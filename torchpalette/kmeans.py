@@ -316,10 +316,11 @@ def _draw(p: Tensor, u: Tensor) -> Tensor:
     """Inverse-CDF draws: rows of non-negative ``p [R, N]``, uniforms ``u [R, L]`` in [0, 1)
     -> indices ``[R, L]`` of points with ``p > 0`` (rows of zeros fall back to index 0)."""
     cdf = p.cumsum(-1)
-    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-    ar = torch.arange(p.shape[-1], device=p.device)
-    last = torch.where(p > 0, ar, 0).amax(-1, keepdim=True)  # last drawable index
-    return torch.minimum(idx, last)
+    total = cdf[:, -1:].contiguous()
+    idx = torch.searchsorted(cdf, u * total, right=True)  # cdf steps up there: p > 0
+    # u * total may round up to total: fall back to the first index where the cdf reaches
+    # its total, the last drawable point (index 0 for a row of zeros)
+    return torch.minimum(idx, torch.searchsorted(cdf, total))
 
 
 def _kmeans_pp(
@@ -376,7 +377,7 @@ def _lloyd(
     n_far = min(k, n)
     tiny = torch.finfo(x.dtype).tiny
     for it in range(max_iter):
-        labels, mind = _assign(xt, xx, cent)
+        labels, m = _nearest(cent, xt)  # m + xx = squared distance, needed only to re-seed
         if onehot_update:
             onehot = (labels.unsqueeze(1) == kk).to(x.dtype)  # [R, k, N]
             sums = torch.bmm(xw, onehot.transpose(1, 2))  # [R, D + 1, k]
@@ -388,6 +389,7 @@ def _lloyd(
         # empty clusters: re-seed from the points farthest from their centroid
         empty = count <= 0  # [R, k]
         if not on_cpu or bool(empty.any()):
+            mind = (m + xx).clamp_min_(0.0)
             far = torch.where(w > 0, mind, -1.0).topk(n_far, dim=-1).indices  # [R, n_far]
             rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
             seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
