@@ -292,15 +292,20 @@ def _nearest(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     short dim there (ties pick the highest index); on other devices with one ``min(1)``
     (values and indices in one pass). Shared with :mod:`torchpalette.quantize`.
     """
-    k = c.shape[1]
     cc = (c * c).sum(-1, keepdim=True)  # [B, k, 1]
-    dist = torch.baddbmm(cc, c, xt, alpha=-2.0)  # [B, k, N]
-    if c.device.type != "cpu":  # one fused value+index reduction is cheapest on a GPU
+    return _argmin_k(torch.baddbmm(cc, c, xt, alpha=-2.0))  # distances [B, k, N]
+
+
+def _argmin_k(dist: Tensor) -> tuple[Tensor, Tensor]:
+    """``dist [B, k, N]`` -> (index of the minimum over k ``[B, N]`` int64, minimum ``[B, N]``)
+    (see :func:`_nearest` for the CPU and GPU reductions)."""
+    k = dist.shape[1]
+    if dist.device.type != "cpu":  # one fused value+index reduction is cheapest on a GPU
         m, labels = dist.min(1)
         return labels, m
     m = dist.amin(1, keepdim=True)
     small = torch.uint8 if k <= 256 else torch.int32
-    ar = torch.arange(k, device=c.device, dtype=small).view(1, k, 1)
+    ar = torch.arange(k, device=dist.device, dtype=small).view(1, k, 1)
     labels = ((dist == m).to(small) * ar).amax(1)
     return labels.long(), m.squeeze(1)
 

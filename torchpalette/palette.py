@@ -183,8 +183,9 @@ _WHITE = (0.95047, 1.0, 1.08883)
 _F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
 
 
-def _lab_cf(rgb: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Fast unchecked sRGB -> CIELAB in channel-first layout: ``[B, 3, P]`` -> ``[B, 3, P]``.
+def _lab_cf(rgb: Tensor, dtype: torch.dtype = torch.float32, *, ones: bool = False) -> Tensor:
+    """Fast unchecked sRGB -> CIELAB in channel-first layout: ``[B, 3, P]`` -> ``[B, 3, P]``
+    (with ``ones``: ``[B, 4, P]`` whose last row is 1, for distances as one ``bmm``).
 
     The same formulas and constants as ``kornia.color.rgb_to_lab`` (the tests compare them),
     but uint8 pixels are linearised by a 256-entry look-up table instead of ``pow(2.4)`` and
@@ -206,9 +207,16 @@ def _lab_cf(rgb: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     t = torch.matmul(m, lin)
     thr = 0.008856
     f = torch.where(t > thr, t.clamp(min=thr).pow(1.0 / 3.0), t * 7.787 + 4.0 / 29.0)
-    lab = torch.matmul(torch.tensor(_F_TO_LAB, dtype=dtype, device=dev), f)
-    lab[:, 0] -= 16.0
-    return lab
+    fm = torch.tensor(_F_TO_LAB, dtype=dtype, device=dev)
+    if not ones:
+        lab = torch.matmul(fm, f)
+        lab[:, 0] -= 16.0
+        return lab
+    out = torch.empty(f.shape[0], 4, f.shape[2], dtype=dtype, device=dev)
+    torch.matmul(fm, f, out=out[:, :3])
+    out[:, 0] -= 16.0
+    out[:, 3] = 1.0
+    return out
 
 
 def _to_space(rgb: Tensor, space: str) -> Tensor:

@@ -26,8 +26,17 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import float_to_uint8, merge_alpha, split_alpha
+from .kmeans import _argmin_k
 from .kmeans import _nearest as _nearest_centroid
-from .palette import SPACES, Palette, _bin_lut_apply, _palette, _to_space, _to_space_cf
+from .palette import (
+    SPACES,
+    Palette,
+    _bin_lut_apply,
+    _lab_cf,
+    _palette,
+    _to_space,
+    _to_space_cf,
+)
 
 __all__ = ["apply_palette", "palette_indices", "reduce_colors"]
 
@@ -74,6 +83,7 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
     dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
     pal = pal.to(dtype)
     ps = _to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
+    pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
     offset = None
     if dither == "ordered":
         bayer = (_bayer(8).to(device=rgb.device, dtype=dtype) + 0.5) / 64.0 - 0.5
@@ -97,7 +107,11 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
         if offset is not None:
             x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
             x = (x + offset[..., s : s + step]).clamp_(0.0, 1.0)
-        labels[:, s : s + step] = _nearest_centroid(ps, _to_space_cf(x, space, dtype))[0]
+        if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
+            dist = torch.bmm(pa, _lab_cf(x, dtype, ones=True))
+            labels[:, s : s + step] = _argmin_k(dist)[0]
+        else:
+            labels[:, s : s + step] = _nearest_centroid(ps, _to_space_cf(x, space, dtype))[0]
     return labels
 
 
