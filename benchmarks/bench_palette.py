@@ -5,6 +5,8 @@ downscaled to <= 100,000 pixels as the notebook does) and each k in 2..64, every
 a k-colour palette and reduces the photo to it:
 
 * ``torchpalette``: ``tp.palette`` (histogram path) + ``tp.apply_palette`` (exact, in Lab);
+* ``torchpalette-bins``: ``tp.reduce_colors(assign="bins")``: the same palette, pixels mapped
+  through a bin -> colour look-up table (the CUDA default) instead of exact distances;
 * ``sklearn-lab``: ``KMeans(n_clusters=k, n_init=1)`` fit + predict on the Lab pixels;
 * ``faiss``: ``faiss.Kmeans`` (faiss-cpu defaults: 25 iterations, training on at most 256
   points per centroid) on the Lab pixels + nearest-centroid search;
@@ -159,6 +161,14 @@ def main() -> int:
                 out, t = timed(ours, repeats)
                 record(k, "torchpalette", t, quality(out.permute(1, 2, 0).numpy()))
 
+                def ours_bins():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        return tp.reduce_colors(img, k, seed=s, assign="bins")
+
+                out, t = timed(ours_bins, repeats)
+                record(k, "torchpalette-bins", t, quality(out.permute(1, 2, 0).numpy()))
+
                 def sk():
                     km = KMeans(n_clusters=k, n_init=1, random_state=s).fit(lab_px)
                     return km.cluster_centers_, km.predict(lab_px)
@@ -183,7 +193,7 @@ def main() -> int:
                 out, t = timed(pq, repeats)
                 record(k, mname, t, quality(out))
 
-    methods = ["torchpalette", "sklearn-lab", "faiss", *pil_methods]
+    methods = ["torchpalette", "torchpalette-bins", "sklearn-lab", "faiss", *pil_methods]
     print(f"\nmean over {len(photos)} photos and {len(seeds)} seed(s); time per image; "
           "ratio = method time / torchpalette time (> 1: torchpalette faster)")
     print(f"{'k':>3} {'method':<18} {'time ms':>9} {'ratio':>7} {'dE00':>7} {'vs sklearn':>10}")
@@ -214,12 +224,15 @@ def main() -> int:
         print(f"\nCUDA ({torch.cuda.get_device_name()}): torchpalette palette + apply_palette")
         sync = torch.cuda.synchronize
         for k in ks:
-            ts = []
+            ts, tb = [], []
             for img in photos.values():
                 g = img.to(dev)
                 _, t = timed(lambda: tp.apply_palette(g, tp.palette(g, k).colors), 5, sync)
                 ts.append(t)
-            print(f"  k={k:<3} {statistics.mean(ts) * 1e3:8.2f} ms per photo")
+                _, t = timed(lambda: tp.reduce_colors(g, k), 5, sync)  # CUDA: look-up table
+                tb.append(t)
+            print(f"  k={k:<3} {statistics.mean(ts) * 1e3:8.2f} ms per photo (exact), "
+                  f"{statistics.mean(tb) * 1e3:8.2f} ms (reduce_colors, look-up table)")
         g = big.to(dev)
         _, t = timed(lambda: tp.apply_palette(g, tp.palette(g, 16).colors), 3, sync)
         print(f"  full-size {big_hw[1]}x{big_hw[0]} k=16: {t * 1e3:.1f} ms")
