@@ -177,3 +177,26 @@ def test_small_cpu_problems_run_on_one_thread_and_restore_the_setting(monkeypatc
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_style_lloyd_matches_cpu_style(dtype):
+    """The sync-free one-hot Lloyd and the fused min(1) reduction that CUDA runs, on CPU."""
+    import sys
+
+    km = sys.modules["torchpalette.kmeans"]
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 400, 3, generator=g) * torch.tensor([1.0, 3.0, 5.0])).to(dtype)
+    w = torch.rand(3, 400, generator=g, dtype=dtype)
+    w[:, :50] = 0  # ignored points
+    xx = (x * x).sum(-1)
+    c0 = x[:, 50:58].clone()
+    c0[:, 7] = 1e3  # a far seed: its cluster empties and is re-seeded
+    thr = torch.full((3,), 1e-10, dtype=dtype)
+    cpu_c, cpu_n = km._lloyd(x, xx, w, c0, thr, 50, gpu_style=False)
+    gpu_c, gpu_n = km._lloyd(x, xx, w, c0, thr, 50, gpu_style=True)
+    torch.testing.assert_close(gpu_c, cpu_c)
+    assert bool((gpu_n >= cpu_n).all())  # the GPU style checks for convergence less often
+    dist = torch.rand(2, 5, 30, generator=g, dtype=dtype)
+    for a, b in zip(km._argmin_k(dist, fused=True), km._argmin_k(dist, fused=False)):
+        torch.testing.assert_close(a, b)

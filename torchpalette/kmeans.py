@@ -283,7 +283,7 @@ def _kmeans_body(
     return res, degenerate.reshape(batch)
 
 
-def _nearest(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+def _nearest(c: Tensor, xt: Tensor, fused: bool | None = None) -> tuple[Tensor, Tensor]:
     """Nearest centroid without ``|x|^2``: centroids ``c [B, k, D]``, points transposed
     ``xt [B, D, N]`` -> (labels ``[B, N]`` int64, ``min_j |c_j|^2 - 2 x.c_j`` ``[B, N]``).
 
@@ -293,14 +293,14 @@ def _nearest(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     (values and indices in one pass). Shared with :mod:`torchpalette.quantize`.
     """
     cc = (c * c).sum(-1, keepdim=True)  # [B, k, 1]
-    return _argmin_k(torch.baddbmm(cc, c, xt, alpha=-2.0))  # distances [B, k, N]
+    return _argmin_k(torch.baddbmm(cc, c, xt, alpha=-2.0), fused)  # distances [B, k, N]
 
 
-def _argmin_k(dist: Tensor) -> tuple[Tensor, Tensor]:
+def _argmin_k(dist: Tensor, fused: bool | None = None) -> tuple[Tensor, Tensor]:
     """``dist [B, k, N]`` -> (index of the minimum over k ``[B, N]`` int64, minimum ``[B, N]``)
-    (see :func:`_nearest` for the CPU and GPU reductions)."""
+    (see :func:`_nearest`; ``fused`` forces the GPU reduction, None = by device)."""
     k = dist.shape[1]
-    if dist.device.type != "cpu":  # one fused value+index reduction is cheapest on a GPU
+    if dist.device.type != "cpu" if fused is None else fused:  # one value+index reduction
         m, labels = dist.min(1)
         return labels, m
     m = dist.amin(1, keepdim=True)
@@ -364,27 +364,34 @@ def _kmeans_pp(
 
 
 def _lloyd(
-    x: Tensor, xx: Tensor, w: Tensor, cent: Tensor, thr: Tensor, max_iter: int
+    x: Tensor,
+    xx: Tensor,
+    w: Tensor,
+    cent: Tensor,
+    thr: Tensor,
+    max_iter: int,
+    gpu_style: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``)."""
+    """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``).
+    ``gpu_style`` forces the sync-free one-hot variant (None = on non-CPU devices), so the
+    tests run it on CPU too."""
     r, n, d = x.shape
     k = cent.shape[1]
     xt = x.transpose(1, 2).contiguous()  # [R, D, N]
     xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [R, D + 1, N]
-    on_cpu = x.device.type == "cpu"
+    on_cpu = x.device.type == "cpu" if gpu_style is None else not gpu_style
     onehot_update = not on_cpu  # GPU: one-hot bmm; CPU: scatter_add (faster)
     # On CPU a host check costs nothing: test convergence every step and skip the re-seeding
     # work when no cluster is empty. On a GPU both stay sync-free (checked every few steps).
     check_every = 1 if on_cpu else _CHECK_EVERY
-    kk = torch.arange(k, device=x.device).view(1, k, 1)
     active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
     n_far = min(k, n)
     tiny = torch.finfo(x.dtype).tiny
     for it in range(max_iter):
-        labels, m = _nearest(cent, xt)  # m + xx = squared distance, needed only to re-seed
+        labels, m = _nearest(cent, xt, not on_cpu)  # m + xx = squared distance (re-seeding)
         if onehot_update:
-            onehot = (labels.unsqueeze(1) == kk).to(x.dtype)  # [R, k, N]
+            onehot = x.new_zeros(r, k, n).scatter_(1, labels.unsqueeze(1), 1.0)  # [R, k, N]
             sums = torch.bmm(xw, onehot.transpose(1, 2))  # [R, D + 1, k]
         else:
             sums = xw.new_zeros(r, d + 1, k)

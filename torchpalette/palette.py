@@ -352,17 +352,17 @@ def _bin_lut_apply(
     nb1 = (1 << (3 * bits)) + 1
     slot_col = colors.gather(1, bin_labels.unsqueeze(-1).expand(-1, -1, 3))  # [B, M, 3]
     # bins no weighted pixel fell in (alpha 0, or outside a max_pixels subset) take colour 0
-    lut = colors[:, :1].transpose(1, 2).repeat(1, 1, nb1)  # [B, 3, nb + 1]
-    lut.scatter_(2, bins.unsqueeze(1).expand(-1, 3, -1), slot_col.transpose(1, 2))
+    lut = colors[:, :1].permute(2, 0, 1).repeat(1, 1, nb1)  # [3, B, nb + 1], channel-major
+    lut.scatter_(2, bins.unsqueeze(0).expand(3, -1, -1), slot_col.permute(2, 0, 1))
     out = torch.empty(b, 3, p, dtype=colors.dtype, device=rgb.device)
     group = max(1, _BIN_CHUNK // p)
     for g0 in range(0, b, group):
         x = rgb[g0 : g0 + group]
         g = x.shape[0]
         code = _bin_codes(x, bits).long()
-        code += torch.arange(g0, g0 + g, device=rgb.device).unsqueeze(-1) * nb1
-        for c in range(3):
-            out[g0 : g0 + g, c] = lut[:, c].reshape(-1)[code]
+        code += torch.arange(g, device=rgb.device).unsqueeze(-1) * nb1
+        for c in range(3):  # lut[c, group] is a contiguous block: a flat view, no copy
+            out[g0 : g0 + g, c] = lut[c, g0 : g0 + g].reshape(-1)[code]
     return out
 
 
