@@ -166,7 +166,11 @@ def test_small_cpu_problems_run_on_one_thread_and_restore_the_setting(monkeypatc
     km = sys.modules["torchpalette.kmeans"]
     seen = []
     real = km._lloyd
-    monkeypatch.setattr(km, "_lloyd", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(km, "_lloyd", spy)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
