@@ -77,8 +77,8 @@ def _safe_atan2(y: Tensor, x: Tensor) -> Tensor:
 
 def _hue_deg(b: Tensor, a: Tensor, safe: bool) -> Tensor:
     """Hue angle in degrees in [0, 360); 0 for a = b = 0 (Sharma eq. 4)."""
-    h = (_safe_atan2(b, a) if safe else torch.atan2(b, a)) / _DEG
-    return torch.remainder(h, 360.0)
+    h = torch.remainder((_safe_atan2(b, a) if safe else torch.atan2(b, a)) / _DEG, 360.0)
+    return torch.where(h >= 360.0, h - 360.0, h)  # remainder(-tiny, 360) rounds up to 360
 
 
 def _ciede2000(L1, a1, b1, L2, a2, b2, kL: float, kC: float, kH: float, safe: bool = True):
