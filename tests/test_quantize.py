@@ -242,3 +242,15 @@ def test_uint8_output_and_indexed_png_agree_on_rounding_ties(tmp_path):
                               .to(torch.uint8).tolist()))
     tp.write_image(out, tmp_path / "tie.png", palette=pal)  # every pixel found in the palette
     assert torch.equal(tp.read_image(tmp_path / "tie.png"), out)
+
+
+def test_thread_setting_is_restored_after_small_images():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        img = rand_image((2,), torch.uint8, "cpu")
+        for assign in ("exact", "bins"):
+            tp.reduce_colors(img, 4, assign=assign)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

@@ -221,8 +221,9 @@ def _kmeans(
 
 
 @contextlib.contextmanager
-def _few_threads(x: Tensor, work: int):
-    """One CPU thread for small problems (``work`` distances per Lloyd step < 2**21).
+def _few_threads(x: Tensor, work: int, limit: int | None = None):
+    """One CPU thread for small problems (``work`` < ``limit``; default: distances per Lloyd
+    step < 2**21). Also used by :mod:`torchpalette.palette` for small pixel counts.
 
     A k-means on histogram bins is hundreds of mid-size ops; each opens a parallel region,
     and on a loaded machine (or next to DataLoader workers) every region waits for a
@@ -231,7 +232,7 @@ def _few_threads(x: Tensor, work: int):
     setting is restored on exit.
     """
     old = torch.get_num_threads()
-    if x.device.type != "cpu" or old <= 1 or work >= _SMALL_WORK:
+    if x.device.type != "cpu" or old <= 1 or work >= (_SMALL_WORK if limit is None else limit):
         yield
         return
     torch.set_num_threads(1)

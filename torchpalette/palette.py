@@ -35,7 +35,7 @@ from torch import Tensor
 from . import _validate as v
 from . import color as _color
 from ._image import split_alpha
-from .kmeans import _check_options, _kmeans
+from .kmeans import _check_options, _few_threads, _kmeans
 
 __all__ = ["Palette", "palette"]
 
@@ -45,6 +45,9 @@ METHODS = ("hist", "exact")
 # (~0.2-0.3 Lab units on photos). The same mean dE00 on the benchmark photos as kmeans()'s
 # 1e-4 (which is 100x stricter than scikit-learn's tol=1e-4 on squared shifts), in fewer steps.
 TOL = 1e-2
+# below this many pixels a CPU palette runs on one thread: its ops are small, and on a loaded
+# machine every parallel region waits for descheduled threads (see kmeans._few_threads)
+_SMALL_PIXELS = 1 << 20
 
 
 class Palette(NamedTuple):
@@ -155,10 +158,11 @@ def _palette(
         keep = keep.to(rgb.device)
         rgb = rgb[..., keep]
         weights = None if weights is None else weights[..., keep]
-    colors, wts, degenerate, extra = _palette_from_pixels(
-        rgb, k, weights=weights, space=space, method=method, bits=bits, generator=generator,
-        return_bins=True, **kmeans_kw,
-    )
+    with _few_threads(rgb, rgb.shape[0] * rgb.shape[-1], _SMALL_PIXELS):
+        colors, wts, degenerate, extra = _palette_from_pixels(
+            rgb, k, weights=weights, space=space, method=method, bits=bits,
+            generator=generator, return_bins=True, **kmeans_kw,
+        )
     if bool(degenerate.any()):
         warnings.warn(
             f"palette: an image has fewer distinct colours than k={k}; "

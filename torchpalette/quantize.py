@@ -26,9 +26,10 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import float_to_uint8, merge_alpha, split_alpha
-from .kmeans import _argmin_k
+from .kmeans import _argmin_k, _few_threads
 from .kmeans import _nearest as _nearest_centroid
 from .palette import (
+    _SMALL_PIXELS,
     SPACES,
     Palette,
     _bin_lut_apply,
@@ -97,6 +98,17 @@ def _nearest(rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, i
         else:
             amp = torch.zeros(b, 1, 1, dtype=dtype, device=rgb.device)
         offset = thr * amp  # [B, 1, P]
+    with _few_threads(rgb, b * p, _SMALL_PIXELS):
+        return _nearest_chunks(rgb, ps, pa, space, dtype, offset)
+
+
+def _nearest_chunks(
+    rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype, offset: Tensor | None
+) -> Tensor:
+    """The chunked search of :func:`_nearest`: palette ``ps [B, K, 3]`` in ``space`` (and
+    ``pa = [-2 ps, |ps|^2]``), optional dither ``offset [B, 1, P]`` -> labels ``[B, P]``."""
+    b, _, p = rgb.shape
+    k = ps.shape[1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
     budget = _CHUNK_ELEMS if rgb.device.type == "cpu" else _CHUNK_ELEMS_GPU
     step = max(1, budget // max(1, b * k))
@@ -263,6 +275,7 @@ def reduce_colors(
     b = rgb.shape[0]
     table = pal.colors.reshape(b, colors, 3)
     table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
-    out = _bin_lut_apply(rgb, bins, labels, table, bits)
+    with _few_threads(rgb, rgb.shape[0] * rgb.shape[-1], _SMALL_PIXELS):
+        out = _bin_lut_apply(rgb, bins, labels, table, bits)
     _, alpha = split_alpha(image)
     return merge_alpha(out.reshape(*image.shape[:-3], 3, *image.shape[-2:]), alpha)
