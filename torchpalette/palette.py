@@ -45,9 +45,11 @@ METHODS = ("hist", "exact")
 # (~0.2-0.3 Lab units on photos). The same mean dE00 on the benchmark photos as kmeans()'s
 # 1e-4 (which is 100x stricter than scikit-learn's tol=1e-4 on squared shifts), in fewer steps.
 TOL = 1e-2
-# below this many pixels a CPU palette runs on one thread: its ops are small, and on a loaded
-# machine every parallel region waits for descheduled threads (see kmeans._few_threads)
-_SMALL_PIXELS = 1 << 20
+# below this many pixels (a batch of 16 512x512 images) CPU palettes and quantization run on
+# one thread: on a loaded machine (or beside DataLoader workers) every parallel region waits
+# for descheduled threads, 3-10x slower on 2 cores (see kmeans._few_threads); on a quiet
+# machine 2 threads gain at most ~1.4x here
+_SMALL_PIXELS = 1 << 22
 
 
 class Palette(NamedTuple):
