@@ -204,3 +204,24 @@ def test_gpu_style_lloyd_matches_cpu_style(dtype):
     dist = torch.rand(2, 5, 30, generator=g, dtype=dtype)
     for a, b in zip(km._argmin_k(dist, fused=True), km._argmin_k(dist, fused=False)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("gpu_style", [False, True])
+def test_compacting_converged_elements_changes_nothing(gpu_style):
+    import sys
+
+    km = sys.modules["torchpalette.kmeans"]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 300, 3, generator=g)
+    x[:4] = x[:4].round()  # few distinct points: these converge in a step or two
+    w = torch.ones(6, 300)
+    xx = (x * x).sum(-1)
+    c0 = x[:, :5].clone()
+    thr = torch.full((6,), 1e-12)
+    cent, n_iter = km._lloyd(x, xx, w, c0, thr, 100, gpu_style=gpu_style)
+    assert int(n_iter.min()) < int(n_iter.max())  # the batch was compacted on the way
+    for i in range(6):
+        ci, ni = km._lloyd(x[i : i + 1], xx[i : i + 1], w[i : i + 1], c0[i : i + 1],
+                           thr[i : i + 1], 100, gpu_style=gpu_style)
+        torch.testing.assert_close(cent[i], ci[0])
+        assert int(ni[0]) == int(n_iter[i])
