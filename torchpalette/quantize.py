@@ -7,6 +7,12 @@ pixel by that colour and :func:`reduce_colors` does both after computing the ima
 ``_CHUNK_ELEMS`` pixel-colour distances exist at once (a 24-megapixel photo against 64 colours
 never allocates ``N x K`` floats); the chunks loop over pixel positions, never over images.
 
+:func:`reduce_colors` can skip the per-pixel search: with ``assign="bins"`` (the default on
+CUDA) every pixel takes the colour of its histogram bin's cluster through a per-image look-up
+table bin -> colour built from the palette's own k-means, so the pixels are read twice (bin,
+look up) and no distances are computed; it costs about +0.04 mean dE00 against the exact
+search at k=16 on the benchmark photos.
+
 Ordered dithering (``dither="ordered"``) adds an 8x8 Bayer threshold map to the pixels (in
 sRGB) before the nearest-colour search. Its amplitude is the palette's mean nearest-neighbour
 distance in sRGB divided by sqrt(3) (a per-channel step), so a palette of distant colours dithers strongly and a dense palette barely
