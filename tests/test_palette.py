@@ -177,3 +177,17 @@ def test_binning_in_groups_is_the_same(photo, monkeypatch, dtype):
     q = (means * 255).round().to(torch.int64) >> 3
     code = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
     assert torch.equal(code[occupied], bins[occupied])
+
+
+def test_gpu_sums_match_cpu_bincount():
+    import sys
+
+    pal_mod = sys.modules["torchpalette.palette"]
+    g = torch.Generator().manual_seed(0)
+    flat = torch.randint(0, 50, (1000,), generator=g, dtype=torch.int32)
+    w = torch.rand(1000, generator=g)
+    for weights in (None, w):
+        want = pal_mod._sum_by(flat, weights, 64, torch.float32, scatter=False)
+        got = pal_mod._sum_by(flat, weights, 64, torch.float32, scatter=True)  # GPU branch
+        torch.testing.assert_close(got, want)
+        assert float(got.sum()) == pytest.approx(1000 if weights is None else float(w.sum()))

@@ -283,9 +283,9 @@ def _bin_pixels(
     Images are binned in groups whose pixels and dense bins stay under ``_BIN_CHUNK``
     (``_BIN_CHUNK_GPU``) elements: a loop over groups only to bound memory, so a GPU batch
     of 1024 images never holds ``[B, 32768, 4]`` float bins at once. In a group, the bin
-    codes of all images are offset by ``image * 2**(3 bits)`` and one ``bincount`` gives the
-    counts, three more the channel sums; ``nonzero`` compacts them to the occupied bins,
-    element-major.
+    codes of all images are offset by ``image * 2**(3 bits)`` and one ``bincount`` (GPU:
+    ``scatter_add_``) gives the counts, three more the channel sums; ``nonzero`` compacts
+    them to the occupied bins, element-major.
 
     Args:
         rgb: ``[B, 3, P]`` uint8 or float sRGB in [0, 1].
@@ -298,7 +298,7 @@ def _bin_pixels(
         int64 (the bin code of each slot, ``2**(3 bits)`` for padding): float32 (float64
         for float64 input) sRGB mean of each occupied bin and its (weighted) pixel count; M
         is the largest number of occupied bins over the batch, shorter rows are padded with
-        count 0. A few host syncs per group (``bincount`` and ``nonzero`` sizes, M).
+        count 0. Two host syncs per group (``nonzero`` and M).
     """
     b, _, p = rgb.shape
     dev = rgb.device
@@ -311,9 +311,9 @@ def _bin_pixels(
         g = x.shape[0]
         code = _bin_codes(x, bits)
         code += torch.arange(g, device=dev, dtype=torch.int32).unsqueeze(-1) * nb
-        flat = code.view(-1)
+        flat = code.view(-1)  # on a GPU summed by scatter_add_: bincount syncs to size itself
         w = None if weights is None else weights[g0 : g0 + group].to(dtype).reshape(-1)
-        counts = torch.bincount(flat, weights=w, minlength=g * nb).to(dtype)
+        counts = _sum_by(flat, w, g * nb, dtype)
         occ = counts > 0
         (idx,) = occ.nonzero(as_tuple=True)  # sorted: element-major
         scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
@@ -321,7 +321,7 @@ def _bin_pixels(
         for c in range(3):
             xc = x[:, c].reshape(-1).to(dtype)
             xc = xc if w is None else xc * w
-            sums.append(torch.bincount(flat, weights=xc, minlength=g * nb).to(dtype)[idx])
+            sums.append(_sum_by(flat, xc, g * nb, dtype)[idx])
         row = idx // nb
         n_occ = occ.view(g, nb).sum(-1)
         m = int(n_occ.max())
@@ -341,6 +341,18 @@ def _bin_pixels(
                  for t in part) for part in parts]
     means, counts, bins = (torch.cat([part[i] for part in pad]) for i in range(3))
     return (means, counts, bins) if return_bins else (means, counts)
+
+
+def _sum_by(
+    flat: Tensor, w: Tensor | None, size: int, dtype: torch.dtype, scatter: bool | None = None
+) -> Tensor:
+    """Dense per-code sums of ``w`` (counts when None): ``[size]`` of ``dtype``. CPU:
+    ``bincount``; other devices (or ``scatter=True``): ``scatter_add_``, no host sync."""
+    if not (flat.device.type != "cpu" if scatter is None else scatter):
+        return torch.bincount(flat, weights=w, minlength=size).to(dtype)
+    flat = flat.long()
+    src = torch.ones((), dtype=dtype, device=flat.device).expand(flat.shape) if w is None else w
+    return torch.zeros(size, dtype=dtype, device=flat.device).scatter_add_(0, flat, src)
 
 
 def _bin_lut_apply(
