@@ -38,7 +38,6 @@ import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import torchpalette as tp
 
