@@ -320,10 +320,3 @@ def test_plan_jobs_collisions_and_shard(tmp_path):
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="rank"):
         folder.shard(jobs, 2, 2)
-
-
-def test_snap8_puts_palettes_on_the_png_grid():
-    colors = torch.tensor([[102.49999, 9.124983, 255.0], [0.5, 133.37502, 102.50001]]) / 255
-    snapped = folder.snap8(colors) * 255
-    assert torch.allclose(snapped, snapped.round(), atol=1e-4)
-    assert (snapped.round() - colors * 255).abs().max() <= 0.5 + 1e-4

@@ -39,7 +39,6 @@ from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of th
     plan_jobs,
     run_jobs,
     shard,
-    snap8,
     write_atomic,
 )
 from .folder import one_line as _one_line
@@ -192,7 +191,7 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
     kw = dict(space=args.space, dither=args.dither)
     if args.palette is None and not args.fit_palette:
         def per_image(x: Tensor):
-            pal = snap8(tp.palette(x, k=args.colors, space=args.space, seed=args.seed).colors)
+            pal = tp.palette(x, k=args.colors, space=args.space, seed=args.seed).colors
             return tp.apply_palette(x, pal, **kw), pal
         return per_image
     if args.palette is not None:
@@ -201,7 +200,7 @@ def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
         fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
                             seed=args.seed, device=device, batch_size=args.batch_size,
                             workers=args.workers)
-    fixed = snap8(fixed.to(device))
+    fixed = fixed.to(device)
 
     def apply_fixed(x: Tensor):
         pals = fixed.expand(x.shape[0], *fixed.shape)

@@ -35,7 +35,7 @@ from torch import Tensor
 from . import io
 
 __all__ = ["Job", "QuantizeStats", "UsageError", "plan_jobs", "shard", "pending_jobs",
-           "run_jobs", "write_atomic", "fit_palette", "snap8"]
+           "run_jobs", "write_atomic", "fit_palette"]
 
 
 class UsageError(Exception):
@@ -285,12 +285,6 @@ def run_jobs(
 
 
 # ----------------------------------------------------------------------------- palettes
-def snap8(colors: Tensor) -> Tensor:
-    """Palette colours moved onto the 8-bit grid an indexed PNG stores, so that the quantized
-    uint8 pixels and the written palette entries agree exactly (no x.5 rounding ties)."""
-    return colors.float().mul(255).round().div(255)
-
-
 def fit_palette(paths: Sequence[Path], *, colors: int, space: str, seed: int,
                 device: torch.device, batch_size: int = 32, workers: int = 0) -> Tensor:
     """One palette ``[colors, 3]`` for all ``paths`` (decoded in DataLoader workers; unreadable
