@@ -32,22 +32,7 @@ import torch
 from PIL import Image
 
 import torchpalette as tp
-
-
-def machine_busy(seconds: float = 0.5) -> float:
-    """Fraction of CPU time spent busy over ``seconds`` (from /proc/stat), or -1 if unknown."""
-    def read():
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:]]
-        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = read()
-        time.sleep(seconds)
-        t1, i1 = read()
-    except OSError:
-        return -1.0
-    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> None:
@@ -113,6 +98,8 @@ def main() -> None:
     p.add_argument("--colors", type=int, default=16)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--devices", choices=["all", "cpu", "cuda"], default="all",
+                   help="which torchpalette devices to time (the Pillow loop always runs)")
     args = p.parse_args()
     if args.quick:
         args.n, args.size = 24, 128
@@ -134,6 +121,7 @@ def main() -> None:
         secs = pillow_loop(src, root / "pillow", args.colors)
         rows.append(("Pillow quantize + save loop", secs, mean_de(src, root / "pillow", sample), ""))
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = [d for d in devices if args.devices in ("all", d)]
         for dev in devices:
             secs, out = torchpalette_cmd(src, root / f"tp-{dev}", args.colors, dev, args.workers,
                                          args.batch_size)

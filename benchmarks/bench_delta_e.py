@@ -28,24 +28,9 @@ import numpy as np
 import torch
 
 import torchpalette as tp
+from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 BYTES_PER_PAIR = 2 * 3 * 4 + 4  # float32: two Lab colours read, one ΔE written
-
-
-def cpu_busy(seconds: float = 0.5) -> float:
-    """Fraction of CPU time not idle over ``seconds`` (from /proc/stat); -1 if unknown."""
-    def sample():
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:]]
-        return vals[3] + vals[4], sum(vals)  # idle + iowait, total
-
-    try:
-        idle0, total0 = sample()
-        time.sleep(seconds)
-        idle1, total1 = sample()
-    except OSError:
-        return -1.0
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def random_lab(n: int, seed: int, device="cpu") -> torch.Tensor:
@@ -119,7 +104,7 @@ def bench_gpu(n: int, repeats: int, compile_: bool) -> None:
     dst = torch.empty_like(src)
     t_copy = median_time(lambda: dst.copy_(src), repeats, sync)
     copy_gbs = moved / t_copy / 1e9  # copy reads and writes moved/2 bytes each
-    del src, dst
+    src = dst = None  # free before the big inputs are made
     print(f"device-to-device copy: {copy_gbs:8.1f} GB/s (read + write)")
     print(f"{'implementation':<34} {'ms':>10} {'GB/s':>10} {'% of copy':>10} {'Gpairs/s':>10}")
     with torch.no_grad():
@@ -149,18 +134,20 @@ def main(argv=None) -> int:
     p.add_argument("--gpu-pairs", type=int, default=None, help="GPU pairs (default 100,000,000)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per implementation")
     p.add_argument("--no-compile", action="store_true", help="skip the fused (compiled) path")
+    p.add_argument("--gpu-only", action="store_true", help="skip the CPU part")
     args = p.parse_args(argv)
     n = args.pairs or (100_000 if args.quick else 1_000_000)
     n_gpu = args.gpu_pairs or (10_000_000 if args.quick else 100_000_000)
     repeats = args.repeats or (3 if args.quick else 7)
 
-    busy = cpu_busy()
+    busy = machine_busy()
     print(f"torch {torch.__version__}, torchpalette {tp.__version__}, CPU busy before timing: "
           f"{'unknown' if busy < 0 else f'{100 * busy:.0f}%'}")
     if busy > 0.15:
         print("WARNING: the machine is busy; CPU timings below are not reliable.", file=sys.stderr)
         print("WARNING: the machine is busy; CPU timings below are not reliable.")
-    bench_cpu(n, repeats, not args.no_compile)
+    if not args.gpu_only:
+        bench_cpu(n, repeats, not args.no_compile)
     if torch.cuda.is_available():
         bench_gpu(n_gpu, repeats, not args.no_compile)
     else:

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cli import machine_busy, make_images  # noqa: E402  (same generated data set)
+from _common import machine_busy  # noqa: E402
+from bench_cli import make_images  # noqa: E402  (same generated data set)
 
 
 def command(src: Path, dst: Path, device: str, workers: int, batch: int, nproc: int) -> list[str]:
@@ -76,6 +77,7 @@ def main() -> None:
                    help="decode workers in total (split between the ranks)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--devices", choices=["all", "cpu", "cuda"], default="all")
     args = p.parse_args()
     if args.quick:
         args.n, args.size, args.repeat = 24, 96, 1
@@ -98,6 +100,7 @@ def main() -> None:
                         ("cuda", 1, "torchrun 1 process")]
             if gpus > 1:
                 configs.append(("cuda", gpus, f"torchrun {gpus} processes"))
+        configs = [c for c in configs if args.devices in ("all", c[0])]
         best: dict[int, tuple[float, float]] = {}
         digests: dict[int, str] = {}
         for _ in range(args.repeat):  # alternate configurations so drifts hit all alike

@@ -31,24 +31,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 import torchpalette as tp
+from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 SAMPLE = Path(tp.__file__).parent / "data" / "astronaut.jpg"
 TOP_N, BINS = 32, 16
-
-
-def cpu_busy(seconds: float = 0.5) -> float:
-    """Fraction of CPU time not idle over ``seconds``, from /proc/stat (0 if unavailable)."""
-    def snap():
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:]]
-        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
-    try:
-        t0, i0 = snap()
-        time.sleep(seconds)
-        t1, i1 = snap()
-    except OSError:
-        return 0.0
-    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
 
 
 def timeit(fn, repeat: int) -> float:
@@ -186,12 +172,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU part")
     args = ap.parse_args()
-    busy = cpu_busy()
+    busy = machine_busy()
     print(f"CPU busy before timing: {busy:.0%}")
     if busy > 0.15:
         print("WARNING: the machine is busy; CPU timings are not reliable")
-    cpu_part(args.quick)
+    if not args.gpu_only:
+        cpu_part(args.quick)
     if torch.cuda.is_available() and not args.no_gpu:
         gpu_part(args.quick)
     else:

@@ -34,33 +34,17 @@ import argparse
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 import torchpalette as tp
+from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "torchpalette" / "data" / "astronaut.jpg"
 K = 16
 SIZE = 256
-
-
-def machine_busy(seconds: float = 0.5) -> float:
-    """Fraction of all CPU time used during ``seconds`` (from /proc/stat); -1 if unknown."""
-    def snap():
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
-
-    try:
-        t0, i0 = snap()
-        time.sleep(seconds)
-        t1, i1 = snap()
-    except OSError:
-        return -1.0
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
 def photo_crops(n: int, seed: int = 0) -> torch.Tensor:
@@ -144,27 +128,12 @@ def naive_kmeans_reduce(img: torch.Tensor, k: int = K, iters: int = 20, seed: in
 
 
 def load_fpk():
-    """fast_pytorch_kmeans, from the environment or the wheel shipped here; None if absent."""
-    try:
-        import fast_pytorch_kmeans as fpk  # noqa: F401
-        return fpk
-    except ImportError:
-        pass
-    wheels = sorted((ROOT / "benchmarks" / "wheels").glob("fast_pytorch_kmeans-*.whl"))
-    if not wheels:
-        return None
-    sys.path.insert(0, str(wheels[-1]))  # a pure-Python wheel imports from the zip
-    if "psutil" not in sys.modules:
-        try:
-            import psutil  # noqa: F401
-        except ImportError:  # only used for CPU RAM checks
-            stub = types.ModuleType("psutil")
-            stub.virtual_memory = lambda: types.SimpleNamespace(available=1 << 34)
-            sys.modules["psutil"] = stub
+    """fast_pytorch_kmeans if installed (the ``bench`` extra; carried as a wheel to a GPU
+    machine without network), else None."""
     try:
         import fast_pytorch_kmeans as fpk
     except Exception as err:  # noqa: BLE001
-        print(f"note: fast-pytorch-kmeans not importable ({err})")
+        print(f"note: fast-pytorch-kmeans not importable ({err}); that peer is skipped")
         return None
     return fpk
 

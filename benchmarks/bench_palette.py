@@ -39,26 +39,10 @@ import torch
 import torch.nn.functional as F
 
 import torchpalette as tp
+from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "torchpalette" / "data" / "astronaut.jpg"
-
-
-def machine_busy(seconds: float = 0.5) -> float:
-    """Fraction of all CPU time used during ``seconds`` (from /proc/stat); -1 if unknown."""
-    def snap():
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:]]
-        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-        return sum(vals), idle
-
-    try:
-        t0, i0 = snap()
-        time.sleep(seconds)
-        t1, i1 = snap()
-    except OSError:
-        return -1.0
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
 def downscale(img: torch.Tensor, max_pixels: int = 100_000) -> torch.Tensor:

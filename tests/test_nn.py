@@ -369,3 +369,31 @@ def test_cuda_matches_cpu(dtype):
     fit_gpu = tnn.PaletteQuantizer.fit(x.cuda(), colors=4).palette.cpu()
     fit_cpu = tnn.PaletteQuantizer.fit(x, colors=4).palette
     torch.testing.assert_close(fit_gpu, fit_cpu, atol=1e-2, rtol=0)
+
+
+def _host_syncs(fn) -> int:
+    """How many host-device synchronisations ``fn()`` makes (CUDA sync debug mode)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.cuda
+def test_cuda_no_host_sync_per_image():
+    # A batch of 64 images must cost no more syncs than a batch of 2 plus a few k-means checks
+    # (convergence is checked every few Lloyd steps, never per image).
+    small = _image((2,), torch.uint8, size=32).cuda()
+    big = _image((64,), torch.uint8, size=32).cuda()
+    layer = tnn.ColorQuantizer(colors=8)
+    layer(small)  # warm-up (lazy initialisation may sync)
+    n_small, n_big = _host_syncs(lambda: layer(small)), _host_syncs(lambda: layer(big))
+    assert n_big < 64, f"{n_big} host syncs for 64 images"
+    assert n_big <= n_small + 16, (n_small, n_big)

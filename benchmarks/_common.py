@@ -1,0 +1,26 @@
+"""What every benchmark script shares: the machine-load check that precedes any timing.
+
+On a 2-core machine one busy core slows multi-threaded peers by up to 45x, so each script
+measures how busy the CPUs are (from /proc/stat) before it times anything and says so.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def machine_busy(seconds: float = 0.5) -> float:
+    """Fraction of all CPU time that was not idle during ``seconds``; -1 if unknown."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait
+
+    try:
+        t0, i0 = snap()
+        time.sleep(seconds)
+        t1, i1 = snap()
+    except OSError:
+        return -1.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
