@@ -365,3 +365,15 @@ def test_cuda_fast_matches_eager(dtype):
 def test_cuda_device_mismatch():
     with pytest.raises(ValueError, match="b: expected device"):
         tp.delta_e(torch.rand(3, device="cuda"), torch.rand(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("nudge", [-1, 0, 1])
+def test_antipodal_hues_take_the_exact_arithmetic_branch(dtype, nudge):
+    # Sharma's pair 14 has hues exactly 180 degrees apart. Moving a2 by a few last bits of the
+    # hue angle (what another device's atan2 rounding does) must not jump to the other side of
+    # CIEDE2000's discontinuity (4.7461, as pair 15) but stay on the exact-arithmetic one.
+    step = 2e-6 if dtype == torch.float32 else 5e-15
+    lab1 = torch.tensor([50.0, -0.001, 2.49], dtype=dtype)
+    lab2 = torch.tensor([50.0, 0.001 + nudge * step, -2.49], dtype=dtype)
+    assert abs(float(tp.delta_e(lab1, lab2, space="lab")) - 4.8045) < 1e-4

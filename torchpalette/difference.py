@@ -97,17 +97,21 @@ def _ciede2000(L1, a1, b1, L2, a2, b2, kL: float, kC: float, kH: float, safe: bo
     h1p, h2p = _hue_deg(b1, a1p, safe), _hue_deg(b2, a2p, safe)
     # 2. ΔL', ΔC', ΔH'
     chroma_zero = (c1p * c2p) == 0
+    # Hue differences of exactly 180 degrees sit on the formula's jump (Sharma's pairs 13-15):
+    # which side atan2's last-bit rounding lands on differs by device, so within a few ulps of
+    # 180 we keep the exact-arithmetic branch (|h'1 - h'2| <= 180).
+    half = 180.0 + 1440.0 * torch.finfo(h1p.dtype).eps
     dl = L2 - L1
     dc = c2p - c1p
     dh = h2p - h1p
-    dh = torch.where(dh > 180.0, dh - 360.0, torch.where(dh < -180.0, dh + 360.0, dh))
+    dh = torch.where(dh > half, dh - 360.0, torch.where(dh < -half, dh + 360.0, dh))
     dh = torch.where(chroma_zero, 0.0, dh)
     d_hh = 2.0 * sqrt(c1p * c2p) * torch.sin(0.5 * _DEG * dh)
     # 3. weighting functions
     l_bar = 0.5 * (L1 + L2)
     cp_bar = 0.5 * (c1p + c2p)
     h_sum = h1p + h2p
-    far = (h1p - h2p).abs() > 180.0
+    far = (h1p - h2p).abs() > half
     hp_bar = torch.where(far, torch.where(h_sum < 360.0, h_sum + 360.0, h_sum - 360.0), h_sum)
     hp_bar = torch.where(chroma_zero, h_sum, 0.5 * hp_bar)
     t = (

@@ -228,11 +228,9 @@ def _lab_cf(rgb: Tensor, dtype: torch.dtype = torch.float32, *, ones: bool = Fal
 def _to_space(rgb: Tensor, space: str) -> Tensor:
     """Unchecked sRGB ``[..., 3]`` float -> ``space`` (``"lab"``, ``"oklab"``, ``"srgb"``)."""
     if space == "lab":
-        return kc.rgb_to_lab(rgb[..., None, None])[..., 0, 0]
+        return _color._srgb_to_lab(rgb)
     if space == "oklab":
-        lin = kc.rgb_to_linear_rgb(rgb[..., None, None])[..., 0, 0]
-        lms = _color._matmul3(lin, _color._M1)
-        return _color._matmul3(lms.clamp_min(0).pow(1.0 / 3.0), _color._M2)
+        return _color._srgb_to_oklab(rgb)
     return rgb
 
 
@@ -248,10 +246,9 @@ def _to_space_cf(rgb: Tensor, space: str, dtype: torch.dtype = torch.float32) ->
 def _from_space(c: Tensor, space: str) -> Tensor:
     """Unchecked ``space`` -> sRGB ``[..., 3]`` in [0, 1] (out-of-gamut values clipped)."""
     if space == "lab":
-        return kc.lab_to_rgb(c[..., None, None], clip=True)[..., 0, 0]
+        return _color._lab_to_srgb(c)
     if space == "oklab":
-        lin = _color._matmul3(_color._matmul3(c, _color._M2_INV).pow(3), _color._M1_INV)
-        return kc.linear_rgb_to_rgb(lin.clamp(0.0, 1.0)[..., None, None])[..., 0, 0]
+        return _color._oklab_to_srgb(c)
     return c.clamp(0.0, 1.0)
 
 
