@@ -282,7 +282,7 @@ def parse_colors(
 
     Args:
         colors: one colour, a sequence of colours, or a tensor ``[..., 3]``.
-        device: device of the result (default CPU).
+        device: device of the result (default: the tensor's own device, CPU for text).
 
     Returns:
         ``[N, 3]`` float32 sRGB in [0, 1].
