@@ -21,9 +21,9 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.lo
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, triton, kornia; print('torch', torch.__version__, 'triton', triton.__version__, 'kornia', kornia.__version__)"
-step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -k cuda tests
-step bench_gpu 150 python3 benchmarks/bench_gpu.py --device cuda
-step bench_dominant 75 python3 benchmarks/bench_dominant.py --gpu-only
-step bench_delta_e 110 python3 benchmarks/bench_delta_e.py --gpu-only
-step bench_cli 60 python3 benchmarks/bench_cli.py --devices cuda --n 300
-step bench_distributed 50 python3 benchmarks/bench_distributed.py --devices cuda --n 200 --repeat 1
+step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider -k cuda tests
+step bench_gpu 80 python3 benchmarks/bench_gpu.py --device cuda
+step bench_dominant 40 python3 benchmarks/bench_dominant.py --gpu-only
+step bench_delta_e 60 python3 benchmarks/bench_delta_e.py --gpu-only
+step bench_cli 100 python3 benchmarks/bench_cli.py --devices cuda --n 200
+step bench_distributed 90 python3 benchmarks/bench_distributed.py --devices cuda --n 200 --repeat 1
