@@ -206,3 +206,16 @@ def test_gpu_sums_do_not_depend_on_order():
     a = pal_mod._sum_by(flat, w, 20, torch.float32, scatter=True)
     b = pal_mod._sum_by(flat[perm], w[perm], 20, torch.float32, scatter=True)
     assert torch.equal(a, b)
+
+
+def test_integer_sums_match_float_sums():
+    # uint8 pixel values are summed as integers on the GPU branch: the same sums as bincount
+    import sys
+
+    pal_mod = sys.modules["torchpalette.palette"]
+    g = torch.Generator().manual_seed(2)
+    flat = torch.randint(0, 30, (4000,), generator=g)
+    w = torch.randint(0, 256, (4000,), generator=g, dtype=torch.uint8)
+    want = pal_mod._sum_by(flat, w.float(), 30, torch.float32, scatter=False)
+    for scatter in (False, True):
+        assert torch.equal(pal_mod._sum_by(flat, w, 30, torch.float32, scatter=scatter), want)

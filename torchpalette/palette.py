@@ -316,8 +316,9 @@ def _bin_pixels(
         scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
         sums = []
         for c in range(3):
-            xc = x[:, c].reshape(-1).to(dtype)
-            xc = xc if w is None else xc * w
+            xc = x[:, c].reshape(-1)
+            if w is not None or x.is_floating_point():
+                xc = xc.to(dtype) if w is None else xc.to(dtype) * w
             sums.append(_sum_by(flat, xc, g * nb, dtype)[idx])
         row = idx // nb
         n_occ = occ.view(g, nb).sum(-1)
@@ -354,8 +355,12 @@ def _sum_by(
     same bits (same seed, same palette). Groups hold at most 2**24 pixels, so the int64 sums
     of values up to 255 * 2**24 cannot overflow."""
     if not (flat.device.type != "cpu" if scatter is None else scatter):
+        w = w if w is None or w.is_floating_point() else w.to(dtype)
         return torch.bincount(flat, weights=w, minlength=size).to(dtype)
     flat = flat.long()
+    if w is not None and not w.is_floating_point():  # integer values (uint8 pixels): exact
+        sums = torch.zeros(size, dtype=torch.int64, device=flat.device)
+        return sums.scatter_add_(0, flat, w.long()).to(dtype)
     if w is None:  # counts: sums of ones are exact in any order
         ones = torch.ones((), dtype=dtype, device=flat.device).expand(flat.shape)
         return torch.zeros(size, dtype=dtype, device=flat.device).scatter_add_(0, flat, ones)
