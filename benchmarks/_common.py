@@ -24,3 +24,20 @@ def machine_busy(seconds: float = 0.5) -> float:
     except OSError:
         return -1.0
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def report_machine() -> float:
+    """Print what the timings ran on and how busy the CPUs were just before; return the busy
+    fraction (the scripts repeat the warning under their tables when it is over 15 %)."""
+    import os
+
+    import torch
+
+    busy = machine_busy()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no"
+    load = "unknown" if busy < 0 else f"{100 * busy:.0f}%"
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
+          f"threads, cuda: {gpu}, CPU busy before timing: {load}")
+    if busy > 0.15:
+        print("WARNING: the machine is busy: timings below are not valid (run on a quiet machine)")
+    return busy

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 import torchpalette as tp
-from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> None:
@@ -104,12 +104,7 @@ def main() -> None:
     if args.quick:
         args.n, args.size = 24, 128
 
-    busy = machine_busy()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
-    if busy > 0.15:
-        print(f"WARNING: machine is busy ({100 * busy:.0f}% CPU in use before timing): "
-              "timings are not valid")
+    busy = report_machine()
     root = Path(tempfile.mkdtemp(prefix="bench_cli-"))
     try:
         src = root / "src"

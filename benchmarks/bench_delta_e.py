@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import torchpalette as tp
-from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 BYTES_PER_PAIR = 2 * 3 * 4 + 4  # float32: two Lab colours read, one ΔE written
 
@@ -143,12 +143,7 @@ def main(argv=None) -> int:
     n_gpu = args.gpu_pairs or (10_000_000 if args.quick else 100_000_000)
     repeats = args.repeats or (3 if args.quick else 7)
 
-    busy = machine_busy()
-    print(f"torch {torch.__version__}, torchpalette {tp.__version__}, CPU busy before timing: "
-          f"{'unknown' if busy < 0 else f'{100 * busy:.0f}%'}")
-    if busy > 0.15:
-        print("WARNING: the machine is busy; CPU timings below are not reliable.", file=sys.stderr)
-        print("WARNING: the machine is busy; CPU timings below are not reliable.")
+    report_machine()
     if not args.gpu_only:
         bench_cpu(n, repeats, not args.no_compile)
     if torch.cuda.is_available():

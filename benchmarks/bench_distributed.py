@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_busy  # noqa: E402
+from _common import report_machine  # noqa: E402
 from bench_cli import make_images  # noqa: E402  (same generated data set)
 
 
@@ -82,13 +82,8 @@ def main() -> None:
     if args.quick:
         args.n, args.size, args.repeat = 24, 96, 1
 
-    busy = machine_busy()
+    busy = report_machine()
     cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"cuda: {torch.cuda.get_device_name() if cuda else 'no'}")
-    if busy > 0.15:
-        print(f"WARNING: machine is busy ({100 * busy:.0f}% CPU in use before timing): "
-              "timings are not valid")
     root = Path(tempfile.mkdtemp(prefix="bench_dist-"))
     try:
         src = root / "src"

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 import torchpalette as tp
-from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "torchpalette" / "data" / "astronaut.jpg"
@@ -213,11 +213,7 @@ def main() -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
                     help="only this device (default: CUDA when available, then CPU)")
     args = ap.parse_args()
-    busy = machine_busy()
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
-          f"CPU busy before timing: {busy:.0%}")
-    if busy > 0.15:
-        print("WARNING: the machine is busy; CPU timings are not valid (run on a quiet machine)")
+    report_machine()
     seeds = [0] if args.quick else [0, 1, 2]
     want_cuda = args.device in (None, "cuda")
     if want_cuda and torch.cuda.is_available():
