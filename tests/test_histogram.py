@@ -220,6 +220,23 @@ def test_dominant_per_channel_sums_equal_joint(monkeypatch, bins):
     assert torch.equal(joint.colors, split.colors) and torch.equal(joint.weights, split.weights)
 
 
+@pytest.mark.parametrize("bins", [5, 16])
+def test_dominant_cpu_chunked_equals_one_pass(monkeypatch, sample_path, bins):
+    # Large CPU images are counted in chunks of pixels; chunks that split images (and the
+    # last, shorter chunk) give exactly the one-pass counts, order and sums.
+    pil = Image.open(sample_path).convert("RGB").reduce(8)  # 64x64
+    u8 = torch.from_numpy(np.asarray(pil).transpose(2, 0, 1).copy())
+    alpha = torch.full((1, 64, 64), 255, dtype=torch.uint8)
+    alpha[0, :5] = 0
+    image = torch.stack([torch.cat([u8, alpha]), torch.cat([u8.flip(-1), alpha.flip(-2)])])
+    one = tp.dominant_colors(image, top_n=32, bins=bins)
+    monkeypatch.setattr(hmod, "_CPU_CHUNK", 1000)  # 64 * 64 >= 2 chunks, last one shorter
+    chunked = tp.dominant_colors(image, top_n=32, bins=bins)
+    assert torch.equal(one.colors, chunked.colors) and torch.equal(one.weights, chunked.weights)
+    rc, rw = np_dominant(u8.numpy(), 32, bins, alpha[0].numpy() > 0)
+    np.testing.assert_allclose(chunked.colors[0, : len(rw)].double().numpy(), rc, atol=1e-6)
+
+
 def test_dominant_deterministic(device):
     image, _ = random_image((3,), torch.float32, device, h=32, w=32, seed=17)
     a, b = tp.dominant_colors(image), tp.dominant_colors(image)

@@ -43,6 +43,9 @@ LUMA_WEIGHTS = (19595, 38470, 7471)
 _JOINT_MAX = 2**24
 #: Pixels per chunk of images in the torch path (bounds the per-pixel index temporaries).
 _CHUNK_PIXELS = 2**26
+#: Pixels per chunk on the CPU for large images: a chunk's int16/int32 index arrays (0.5-1 MiB)
+#: stay in L2 between the passes over it.
+_CPU_CHUNK = 2**18
 
 def _levels(rgb: Tensor) -> Tensor:
     """``[..., 3, H, W]`` uint8 or float in [0, 1] -> uint8 levels 0..255 (same shape)."""
@@ -248,6 +251,8 @@ def _top_bins(q: Tensor, opaque: Tensor | None, top_n: int, bins: int,
     if tri:
         q = q.contiguous()
         counts = _tri.bin_counts(q, opaque, bins)
+    elif dev.type == "cpu" and n_pix >= 2 * _CPU_CHUNK:
+        return _top_bins_chunked(q, opaque, top_n, bins)
     elif step >= n_img:  # one chunk: keep the index for the second pass
         flat = _flat_index(q, opaque, bins)
         counts = _bin_counts(flat, n_img, bins)
@@ -269,6 +274,34 @@ def _top_bins(q: Tensor, opaque: Tensor | None, top_n: int, bins: int,
     sums = [_slot_sums(q[i:i + step], _flat_index(q[i:i + step], _part(opaque, i, step), bins),
                        order[i:i + step], bins) for i in range(0, n_img, step)]
     return counts, order, torch.cat(sums)
+
+
+def _pixel_chunks(q: Tensor, opaque: Tensor | None, bins: int):
+    """Yield ``(image, flat bin index of one chunk of its pixels, its levels [1, 3, C])``."""
+    for i in range(q.shape[0]):  # chunks of one image's pixels (bounds the temporaries)
+        for s in range(0, q.shape[2], _CPU_CHUNK):
+            qc = q[i:i + 1, :, s:s + _CPU_CHUNK]
+            oc = None if opaque is None else opaque[i:i + 1, s:s + _CPU_CHUNK]
+            yield i, _flat_index(qc, oc, bins), qc
+
+
+def _top_bins_chunked(q: Tensor, opaque: Tensor | None, top_n: int,
+                      bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_top_bins` for large images on the CPU: both passes run over chunks of
+    :data:`_CPU_CHUNK` pixels, so each chunk's index and slot arrays stay in cache and no
+    image-sized temporary is allocated (page faults on fresh memory cost more than counting).
+    Counts and offset sums are additive over chunks, so the result is exactly the same."""
+    n_img = q.shape[0]
+    counts = torch.zeros(n_img, bins**3, dtype=torch.int64)
+    for i, flat, _ in _pixel_chunks(q, opaque, bins):
+        counts[i] += _bin_counts(flat, 1, bins)[0]
+    occupied = int((counts > 0).sum(-1).max())  # one sync per call, to size the output
+    k = max(1, min(top_n, occupied))
+    order = torch.sort(counts, dim=-1, descending=True, stable=True).indices[:, :k]
+    sums = torch.zeros(n_img, k, 3, dtype=torch.int64)
+    for i, flat, qc in _pixel_chunks(q, opaque, bins):
+        sums[i] += _slot_sums(qc, flat, order[i:i + 1], bins)[0]
+    return counts, order, sums
 
 
 def _part(opaque: Tensor | None, i: int, step: int) -> Tensor | None:
