@@ -224,6 +224,63 @@ def test_reduce_colors_bins_quality(photo64):
     assert mean_de("bins") <= mean_de("exact") + 0.25
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_reduce_colors_refined(device, dtype, batch):
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:, ::16, ::16]  # 32x32
+    n = int(np.prod(batch)) if batch else 1
+    img = torch.stack([photo.roll(7 * i, -1) for i in range(n)]).reshape(*batch, *photo.shape)
+    img = (img if dtype == torch.uint8 else img.to(dtype) / 255).to(device)
+    out = tp.reduce_colors(img, 6, assign="refined", seed=2)
+    assert out.shape == img.shape and out.dtype == dtype and out.device == img.device
+    exact = tp.reduce_colors(img, 6, assign="exact", seed=2)
+    # same palette; the look-up table differs from the exact search on few pixels
+    assert float((exact == out).all(-3).float().mean()) > 0.97
+    pal = tp.palette(img, 6, seed=2).colors
+    allowed = tp._image.float_to_uint8(pal) if dtype == torch.uint8 else pal.to(dtype)
+    for i in np.ndindex(*batch):
+        distinct = out[i].flatten(1).T.unique(dim=0)
+        assert bool((distinct[:, None] == allowed[i][None]).all(-1).any(-1).all())
+        one = tp.reduce_colors(img[i], 6, assign="refined", seed=2)
+        # batched == per image (up to float rounding of the batched k-means)
+        same = (one.double() - out[i].double()).abs().le(1.01 if dtype == torch.uint8 else 1e-4)
+        assert float(same.all(-3).float().mean()) > 0.99
+
+
+@pytest.mark.parametrize("space", ["lab", "oklab", "srgb"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_pruned_search_with_full_radius_is_exact(space, dtype):
+    """alpha=1: a bin's nearest colour covers the whole bin (the bound is sound)."""
+    from tests.conftest import SAMPLE
+
+    img = tp.read_image(SAMPLE)[:, ::4, ::4].reshape(1, 3, -1)  # 128x128 photo pixels
+    img = img if dtype == torch.uint8 else img.float() / 255
+    for k in (2, 16):
+        pal = tp.palette(img.reshape(1, 3, 128, 128), k, seed=0).colors
+        ps = Q._to_space(pal, space)
+        pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)
+        want = Q._nearest_chunks(img, ps, pa, space, torch.float32, None)
+        got = Q._nearest_pruned(img, ps, pa, space, torch.float32, 1.0)
+        assert torch.equal(got, want)
+
+
+def test_reduce_colors_refined_quality_and_errors(photo64):
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    lab = rgb2lab(photo64.permute(1, 2, 0).numpy())
+
+    def mean_de(assign):
+        outs = [tp.reduce_colors(photo64, 8, assign=assign, seed=s) for s in range(3)]
+        return np.mean([deltaE_ciede2000(lab, rgb2lab(o.permute(1, 2, 0).numpy())).mean()
+                        for o in outs])
+
+    assert mean_de("refined") <= mean_de("exact") + 0.05
+    with pytest.raises(ValueError, match="'refined' needs dither='none'"):
+        tp.reduce_colors(photo64, 4, assign="refined", dither="ordered")
+
+
 @pytest.fixture(scope="module")
 def photo64() -> torch.Tensor:
     import torch.nn.functional as F
