@@ -217,7 +217,9 @@ def main() -> int:
         _, t_pal = timed(lambda: tp.palette(im, 16), max(1, repeats // 2))
         pal = tp.palette(im, 16).colors
         _, t_app = timed(lambda: tp.apply_palette(im, pal), 1)
-        print(f"  {label:<5} palette {t_pal * 1e3:8.1f} ms   apply_palette {t_app * 1e3:8.1f} ms")
+        _, t_ref = timed(lambda: tp.reduce_colors(im, 16, assign="refined"), 1)
+        print(f"  {label:<5} palette {t_pal * 1e3:8.1f} ms   apply_palette {t_app * 1e3:8.1f} ms"
+              f"   reduce_colors(refined, palette included) {t_ref * 1e3:8.1f} ms")
 
     if torch.cuda.is_available():
         dev = torch.device("cuda")
