@@ -46,6 +46,8 @@ _CHUNK_PIXELS = 2**26
 #: Pixels per chunk on the CPU for large images: a chunk's int16/int32 index arrays (0.5-1 MiB)
 #: stay in L2 between the passes over it.
 _CPU_CHUNK = 2**18
+#: Largest (slot, offsets) table that the chunked CPU path keeps per image across chunks.
+_JOINT_CHUNKED = 2**18
 
 def _levels(rgb: Tensor) -> Tensor:
     """``[..., 3, H, W]`` uint8 or float in [0, 1] -> uint8 levels 0..255 (same shape)."""
@@ -276,13 +278,15 @@ def _top_bins(q: Tensor, opaque: Tensor | None, top_n: int, bins: int,
     return counts, order, torch.cat(sums)
 
 
-def _pixel_chunks(q: Tensor, opaque: Tensor | None, bins: int):
-    """Yield ``(image, flat bin index of one chunk of its pixels, its levels [1, 3, C])``."""
+def _pixel_chunks(q: Tensor, opaque: Tensor | None, bins: int, wide: bool = False):
+    """Yield ``(image, bin index of one chunk of its pixels [C], its levels [1, 3, C])``; the
+    index in the narrowest integer type that holds it, or int32 if ``wide``."""
     for i in range(q.shape[0]):  # chunks of one image's pixels (bounds the temporaries)
         for s in range(0, q.shape[2], _CPU_CHUNK):
             qc = q[i:i + 1, :, s:s + _CPU_CHUNK]
             oc = None if opaque is None else opaque[i:i + 1, s:s + _CPU_CHUNK]
-            yield i, _flat_index(qc, oc, bins), qc
+            limit = 2**16 if wide else bins**3 + 1  # 2**16: int32
+            yield i, _bin_index(qc, oc, bins, limit)[0], qc
 
 
 def _top_bins_chunked(q: Tensor, opaque: Tensor | None, top_n: int,
@@ -298,10 +302,27 @@ def _top_bins_chunked(q: Tensor, opaque: Tensor | None, top_n: int,
     occupied = int((counts > 0).sum(-1).max())  # one sync per call, to size the output
     k = max(1, min(top_n, occupied))
     order = torch.sort(counts, dim=-1, descending=True, stable=True).indices[:, :k]
-    sums = torch.zeros(n_img, k, 3, dtype=torch.int64)
-    for i, flat, qc in _pixel_chunks(q, opaque, bins):
-        sums[i] += _slot_sums(qc, flat, order[i:i + 1], bins)[0]
-    return counts, order, sums
+    width = 256 // bins
+    joint = (k + 1) * width**3
+    if bins & (bins - 1) or joint > _JOINT_CHUNKED:
+        sums = torch.zeros(n_img, k, 3, dtype=torch.int64)
+        for i, flat, qc in _pixel_chunks(q, opaque, bins):
+            sums[i] += _slot_sums(qc, flat, order[i:i + 1], bins)[0]
+        return counts, order, sums
+    # As _slot_sums, but with one table per image and the (slot, offsets) histogram summed
+    # over chunks before its marginals; int32 throughout (index_select takes int32 indices).
+    slot = torch.full((n_img, bins**3 + 1), k * width**3, dtype=torch.int32)
+    slot.scatter_(1, order, (torch.arange(k, dtype=torch.int32) * width**3).expand(n_img, k))
+    hist = torch.zeros(n_img, joint, dtype=torch.int64)
+    bits = width.bit_length() - 1
+    for i, flat, qc in _pixel_chunks(q, opaque, bins, wide=True):
+        at = slot[i].index_select(0, flat)
+        at += _pack3(qc, 0, bits, width - 1, torch.int32)[0]
+        hist[i] += torch.bincount(at, minlength=joint)
+    hist = hist.view(n_img, k + 1, width, width, width)[:, :k]
+    w = torch.arange(width, dtype=torch.int64)
+    marg = [hist.sum((3, 4)), hist.sum((2, 4)), hist.sum((2, 3))]  # [B, k, width] each
+    return counts, order, torch.stack([(m * w).sum(-1) for m in marg], -1)
 
 
 def _part(opaque: Tensor | None, i: int, step: int) -> Tensor | None:
