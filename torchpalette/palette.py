@@ -317,20 +317,15 @@ def _bin_pixels(
     for g0 in range(0, b, group):
         x = rgb[g0 : g0 + group]
         g = x.shape[0]
-        code = _bin_codes(x, bits)
-        code += torch.arange(g, device=dev, dtype=torch.int32).unsqueeze(-1) * nb
-        flat = code.view(-1)  # on a GPU summed by scatter_add_: bincount syncs to size itself
-        w = None if weights is None else weights[g0 : g0 + group].to(dtype).reshape(-1)
-        counts = _sum_by(flat, w, g * nb, dtype)
+        wg = None if weights is None else weights[g0 : g0 + group]
+        if dev.type == "cpu" and p > _PIX_CHUNK and nb <= _PIX_CHUNK:
+            counts, dense = _dense_sums_chunked(x, wg, bits, dtype)
+        else:
+            counts, dense = _dense_sums(x, wg, bits, dtype)
         occ = counts > 0
         (idx,) = occ.nonzero(as_tuple=True)  # sorted: element-major
         scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
-        sums = []
-        for c in range(3):
-            xc = x[:, c].reshape(-1)
-            if w is not None or x.is_floating_point():
-                xc = xc.to(dtype) if w is None else xc.to(dtype) * w
-            sums.append(_sum_by(flat, xc, g * nb, dtype)[idx])
+        sums = [d[idx] for d in dense]
         row = idx // nb
         n_occ = occ.view(g, nb).sum(-1)
         m = int(n_occ.max())
@@ -350,6 +345,51 @@ def _bin_pixels(
                  for t in part) for part in parts]
     means, counts, bins = (torch.cat([part[i] for part in pad]) for i in range(3))
     return (means, counts, bins) if return_bins else (means, counts)
+
+
+_PIX_CHUNK = 1 << 18  # CPU: pixels per image binned at once in large images (stays in L2)
+
+
+def _dense_sums(
+    x: Tensor, wg: Tensor | None, bits: int, dtype: torch.dtype
+) -> tuple[Tensor, list[Tensor]]:
+    """Dense per-bin counts ``[g 2**(3 bits)]`` and channel sums (3 of those) of the images
+    ``x [g, 3, P]`` with pixel weights ``wg [g, P]`` or None, in one pass."""
+    g = x.shape[0]
+    nb = 1 << (3 * bits)
+    code = _bin_codes(x, bits)
+    code += torch.arange(g, device=x.device, dtype=torch.int32).unsqueeze(-1) * nb
+    flat = code.view(-1)  # on a GPU summed by scatter_add_: bincount syncs to size itself
+    w = None if wg is None else wg.to(dtype).reshape(-1)
+    counts = _sum_by(flat, w, g * nb, dtype)
+    sums = []
+    for c in range(3):
+        xc = x[:, c].reshape(-1)
+        if w is not None or x.is_floating_point():
+            xc = xc.to(dtype) if w is None else xc.to(dtype) * w
+        sums.append(_sum_by(flat, xc, g * nb, dtype))
+    return counts, sums
+
+
+def _dense_sums_chunked(
+    x: Tensor, wg: Tensor | None, bits: int, dtype: torch.dtype
+) -> tuple[Tensor, list[Tensor]]:
+    """:func:`_dense_sums` over pixel chunks of ``_PIX_CHUNK`` per image (CPU, large images):
+    the codes and weights of a chunk stay in cache instead of image-sized temporaries; the
+    chunk boundaries do not depend on the batch, and the sums accumulate in float64."""
+    g, _, p = x.shape
+    nb = 1 << (3 * bits)
+    acc = torch.zeros(4, g * nb, dtype=torch.float64, device=x.device)
+    for s in range(0, p, _PIX_CHUNK):
+        counts, sums = _dense_sums(
+            x[..., s : s + _PIX_CHUNK], None if wg is None else wg[:, s : s + _PIX_CHUNK],
+            bits, torch.float64,
+        )
+        acc[0] += counts
+        for c in range(3):
+            acc[c + 1] += sums[c]
+    acc = acc.to(dtype)
+    return acc[0], [acc[1], acc[2], acc[3]]
 
 
 _FIXED = float(1 << 24)  # fixed-point step of the GPU bin sums (2**-24 of one sRGB unit)
