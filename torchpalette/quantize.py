@@ -234,31 +234,6 @@ def _nearest_pruned(
     return labels.view(b, p)
 
 
-def _nearest_chunks(
-    rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype, offset: Tensor | None
-) -> Tensor:
-    """The chunked search of :func:`_nearest`: palette ``ps [B, K, 3]`` in ``space`` (and
-    ``pa = [-2 ps, |ps|^2]``), optional dither ``offset [B, 1, P]`` -> labels ``[B, P]``."""
-    b, _, p = rgb.shape
-    k = ps.shape[1]
-    labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
-    budget = _CHUNK_ELEMS if rgb.device.type == "cpu" else _CHUNK_ELEMS_GPU
-    step = max(1, budget // max(1, b * k))
-    for s in range(0, p, step):
-        x = rgb[..., s : s + step]
-        if x.is_floating_point():
-            x = x.to(dtype)
-        if offset is not None:
-            x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
-            x = (x + offset[..., s : s + step]).clamp_(0.0, 1.0)
-        if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
-            dist = torch.bmm(pa, _lab_cf(x, dtype, ones=True))
-            labels[:, s : s + step] = _argmin_k(dist)[0]
-        else:
-            labels[:, s : s + step] = _nearest_centroid(ps, _to_space_cf(x, space, dtype))[0]
-    return labels
-
-
 def palette_indices(
     image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
 ) -> Tensor:
