@@ -17,6 +17,10 @@ bin index gives every bin's count; then, for the ``top_n`` winners only, a look-
 each pixel to its winner's slot (or a spare one), and one more ``bincount`` over
 (slot, r/g/b offsets) yields all three offset sums. Bin keys are built with shifts on the uint8
 levels in the narrowest integer type (int16 where it fits), which is what makes counting fast.
+On the CPU, large images (>= 512K pixels) run both passes over chunks of 256K pixels of one
+image: each chunk's index arrays stay in L2 and no image-sized temporary is allocated (fresh
+memory costs a page fault per 4 KiB, which cost more than the counting itself); counts and sums
+add up over chunks, so the result is the same to the bit.
 On CUDA with Triton installed, both passes run as Triton kernels that count each block of
 pixels in on-chip memory first (see ``_histogram_triton``).
 """
@@ -362,7 +366,8 @@ def dominant_colors(image: Tensor, top_n: int = 32, *, bins: int = 16) -> Palett
         Two passes over the pixels: a ``bincount`` of the batch-offset bin index gives the
         counts; a table maps each of the ``top_n`` bins to a slot, and a second ``bincount``
         over (slot, offsets from the bin's lower edge) gives exact integer sums for those
-        bins only. Memory is bounded: large batches are processed in chunks of images.
+        bins only. Memory is bounded: large batches are processed in chunks of images, and
+        large images on the CPU in chunks of pixels.
 
     Example:
         >>> import torch, torchpalette as tp
