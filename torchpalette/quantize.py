@@ -260,12 +260,8 @@ def palette_indices(
         >>> tp.quantize.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         tensor([[1, 0]])
     """
-    pal, batch = _check(image, palette, space, dither)
-    h, w = image.shape[-2:]
-    rgb, _ = split_alpha(image)
-    rgb = rgb.reshape(-1, 3, h * w)
-    pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:])).reshape(rgb.shape[0], -1, 3)
-    return _nearest(rgb, pal, space, dither, (h, w)).reshape(*batch, h, w)
+    _, labels, _ = _labels(image, palette, space, dither)
+    return labels.reshape(*image.shape[:-3], *image.shape[-2:])
 
 
 def apply_palette(
@@ -296,13 +292,22 @@ def apply_palette(
                 [  0, 255],
                 [  0, 255]], dtype=torch.uint8)
     """
+    pal, labels, alpha = _labels(image, palette, space, dither)
+    out = _gather(pal, labels, image.dtype).reshape(*image.shape[:-3], 3, *image.shape[-2:])
+    return merge_alpha(out, alpha)
+
+
+def _labels(
+    image: Tensor, palette: Tensor | Palette, space: str, dither: str
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Checked nearest-colour search shared by :func:`palette_indices` and
+    :func:`apply_palette`: (palette ``[B, K, 3]``, labels ``[B, H*W]``, alpha or None)."""
     pal, batch = _check(image, palette, space, dither)
     h, w = image.shape[-2:]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
     pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:])).reshape(rgb.shape[0], -1, 3)
-    labels = _nearest(rgb, pal, space, dither, (h, w))
-    return merge_alpha(_gather(pal, labels, image.dtype).reshape(*batch, 3, h, w), alpha)
+    return pal, _nearest(rgb, pal, space, dither, (h, w)), alpha
 
 
 def _gather(pal: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
