@@ -38,6 +38,13 @@ def report_machine() -> float:
     load = "unknown" if busy < 0 else f"{100 * busy:.0f}%"
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
           f"threads, cuda: {gpu}, CPU busy before timing: {load}")
-    if busy > 0.15:
-        print("WARNING: the machine is busy: timings below are not valid (run on a quiet machine)")
+    warn_if_busy(busy, "below ")
     return busy
+
+
+def warn_if_busy(busy: float, where: str = "") -> None:
+    """Say so when the CPUs were more than 15 % busy before timing (printed again under a
+    table, so the warning is next to the figures)."""
+    if busy > 0.15:
+        print(f"WARNING: the machine was busy: timings {where}are not valid (run on a quiet "
+              "machine)")

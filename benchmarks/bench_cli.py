@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 import torchpalette as tp
-from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> None:
@@ -139,8 +139,7 @@ def main() -> None:
         for name, _, _, split in rows:
             if split:
                 print(f"{name}: {split}")
-        if busy > 0.15:
-            print("WARNING: machine was busy: timings are not valid")
+        warn_if_busy(busy)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report_machine  # noqa: E402
+from _common import report_machine, warn_if_busy  # noqa: E402
 from bench_cli import make_images  # noqa: E402  (same generated data set)
 
 
@@ -127,8 +127,7 @@ def main() -> None:
             single, dist1 = rates["cuda", 0], rates["cuda", 1]
             print(f"\nper-GPU overhead of the distributed path (torchrun 1 process vs plain): "
                   f"{100 * (single / dist1 - 1):+.1f}% (target < 5%)")
-        if busy > 0.15:
-            print("WARNING: machine was busy: timings are not valid")
+        warn_if_busy(busy)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 import torchpalette as tp
-from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 SAMPLE = Path(tp.__file__).parent / "data" / "astronaut.jpg"
 TOP_N, BINS = 32, 16
@@ -174,10 +174,7 @@ def main() -> None:
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
     ap.add_argument("--gpu-only", action="store_true", help="skip the CPU part")
     args = ap.parse_args()
-    busy = machine_busy()
-    print(f"CPU busy before timing: {busy:.0%}")
-    if busy > 0.15:
-        print("WARNING: the machine is busy; CPU timings are not reliable")
+    report_machine()
     if not args.gpu_only:
         cpu_part(args.quick)
     if torch.cuda.is_available() and not args.no_gpu:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 import torchpalette as tp
-from _common import machine_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report_machine  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "torchpalette" / "data" / "astronaut.jpg"
@@ -100,11 +100,7 @@ def main() -> int:
     from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
     from sklearn.cluster import KMeans
 
-    busy = machine_busy()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"CPU busy before timing: {busy:.0%}")
-    if busy > 0.15:
-        print("WARNING: the machine is busy; timings are not valid (run on a quiet machine)")
+    report_machine()
 
     quick = args.quick
     ks = [4, 16] if quick else [2, 4, 8, 16, 32, 64]
@@ -152,21 +148,14 @@ def main() -> int:
                 out, t = timed(ours, repeats)
                 record(k, "torchpalette", t, quality(out.permute(1, 2, 0).numpy()))
 
-                def ours_bins():
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        return tp.reduce_colors(img, k, seed=s, assign="bins")
+                for assign in ("bins", "refined"):
+                    def ours_assign(assign=assign):
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            return tp.reduce_colors(img, k, seed=s, assign=assign)
 
-                out, t = timed(ours_bins, repeats)
-                record(k, "torchpalette-bins", t, quality(out.permute(1, 2, 0).numpy()))
-
-                def ours_refined():
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        return tp.reduce_colors(img, k, seed=s, assign="refined")
-
-                out, t = timed(ours_refined, repeats)
-                record(k, "torchpalette-refined", t, quality(out.permute(1, 2, 0).numpy()))
+                    out, t = timed(ours_assign, repeats)
+                    record(k, f"torchpalette-{assign}", t, quality(out.permute(1, 2, 0).numpy()))
 
                 def sk():
                     km = KMeans(n_clusters=k, n_init=1, random_state=s).fit(lab_px)
