@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from torchpalette import cli, folder
+from torchpalette.cli import commands as cli
+from torchpalette.cli import folder
 from torchpalette import nn as tpnn
 
 out, mode, src, dst, pal = Path(sys.argv[1]), sys.argv[2], *sys.argv[3:6]

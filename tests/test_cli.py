@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from torchpalette import cli, folder
+from torchpalette.cli import commands as cli
+from torchpalette.cli import folder
 
 HEX = re.compile(r"^#[0-9a-f]{6}$")
 

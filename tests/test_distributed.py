@@ -23,7 +23,8 @@ import torch.distributed as dist
 from PIL import Image
 
 import torchpalette as tp
-from torchpalette import _dist, cli
+from torchpalette.cli import commands as cli
+from torchpalette.cli import torchrun as _dist
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"

@@ -1,4 +1,4 @@
-"""Tests for torchpalette.figures: histogram SVG, swatch SVG and swatch image."""
+"""Tests for torchpalette.cli.figures: histogram SVG, swatch SVG and swatch image."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchpalette as tp
-from torchpalette.figures import histogram_svg, swatches_image, swatches_svg
+from torchpalette.cli.figures import histogram_svg, swatches_image, swatches_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -1,4 +1,4 @@
-"""`torchpalette report` and torchpalette.report: every section, inline images, safe overwrite."""
+"""`torchpalette report` and torchpalette.cli.report: every section, inline images, safe overwrite."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchpalette import cli, report
+from torchpalette.cli import commands as cli
+from torchpalette.cli import report
 
 SECTIONS = ["image", "histogram", "dominant", "sorted", "neighbours", "palette", "reduced"]
 

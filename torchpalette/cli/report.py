@@ -24,21 +24,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import _image
+from torchpalette import (
+    JND,
+    adjacent_delta_e,
+    apply_palette,
+    delta_e,
+    dominant_colors,
+    histogram,
+    palette,
+    read_image,
+    sort_colors,
+    to_hex,
+    write_image,
+)
+from torchpalette.io import SAMPLE
+
 from .figures import histogram_svg, swatches_svg
-from .difference import JND, adjacent_delta_e, delta_e
-from .histogram import dominant_colors, histogram
-from .io import read_image, write_image
-from .palette import palette
-from .quantize import apply_palette
-from .sort import sort_colors
 
 __all__ = ["Report", "Reduction", "make_report", "render_html", "write_report",
            "check_can_write", "MARK", "REDUCED_COLORS"]
 
 MARK = '<meta name="generator" content="torchpalette-report">'
 REDUCED_COLORS = (2, 4, 8, 16, 32, 64)
-SAMPLE = Path(__file__).parent / "data" / "astronaut.jpg"
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
          ".webp": "image/webp", ".bmp": "image/bmp", ".gif": "image/gif"}
 
@@ -87,11 +94,19 @@ def _png_bytes(image: Tensor, colors: Tensor | None) -> bytes:
         return path.read_bytes()
 
 
+def _pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Image ``[..., 3|4, H, W]`` -> (float colours ``[..., H*W, 3]``, opaque weights or None)."""
+    x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    colors = x[..., :3, :, :].flatten(-2).transpose(-1, -2)
+    weights = (x[..., 3, :, :].flatten(-2) > 0).float() if x.shape[-3] == 4 else None
+    return colors, weights
+
+
 def _mean_de(image: Tensor, reduced: Tensor) -> Tensor:
     """Mean ΔE00 per reduced image ``[R, C, H, W]`` to ``image`` ``[C, H, W]`` over pixels that
     are not fully transparent."""
-    a, w = _image.pixels(_image.to_float(image))
-    b, _ = _image.pixels(_image.to_float(reduced))
+    a, w = _pixels(image)
+    b, _ = _pixels(reduced)
     de = delta_e(a.expand_as(b), b)  # [R, H*W]
     if w is None:
         return de.mean(-1)
@@ -125,7 +140,7 @@ def make_report(
 
     Example:
         >>> import torch
-        >>> from torchpalette.report import make_report, render_html
+        >>> from torchpalette.cli.report import make_report, render_html
         >>> image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
         >>> rep = make_report(image, top_n=4, colors=4, reduced=(2, 4))
         >>> [r.colors for r in rep.reductions], rep.palette.shape, "<svg" in render_html(rep)
@@ -165,8 +180,7 @@ def make_report(
 
 # ----------------------------------------------------------------------------- HTML
 def _hex(c: Tensor) -> str:
-    r, g, b = c.float().mul(255).round().clamp(0, 255).int().tolist()
-    return f"#{r:02x}{g:02x}{b:02x}"
+    return to_hex(c.float().clamp(0, 1))
 
 
 def _data_uri(data: bytes, mime: str) -> str:

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .folder import UsageError
+from torchpalette import to_hex
+
+from .errors import UsageError
 
 FORMATS = ("hex", "json", "css", "gpl")
 
@@ -20,16 +22,6 @@ FORMATS = ("hex", "json", "css", "gpl")
 def rgb255(colors: Tensor) -> list[list[int]]:
     """Float sRGB colours ``[K, 3]`` as 0-255 ints."""
     return colors.detach().float().cpu().mul(255).round().clamp(0, 255).int().tolist()
-
-
-def to_hex(rgb: Sequence[int]) -> str:
-    """``[r, g, b]`` 0-255 as ``#rrggbb``.
-
-    Example:
-        >>> to_hex([255, 136, 0])
-        '#ff8800'
-    """
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: str) -> str:
@@ -41,7 +33,8 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
     rows = []
     for name, colors, weights in entries:
         w = [None] * colors.shape[0] if weights is None else weights.float().cpu().tolist()
-        rows.append((name, [(to_hex(c), c, x) for c, x in zip(rgb255(colors), w)]))
+        hexes = to_hex(colors.detach().float().cpu())
+        rows.append((name, [(h, c, x) for h, c, x in zip(hexes, rgb255(colors), w)]))
     if fmt == "json":
         out = [
             {"image": name, "colors": [{"hex": h, "rgb": c, "weight": x} for h, c, x in cols]}

@@ -14,19 +14,33 @@ from html import escape
 import torch
 from torch import Tensor
 
-from . import _validate as v
-from .color import to_hex
+from torchpalette import to_hex
 
 __all__ = ["histogram_svg", "swatches_svg", "swatches_image"]
 
 _CURVES = (("R", "#e03030"), ("G", "#20a040"), ("B", "#3060e0"), ("luminance", "#404040"))
 
 
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
 def _check_swatch_colors(colors: Tensor) -> Tensor:
-    v.check_colors(colors, "colors", min_ndim=2)
-    if colors.ndim != 2:
-        raise ValueError(f"colors: expected shape [K, 3], got {v.shape_str(colors.shape)}")
+    """Colours ``[K, 3]`` float in [0, 1]; :func:`torchpalette.to_hex` checks type and range."""
+    if isinstance(colors, Tensor) and colors.ndim != 2:
+        raise ValueError(f"colors: expected shape [K, 3], got {_shape(colors.shape)}")
+    if isinstance(colors, Tensor) and not colors.is_floating_point():
+        raise TypeError(f"colors: expected a floating dtype, got {colors.dtype}")
+    to_hex(colors)
     return colors
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name}: expected an int in [{low}, inf], got {value}")
+    return value
 
 
 def histogram_svg(counts: Tensor, *, width: int = 512, height: int = 160) -> str:
@@ -48,19 +62,21 @@ def histogram_svg(counts: Tensor, *, width: int = 512, height: int = 160) -> str
 
     Example:
         >>> import torch, torchpalette as tp
-        >>> from torchpalette.figures import histogram_svg
+        >>> from torchpalette.cli.figures import histogram_svg
         >>> svg = histogram_svg(tp.histogram(torch.zeros(3, 4, 4, dtype=torch.uint8), bins=8))
         >>> svg.startswith("<svg") and svg.count("<polyline") == 4
         True
     """
-    v.check_tensor(counts, "counts")
-    width = v.check_int(width, "width", low=16)
-    height = v.check_int(height, "height", low=16)
+    if not isinstance(counts, Tensor):
+        raise TypeError(f"counts: expected a torch.Tensor, got {type(counts).__name__}")
+    width = _check_int(width, "width", 16)
+    height = _check_int(height, "height", 16)
     if counts.ndim != 2 or counts.shape[0] != 4 or counts.shape[1] < 2:
         raise ValueError(f"counts: expected shape [4, bins] with bins >= 2, got "
-                         f"{v.shape_str(counts.shape)}")
+                         f"{_shape(counts.shape)}")
     c = counts.detach().to("cpu", torch.float64)
-    v.check_finite(c, "counts")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError("counts: expected finite values, got NaN or inf")
     if bool((c < 0).any()):
         raise ValueError("counts: expected non-negative counts, got a negative value")
     peak = max(float(c.max()), 1.0)
@@ -108,14 +124,14 @@ def swatches_svg(
 
     Example:
         >>> import torch
-        >>> from torchpalette.figures import swatches_svg
+        >>> from torchpalette.cli.figures import swatches_svg
         >>> svg = swatches_svg(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), captions=["", "ΔE 52"])
         >>> svg.count("<rect"), "#ff0000" in svg, "ΔE 52" in svg
         (2, True, True)
     """
     _check_swatch_colors(colors)
-    per_row = v.check_int(per_row, "per_row", low=1)
-    size = v.check_int(size, "size", low=8)
+    per_row = _check_int(per_row, "per_row", 1)
+    size = _check_int(size, "size", 8)
     if not isinstance(labels, bool):
         raise TypeError(f"labels: expected a bool, got {type(labels).__name__}")
     k = colors.shape[0]
@@ -171,15 +187,15 @@ def swatches_image(colors: Tensor, *, per_row: int = 10, size: int = 32, gap: in
 
     Example:
         >>> import torch
-        >>> from torchpalette.figures import swatches_image
+        >>> from torchpalette.cli.figures import swatches_image
         >>> img = swatches_image(torch.tensor([[1.0, 0.0, 0.0]] * 12), size=4, gap=1)
         >>> img.shape, img[:, 1, 1].tolist(), img[:, 0, 0].tolist()
         (torch.Size([3, 11, 51]), [255, 0, 0], [255, 255, 255])
     """
     _check_swatch_colors(colors)
-    per_row = v.check_int(per_row, "per_row", low=1)
-    size = v.check_int(size, "size", low=1)
-    gap = v.check_int(gap, "gap", low=0)
+    per_row = _check_int(per_row, "per_row", 1)
+    size = _check_int(size, "size", 1)
+    gap = _check_int(gap, "gap", 0)
     k = colors.shape[0]
     cols, rows = min(per_row, k), -(-k // per_row)
     u8 = colors.detach().mul(255).round().to(torch.uint8)

@@ -12,7 +12,7 @@ unchanged:
   so an interrupted run never leaves a partial output and a re-run finishes only what is
   missing; it returns :class:`QuantizeStats`, which ranks :meth:`~QuantizeStats.merge`.
 
-Under torchrun, :mod:`torchpalette._dist` supplies the rank, a progress object whose counts are
+Under torchrun, :mod:`torchpalette.cli.torchrun` supplies the rank, a progress object whose counts are
 all-reduced periodically, and the final gather of every rank's stats.
 """
 
@@ -32,20 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import io
+from torchpalette import io
+
+from .errors import UsageError, one_line
 
 __all__ = ["Job", "QuantizeStats", "UsageError", "plan_jobs", "shard", "pending_jobs",
            "run_jobs", "write_atomic", "fit_palette"]
-
-
-class UsageError(Exception):
-    """Bad usage found after parsing (missing file, DST inside SRC): exit status 2."""
-
-
-def one_line(exc: BaseException) -> str:
-    """``"Type: message"`` on one line, for failure lists and error messages."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -228,7 +220,7 @@ def run_jobs(
     ``device`` with ``quantize_fn(uint8 [B, C, H, W]) -> (image [B, C, H, W], palettes
     [B, K, 3])``, and write each output atomically from a thread pool.
 
-    ``ranks`` (a :class:`torchpalette._dist.Ranks`, under torchrun) makes the progress bar show
+    ``ranks`` (a :class:`torchpalette.cli.torchrun.Ranks`, under torchrun) makes the progress bar show
     the images of all ranks; every rank must then call this, whatever its number of jobs.
     """
     stats = QuantizeStats(total=len(jobs))
@@ -291,7 +283,7 @@ def fit_palette(paths: Sequence[Path], *, colors: int, space: str, seed: int,
     ones skipped here and reported by the quantize pass) via ``tp.nn.PaletteQuantizer.fit``,
     which all-reduces its statistics across ranks when torch.distributed is initialised, so
     every rank gets the palette of all ranks' images."""
-    from . import nn as tpnn
+    from torchpalette import nn as tpnn
 
     loader = _loader(paths, batch_size, workers)
     images = (img for items in loader for _, img, err, _ in items if err is None)

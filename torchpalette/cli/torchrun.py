@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from .folder import Job, Progress, QuantizeStats, UsageError
+from .errors import UsageError
+from .folder import Job, Progress, QuantizeStats
 
 
 def env_ranks(environ: Any = None) -> tuple[int, int, int] | None:
@@ -100,7 +101,7 @@ class Ranks:
         return merged
 
     def progress(self, total: int, batches: int, show: bool) -> _GlobalProgress:
-        """A progress object for :func:`torchpalette.folder.run_jobs` whose bar (shown on
+        """A progress object for :func:`torchpalette.cli.folder.run_jobs` whose bar (shown on
         rank 0 only) counts the images of all ranks."""
         return _GlobalProgress(self, total, batches, show and self.rank == 0)
 

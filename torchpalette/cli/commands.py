@@ -5,8 +5,8 @@ Every subcommand is a short function over the public API. Results go to stdout, 
 stderr as one line (``--debug`` shows the traceback). Exit status: 0 success, 1 a failure (an
 unreadable image, a failed write), 2 bad usage (missing file, bad option value, DST inside SRC).
 
-``quantize`` is a thin layer over :mod:`torchpalette.folder` (plan, shard, resume, decode,
-quantize, atomic writes); under ``torchrun`` :mod:`torchpalette._dist` gives each rank a
+``quantize`` is a thin layer over :mod:`torchpalette.cli.folder` (plan, shard, resume, decode,
+quantize, atomic writes); under ``torchrun`` :mod:`torchpalette.cli.torchrun` gives each rank a
 disjoint shard and rank 0 the progress bar and summary of all ranks.
 """
 
@@ -27,12 +27,14 @@ from torch import Tensor
 
 import torchpalette as tp
 
-from . import _dist, io
+from torchpalette import io
+
 from . import report as report_mod
+from . import torchrun
+from .errors import UsageError, one_line
 from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of this module's API)
     Job,
     QuantizeStats,
-    UsageError,
     fit_palette,
     list_images,
     pending_jobs,
@@ -41,10 +43,7 @@ from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of th
     shard,
     write_atomic,
 )
-from .folder import one_line as _one_line
-from .palette_files import FORMATS, format_palettes, load_palette
-from .palette_files import rgb255 as _rgb255
-from .palette_files import to_hex as _hex
+from .palette_files import FORMATS, format_palettes, load_palette, rgb255
 
 # ----------------------------------------------------------------------------- helpers
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -94,9 +93,9 @@ def _use_color(stream) -> bool:
 
 def swatches(colors: Tensor, *, use_color: bool, width: int = 2) -> str:
     """Colours ``[K, 3]`` as one line: truecolor blocks, or space-separated hex codes."""
-    rgbs = _rgb255(colors)
     if not use_color:
-        return " ".join(_hex(c) for c in rgbs)
+        return " ".join(tp.to_hex(colors.detach().float().cpu()))
+    rgbs = rgb255(colors)
     return "".join(f"\x1b[48;2;{r};{g};{b}m{' ' * width}" for r, g, b in rgbs) + "\x1b[0m"
 
 
@@ -152,7 +151,7 @@ def cmd_delta_e(args) -> int:
     a, b = (_parse_color_arg(c) for c in args.colors)
     d = float(tp.delta_e(a, b, method=args.method))
     under = d < tp.JND
-    ha, hb = (_hex(c) for c in _rgb255(torch.stack([a, b])))
+    ha, hb = tp.to_hex(torch.stack([a, b]))
     if args.format == "json":
         print(json.dumps({"a": ha, "b": hb, "method": args.method, "delta_e": d,
                           "jnd": tp.JND, "under_jnd": under}))
@@ -227,7 +226,7 @@ def cmd_quantize(args) -> int:
     """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
     prints the summary of all ranks, and every rank returns the same exit status."""
     src, dst = Path(args.src), Path(args.dst)
-    with _dist.session(resolve_device(args.device)) as (ranks, device):
+    with torchrun.session(resolve_device(args.device)) as (ranks, device):
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
         every = plan_jobs(src, dst)
         if ranks is not None:
@@ -252,7 +251,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from torchpalette import __version__
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(prog="torchpalette", formatter_class=fmt,
@@ -336,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _rank_in_env() -> int | None:
     try:
-        env = _dist.env_ranks()
+        env = torchrun.env_ranks()
     except ValueError:
         return None
     return None if env is None else env[0]
@@ -365,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         rank = _rank_in_env()
         where = "" if rank is None else f" (rank {rank})"
-        print(f"torchpalette {args.command}: error{where}: {_one_line(exc)}", file=sys.stderr)
+        print(f"torchpalette {args.command}: error{where}: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

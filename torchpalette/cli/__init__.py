@@ -1,0 +1,14 @@
+"""The ``torchpalette`` command-line app, built on the public API only.
+
+* :mod:`~torchpalette.cli.commands` — the argument parser and one short function per subcommand;
+* :mod:`~torchpalette.cli.folder` — the resumable folder pipeline behind ``quantize``;
+* :mod:`~torchpalette.cli.torchrun` — rank discovery and progress across ``torchrun`` ranks;
+* :mod:`~torchpalette.cli.report` and :mod:`~torchpalette.cli.figures` — the HTML report;
+* :mod:`~torchpalette.cli.palette_files` — hex, JSON, CSS and GIMP palette files.
+
+The library never imports this package.
+"""
+
+from .commands import main
+
+__all__ = ["main"]
