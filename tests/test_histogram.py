@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,8 @@ from PIL import Image
 
 import torchpalette as tp
 
-hmod = importlib.import_module("torchpalette.histogram")
+from torchpalette import _bins_triton, _policy
+from torchpalette.histogram import _dominant
 
 DTYPES = [torch.uint8, torch.float32, torch.float64]
 BATCHES = [(), (2,), (2, 3)]
@@ -215,7 +214,7 @@ def test_dominant_per_channel_sums_equal_joint(monkeypatch, bins):
     image, _ = random_image((2,), torch.uint8, "cpu", channels=4, seed=13)
     image[1, 3, :2] = 0
     joint = tp.dominant_colors(image, top_n=40, bins=bins)
-    monkeypatch.setattr(hmod, "_JOINT_MAX", 0)
+    monkeypatch.setattr(_policy, "DOMINANT_JOINT_MAX", 0)
     split = tp.dominant_colors(image, top_n=40, bins=bins)
     assert torch.equal(joint.colors, split.colors) and torch.equal(joint.weights, split.weights)
 
@@ -230,7 +229,7 @@ def test_dominant_cpu_chunked_equals_one_pass(monkeypatch, sample_path, bins):
     alpha[0, :5] = 0
     image = torch.stack([torch.cat([u8, alpha]), torch.cat([u8.flip(-1), alpha.flip(-2)])])
     one = tp.dominant_colors(image, top_n=32, bins=bins)
-    monkeypatch.setattr(hmod, "_CPU_CHUNK", 1000)  # 64 * 64 >= 2 chunks, last one shorter
+    monkeypatch.setattr(_policy, "DOMINANT_PIXEL_CHUNK", 1000)  # 64 * 64 >= 2 chunks, last one shorter
     chunked = tp.dominant_colors(image, top_n=32, bins=bins)
     assert torch.equal(one.colors, chunked.colors) and torch.equal(one.weights, chunked.weights)
     rc, rw = np_dominant(u8.numpy(), 32, bins, alpha[0].numpy() > 0)
@@ -284,16 +283,17 @@ def test_bad_top_n():
 # ---------------------------------------------------------------- Triton kernels (CUDA path)
 
 _INTERPRET_SCRIPT = r"""
-import importlib, torch
-hmod = importlib.import_module("torchpalette.histogram")
-assert hmod._tri.supported(torch.device("cpu"), 16, 32)
+import torch
+from torchpalette import _bins_triton
+from torchpalette.histogram import _dominant
+assert _bins_triton.supported(torch.device("cpu"), 16, 32)
 g = torch.Generator().manual_seed(0)
 img = torch.randint(0, 256, (2, 4, 200, 340), generator=g, dtype=torch.uint8)
 img[:, :3, :100] = img[:, :3, :100] // 50 * 50  # few colours: hot bins and ties
 img[1, 3, :5] = 0  # transparent rows
 for bins, top_n in [(16, 32), (2, 100)]:
-    a = hmod._dominant(img, top_n, bins, use_triton=True)
-    b = hmod._dominant(img, top_n, bins, use_triton=False)
+    a = _dominant(img, top_n, bins, use_triton=True)
+    b = _dominant(img, top_n, bins, use_triton=False)
     assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights), (bins, top_n)
 print("ok")
 """
@@ -319,9 +319,9 @@ def test_triton_path_equals_torch_path_on_cuda(bins, sample_path):
     pytest.importorskip("triton")
     photo = tp.read_image(sample_path)[:3].cuda()
     images = torch.stack([photo, photo.flip(-1) // 2 + 60, 255 - photo])
-    assert hmod._tri.supported(images.device, bins, 32)
-    a = hmod._dominant(images, 32, bins, use_triton=True)
-    b = hmod._dominant(images, 32, bins, use_triton=False)
+    assert _bins_triton.supported(images.device, bins, 32)
+    a = _dominant(images, 32, bins, use_triton=True)
+    b = _dominant(images, 32, bins, use_triton=False)
     assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights)
     c = tp.dominant_colors(images[1].cpu(), 32, bins=bins)
     torch.testing.assert_close(a.colors[1, : c.colors.shape[0]].cpu(), c.colors, atol=0, rtol=0)

@@ -12,6 +12,8 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 import torchpalette as tp
+from torchpalette import _kmeans, _policy
+from torchpalette._nearest import argmin_over_k
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -161,22 +163,19 @@ def test_cuda_matches_cpu():
 
 
 def test_small_cpu_problems_run_on_one_thread_and_restore_the_setting(monkeypatch):
-    import sys
-
-    km = sys.modules["torchpalette.kmeans"]
     seen = []
-    real = km._lloyd
+    real = _kmeans._lloyd
     def spy(*args):
         seen.append(torch.get_num_threads())
         return real(*args)
 
-    monkeypatch.setattr(km, "_lloyd", spy)
+    monkeypatch.setattr(_kmeans, "_lloyd", spy)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         x = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
         tp.kmeans(x, 4, generator=torch.Generator().manual_seed(0))
-        monkeypatch.setattr(km, "_SMALL_WORK", 10)  # now "large": threads untouched
+        monkeypatch.setattr(_policy, "KMEANS_SMALL_WORK", 10)  # now "large": threads untouched
         tp.kmeans(x, 4, generator=torch.Generator().manual_seed(0))
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally:
@@ -184,11 +183,8 @@ def test_small_cpu_problems_run_on_one_thread_and_restore_the_setting(monkeypatc
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gpu_style_lloyd_matches_cpu_style(dtype):
+def test_sync_free_lloyd_matches_cpu_style(dtype):
     """The sync-free one-hot Lloyd and the fused min(1) reduction that CUDA runs, on CPU."""
-    import sys
-
-    km = sys.modules["torchpalette.kmeans"]
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(3, 400, 3, generator=g) * torch.tensor([1.0, 3.0, 5.0])).to(dtype)
     w = torch.rand(3, 400, generator=g, dtype=dtype)
@@ -197,20 +193,17 @@ def test_gpu_style_lloyd_matches_cpu_style(dtype):
     c0 = x[:, 50:58].clone()
     c0[:, 7] = 1e3  # a far seed: its cluster empties and is re-seeded
     thr = torch.full((3,), 1e-10, dtype=dtype)
-    cpu_c, cpu_n = km._lloyd(x, xx, w, c0, thr, 50, gpu_style=False)
-    gpu_c, gpu_n = km._lloyd(x, xx, w, c0, thr, 50, gpu_style=True)
+    cpu_c, cpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50, sync_free=False)
+    gpu_c, gpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50, sync_free=True)
     torch.testing.assert_close(gpu_c, cpu_c)
     assert bool((gpu_n >= cpu_n).all())  # the GPU style checks for convergence less often
     dist = torch.rand(2, 5, 30, generator=g, dtype=dtype)
-    for a, b in zip(km._argmin_k(dist, fused=True), km._argmin_k(dist, fused=False)):
+    for a, b in zip(argmin_over_k(dist, single_pass=True), argmin_over_k(dist, single_pass=False)):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("gpu_style", [False, True])
-def test_compacting_converged_elements_changes_nothing(gpu_style):
-    import sys
-
-    km = sys.modules["torchpalette.kmeans"]
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_compacting_converged_elements_changes_nothing(sync_free):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 300, 3, generator=g)
     x[:4] = x[:4].round()  # few distinct points: these converge in a step or two
@@ -218,10 +211,10 @@ def test_compacting_converged_elements_changes_nothing(gpu_style):
     xx = (x * x).sum(-1)
     c0 = x[:, :5].clone()
     thr = torch.full((6,), 1e-12)
-    cent, n_iter = km._lloyd(x, xx, w, c0, thr, 100, gpu_style=gpu_style)
+    cent, n_iter = _kmeans._lloyd(x, xx, w, c0, thr, 100, sync_free=sync_free)
     assert int(n_iter.min()) < int(n_iter.max())  # the batch was compacted on the way
     for i in range(6):
-        ci, ni = km._lloyd(x[i : i + 1], xx[i : i + 1], w[i : i + 1], c0[i : i + 1],
-                           thr[i : i + 1], 100, gpu_style=gpu_style)
+        ci, ni = _kmeans._lloyd(x[i : i + 1], xx[i : i + 1], w[i : i + 1], c0[i : i + 1],
+                           thr[i : i + 1], 100, sync_free=sync_free)
         torch.testing.assert_close(cent[i], ci[0])
         assert int(ni[0]) == int(n_iter[i])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import torchpalette as tp
+from torchpalette import _bins, _policy
 
 BATCHES = [(), (2,), (2, 3)]
 DTYPES = [torch.uint8, torch.float32, torch.float64]
@@ -159,14 +160,11 @@ def test_bad_images():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_binning_in_groups_is_the_same(photo, monkeypatch, dtype):
-    import sys
-
-    pal_mod = sys.modules["torchpalette.palette"]
     img = as_dtype(crops(photo, (5,)), dtype).reshape(5, 3, -1)
     weights = (torch.arange(img.shape[-1]) % 3 != 0).float().expand(5, -1)
-    whole = pal_mod._bin_pixels(img, weights, 5, return_bins=True)
-    monkeypatch.setattr(pal_mod, "_BIN_CHUNK", 2 * 32768)  # groups of 2 images
-    grouped = pal_mod._bin_pixels(img, weights, 5, return_bins=True)
+    whole = _bins.bin_pixels(img, weights, 5)
+    monkeypatch.setattr(_policy, "BIN_GROUP", 2 * 32768)  # groups of 2 images
+    grouped = _bins.bin_pixels(img, weights, 5)
     for a, b in zip(whole, grouped):
         torch.testing.assert_close(a, b)
     means, counts, bins = whole
@@ -180,15 +178,12 @@ def test_binning_in_groups_is_the_same(photo, monkeypatch, dtype):
 
 
 def test_gpu_sums_match_cpu_bincount():
-    import sys
-
-    pal_mod = sys.modules["torchpalette.palette"]
     g = torch.Generator().manual_seed(0)
     flat = torch.randint(0, 50, (1000,), generator=g, dtype=torch.int32)
     w = torch.rand(1000, generator=g)
     for weights in (None, w):
-        want = pal_mod._sum_by(flat, weights, 64, torch.float32, scatter=False)
-        got = pal_mod._sum_by(flat, weights, 64, torch.float32, scatter=True)  # GPU branch
+        want = _bins.sum_by(flat, weights, 64, torch.float32, scatter=False)
+        got = _bins.sum_by(flat, weights, 64, torch.float32, scatter=True)  # GPU branch
         torch.testing.assert_close(got, want)
         assert float(got.sum()) == pytest.approx(1000 if weights is None else float(w.sum()))
 
@@ -196,26 +191,20 @@ def test_gpu_sums_match_cpu_bincount():
 def test_gpu_sums_do_not_depend_on_order():
     # GPU atomics add in any order: the fixed-point sums must give the same bits for any order
     # (float sums would not), so a seed gives one palette on every run.
-    import sys
-
-    pal_mod = sys.modules["torchpalette.palette"]
     g = torch.Generator().manual_seed(1)
     flat = torch.randint(0, 20, (5000,), generator=g)
     w = torch.rand(5000, generator=g) * 255
     perm = torch.randperm(5000, generator=g)
-    a = pal_mod._sum_by(flat, w, 20, torch.float32, scatter=True)
-    b = pal_mod._sum_by(flat[perm], w[perm], 20, torch.float32, scatter=True)
+    a = _bins.sum_by(flat, w, 20, torch.float32, scatter=True)
+    b = _bins.sum_by(flat[perm], w[perm], 20, torch.float32, scatter=True)
     assert torch.equal(a, b)
 
 
 def test_integer_sums_match_float_sums():
     # uint8 pixel values are summed as integers on the GPU branch: the same sums as bincount
-    import sys
-
-    pal_mod = sys.modules["torchpalette.palette"]
     g = torch.Generator().manual_seed(2)
     flat = torch.randint(0, 30, (4000,), generator=g)
     w = torch.randint(0, 256, (4000,), generator=g, dtype=torch.uint8)
-    want = pal_mod._sum_by(flat, w.float(), 30, torch.float32, scatter=False)
+    want = _bins.sum_by(flat, w.float(), 30, torch.float32, scatter=False)
     for scatter in (False, True):
-        assert torch.equal(pal_mod._sum_by(flat, w, 30, torch.float32, scatter=scatter), want)
+        assert torch.equal(_bins.sum_by(flat, w, 30, torch.float32, scatter=scatter), want)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import torchpalette as tp
+from torchpalette import _nearest, _policy, _spaces
 from torchpalette.quantize import palette_indices
 
-Q = sys.modules["torchpalette.quantize"]
 BATCHES = [(), (2,), (2, 3)]
 DTYPES = [torch.uint8, torch.float32, torch.float64]
 PAL = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.9, 0.1, 0.1], [0.1, 0.5, 0.9],
@@ -78,7 +77,7 @@ def test_alpha_passes_through():
 def test_chunking_gives_the_same_result(monkeypatch):
     img = rand_image((2,), torch.float32, "cpu", h=31, w=29)
     full = tp.apply_palette(img, PAL)
-    monkeypatch.setattr(Q, "_CHUNK_ELEMS", 7 * 2 * PAL.shape[0])  # 7-pixel chunks
+    monkeypatch.setattr(_policy, "NEAREST_CHUNK", 7 * 2 * PAL.shape[0])  # 7-pixel chunks
     assert torch.equal(tp.apply_palette(img, PAL), full)
     assert torch.equal(tp.apply_palette(img, PAL, dither="ordered"),
                        tp.apply_palette(img, PAL, dither="ordered"))
@@ -259,10 +258,10 @@ def test_pruned_search_with_full_radius_is_exact(space, dtype):
     img = img if dtype == torch.uint8 else img.float() / 255
     for k in (2, 16):
         pal = tp.palette(img.reshape(1, 3, 128, 128), k, seed=0).colors
-        ps = Q._to_space(pal, space)
+        ps = _spaces.to_space(pal, space)
         pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)
-        want = Q._nearest_chunks(img, ps, pa, space, torch.float32, None)
-        got = Q._nearest_pruned(img, ps, pa, space, torch.float32, 1.0)
+        want = _nearest.search(img, ps, pa, space, torch.float32, None)
+        got = _nearest.search_near_boundaries(img, ps, pa, space, torch.float32, 1.0)
         assert torch.equal(got, want)
 
 

@@ -1,5 +1,18 @@
 """torchpalette: colour clustering, dominant colours, colour difference and quantization as
-batched, device-agnostic PyTorch operations. This module only re-exports the public API."""
+batched, device-agnostic PyTorch operations. This module only re-exports the public API, in the
+order of the colour notebook it grew from:
+
+1. colours: :mod:`~torchpalette.color` (conversions, parsing, hex) and :mod:`~torchpalette.io`;
+2. histogram -> dominant colours: :mod:`~torchpalette.histogram`;
+3. sorted swatches: :mod:`~torchpalette.sort`;
+4. ΔE between neighbours: :mod:`~torchpalette.difference`;
+5. k-means palette: :mod:`~torchpalette.kmeans`, :mod:`~torchpalette.palette`
+   (and :mod:`~torchpalette.fit` for one palette of a whole dataset);
+6. images reduced to a few colours: :mod:`~torchpalette.quantize`, and as layers
+   :mod:`~torchpalette.nn`.
+
+The command-line app is :mod:`torchpalette.cli`, built on this API.
+"""
 
 from . import nn
 from .color import lab_to_srgb, oklab_to_srgb, parse_colors, srgb_to_lab, srgb_to_oklab, to_hex
@@ -8,7 +21,7 @@ from .histogram import dominant_colors, histogram
 from .io import read_image, write_image
 from .kmeans import KMeansResult, kmeans
 from .palette import Palette, palette
-from .quantize import apply_palette, reduce_colors
+from .quantize import apply_palette, palette_indices, reduce_colors
 from .sort import sort_colors
 
 __version__ = "0.1.0"
@@ -27,6 +40,7 @@ __all__ = [
     "nn",
     "oklab_to_srgb",
     "palette",
+    "palette_indices",
     "parse_colors",
     "read_image",
     "reduce_colors",

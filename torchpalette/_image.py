@@ -60,9 +60,15 @@ def pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
 def float_to_uint8(x: Tensor) -> Tensor:
     """Float values in [0, 1] (colours or images, any shape) -> uint8 ``round(255 x)``.
 
-    The one rounding rule for palettes and images that must agree byte for byte (apply_palette's
-    uint8 output, write_image's indexed PNG entries): the product is taken in float64, where
-    ``255 x`` of a float32/float16 value is exact, so a value like 102.49999 never becomes a
-    float32 tie at 102.5 that one caller rounds up and another down. Ties round half to even.
+    The one 8-bit rounding rule of the package, for palettes and pixels alike (apply_palette's
+    uint8 output, write_image's indexed PNG entries, the 8-bit levels that histograms and bins
+    count): the product is taken in float64, where ``255 x`` of a float32/float16 value is
+    exact, so a value like 102.49999 never becomes a float32 tie at 102.5 that one caller
+    rounds up and another down. Ties round half to even.
     """
     return x.to(torch.float64).mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def to_levels(image: Tensor) -> Tensor:
+    """uint8 image (as is) or float image in [0, 1] -> uint8 levels by :func:`float_to_uint8`."""
+    return image if image.dtype == torch.uint8 else float_to_uint8(image)

@@ -201,3 +201,10 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_kmeans_options(*, max_iter: int = 100, tol: float = 1e-4, n_init: int = 1) -> None:
+    """Validate the scalar k-means options of :func:`torchpalette.kmeans` and palettes."""
+    check_int(max_iter, "max_iter", low=0)
+    check_int(n_init, "n_init", low=1)
+    check_positive(tol, "tol", allow_zero=True)

@@ -1,11 +1,12 @@
-"""Colour conversion for channel-last colour lists.
+"""Colour conversion, parsing and hex formatting for channel-last colour lists.
 
 sRGB colours are ``[..., 3]`` floats in [0, 1]. CIELAB (D65, 2° observer) has L in [0, 100] and
 a, b roughly in [-128, 127]; Oklab (Ottosson 2020) has L in [0, 1] and a, b roughly in
-[-0.4, 0.4]. The sRGB <-> CIELAB steps are kornia's (``kornia.color.rgb_to_lab``,
-``lab_to_rgb``), which expect channel-first images ``(*, 3, H, W)``: we view ``[..., 3]`` as
-``[..., 3, 1, 1]`` instead of re-implementing them. Oklab is not in kornia, so its two matrix
-steps are ours, around kornia's sRGB <-> linear-RGB transfer functions.
+[-0.4, 0.4]. These are the checked public conversions; the one implementation of each (shared
+with the pixel paths of palettes and quantization) is in ``torchpalette._spaces``: sRGB ->
+CIELAB uses kornia.color's formulas and constants, CIELAB -> sRGB and the sRGB transfer
+functions are kornia's, Oklab's two matrix steps are ours. :func:`parse_colors` reads hex codes,
+CSS names and integer triples; :func:`to_hex` writes ``#rrggbb``.
 
 References:
     IEC 61966-2-1:1999 (sRGB). CIE 15:2004 (CIELAB).
@@ -15,14 +16,13 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 from collections.abc import Sequence
 
-import kornia.color as kc
 import torch
 from torch import Tensor
 
+from . import _spaces
 from . import _validate as v
 
 __all__ = [
@@ -34,55 +34,6 @@ __all__ = [
     "to_hex",
     "CSS_COLORS",
 ]
-
-
-def _as_image(colors: Tensor) -> Tensor:
-    """``[..., 3]`` -> ``[..., 3, 1, 1]`` (a view), the layout kornia.color expects."""
-    return colors[..., None, None]
-
-
-def _from_image(image: Tensor) -> Tensor:
-    return image[..., 0, 0]
-
-
-@contextlib.contextmanager
-def _ieee_fp32(device: torch.device):
-    """Full float32 precision for kornia's 3x3 colour matrices. On CUDA kornia applies them as
-    a cuDNN convolution, where TF32 (10-bit mantissa) is allowed by default: Lab off by up to
-    ~0.05 and ΔE by ~0.01, different from the CPU. Other devices: nothing to do."""
-    if device.type != "cuda":
-        yield
-        return
-    c = torch.backends.cudnn
-    with c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic,
-                 allow_tf32=False):
-        yield
-
-
-def _srgb_to_lab(colors: Tensor) -> Tensor:
-    """Unchecked :func:`srgb_to_lab` (float32/float64 ``[..., 3]`` in, same out)."""
-    with _ieee_fp32(colors.device):
-        return _from_image(kc.rgb_to_lab(_as_image(colors)))
-
-
-def _lab_to_srgb(lab: Tensor, clip: bool = True) -> Tensor:
-    """Unchecked :func:`lab_to_srgb`."""
-    with _ieee_fp32(lab.device):
-        return _from_image(kc.lab_to_rgb(_as_image(lab), clip=clip))
-
-
-def _srgb_to_oklab(colors: Tensor) -> Tensor:
-    """Unchecked :func:`srgb_to_oklab`."""
-    lms = _matmul3(_from_image(kc.rgb_to_linear_rgb(_as_image(colors))), _M1)
-    return _matmul3(torch.sign(lms) * lms.abs().pow(1.0 / 3.0), _M2)
-
-
-def _oklab_to_srgb(oklab: Tensor, clip: bool = True) -> Tensor:
-    """Unchecked :func:`oklab_to_srgb`."""
-    linear = _matmul3(_matmul3(oklab, _M2_INV).pow(3), _M1_INV)
-    if clip:
-        linear = linear.clamp(0.0, 1.0)
-    return _from_image(kc.linear_rgb_to_rgb(_as_image(linear)))
 
 
 def _float(colors: Tensor) -> Tensor:
@@ -109,7 +60,7 @@ def srgb_to_lab(colors: Tensor) -> Tensor:
         tensor([53.2400, 80.0900, 67.2000])
     """
     v.check_colors(colors, "colors")
-    return _srgb_to_lab(_float(colors))
+    return _spaces.srgb_to_lab(_float(colors))
 
 
 def lab_to_srgb(lab: Tensor, *, clip: bool = True) -> Tensor:
@@ -128,35 +79,7 @@ def lab_to_srgb(lab: Tensor, *, clip: bool = True) -> Tensor:
         tensor([[1., 1., 1.]])
     """
     v.check_colors(lab, "lab", value_range=None)
-    return _lab_to_srgb(_float(lab), clip)
-
-
-# Ottosson (2020): linear sRGB -> LMS, and non-linear LMS -> Lab.
-_M1 = (
-    (0.4122214708, 0.5363325363, 0.0514459929),
-    (0.2119034982, 0.6806995451, 0.1073969566),
-    (0.0883024619, 0.2817188376, 0.6299787005),
-)
-_M2 = (
-    (0.2104542553, 0.7936177850, -0.0040720468),
-    (1.9779984951, -2.4285922050, 0.4505937099),
-    (0.0259040371, 0.7827717662, -0.8086757660),
-)
-_M2_INV = (
-    (1.0, 0.3963377774, 0.2158037573),
-    (1.0, -0.1055613458, -0.0638541728),
-    (1.0, -0.0894841775, -1.2914855480),
-)
-_M1_INV = (
-    (4.0767416621, -3.3077115913, 0.2309699292),
-    (-1.2684380046, 2.6097574011, -0.3413193965),
-    (-0.0041960863, -0.7034186147, 1.7076147010),
-)
-
-
-def _matmul3(x: Tensor, m: tuple[tuple[float, float, float], ...]) -> Tensor:
-    """``x [..., 3] @ m.T`` with the constant built on x's device and dtype."""
-    return x @ torch.tensor(m, dtype=x.dtype, device=x.device).T
+    return _spaces.lab_to_srgb(_float(lab), clip)
 
 
 def srgb_to_oklab(colors: Tensor) -> Tensor:
@@ -174,7 +97,7 @@ def srgb_to_oklab(colors: Tensor) -> Tensor:
         tensor([1., 0., 0.])
     """
     v.check_colors(colors, "colors")
-    return _srgb_to_oklab(_float(colors))
+    return _spaces.srgb_to_oklab(_float(colors))
 
 
 def oklab_to_srgb(oklab: Tensor, *, clip: bool = True) -> Tensor:
@@ -193,7 +116,7 @@ def oklab_to_srgb(oklab: Tensor, *, clip: bool = True) -> Tensor:
         tensor([1., 1., 1.])
     """
     v.check_colors(oklab, "oklab", value_range=None)
-    return _oklab_to_srgb(_float(oklab), clip)
+    return _spaces.oklab_to_srgb(_float(oklab), clip)
 
 
 # The 148 named colours of CSS Color Module Level 4, section 6.1 (W3C): name, then #rrggbb.

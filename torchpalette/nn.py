@@ -25,19 +25,25 @@ inside ``Compose`` and in ``DataLoader`` workers.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import sys
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import _validate as v
-from ._image import split_alpha
-from .kmeans import kmeans
-from .palette import SPACES, Palette, _from_space, _to_space
+from ._layers import (
+    MAX_COLORS,
+    StraightThrough,
+    as_palette,
+    check_colors_arg,
+    fitmethod,
+    layer_result,
+    unwrap,
+)
+from ._palette_core import DEFAULT_BITS
+from ._spaces import SPACES
+from .fit import fit_palette
 from .quantize import DITHERS, apply_palette, reduce_colors
 
 __all__ = ["ColorQuantizer", "PaletteQuantizer", "RandomColorReduction"]
@@ -48,52 +54,6 @@ _APPLY = inspect.signature(apply_palette).parameters
 DEFAULT_COLORS: int = _REDUCE["colors"].default
 DEFAULT_SPACE: str = _APPLY["space"].default
 DEFAULT_DITHER: str = _APPLY["dither"].default
-
-MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _unwrap(image: Any) -> Tensor:
-    """A plain ``Tensor`` view of ``image`` (tv_tensors would route every op through
-    ``__torch_function__``); non-tensors pass on to the functional core's type check."""
-    if isinstance(image, Tensor) and type(image) is not Tensor:
-        return image.as_subclass(Tensor)
-    return image
-
-
-def _rewrap(out: Tensor, like: Any) -> Tensor:
-    """Give ``out`` the tv_tensors type (and metadata) of ``like``. torchvision is only looked
-    up when ``like`` is a tensor subclass, so importing torchpalette never imports it."""
-    if type(like) is Tensor:
-        return out
-    tvt = sys.modules.get("torchvision.tv_tensors")
-    if tvt is not None and isinstance(like, tvt.TVTensor):
-        return tvt.wrap(out, like=like)
-    return out
-
-
-def _result(out: Tensor, like: Any, rest: tuple) -> Any:
-    out = _rewrap(out, like)
-    return (out, *rest) if rest else out
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the quantized image; backward: the identity (Bengio et al. 2013)."""
-
-    @staticmethod
-    def forward(ctx, image: Tensor, quantized: Tensor) -> Tensor:  # noqa: ARG004
-        return quantized.clone()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ARG004
-        return grad, None
-
-
-def _check_colors_arg(colors: Any, name: str = "colors") -> int:
-    return v.check_int(colors, name, low=1, high=MAX_COLORS)
-
 
 # --------------------------------------------------------------------------- ColorQuantizer
 
@@ -141,16 +101,16 @@ class ColorQuantizer(torch.nn.Module):
         **palette_kw: Any,
     ) -> None:
         super().__init__()
-        self.colors = _check_colors_arg(colors)
+        self.colors = check_colors_arg(colors)
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
         self.palette_kw = dict(palette_kw)
 
     def forward(self, image: Tensor, *rest: Any) -> Any:
         out = reduce_colors(
-            _unwrap(image), self.colors, space=self.space, dither=self.dither, **self.palette_kw
+            unwrap(image), self.colors, space=self.space, dither=self.dither, **self.palette_kw
         )
-        return _result(out, image, rest)
+        return layer_result(out, image, rest)
 
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={val!r}" for k, val in self.palette_kw.items())
@@ -158,136 +118,6 @@ class ColorQuantizer(torch.nn.Module):
 
 
 # --------------------------------------------------------------------------- PaletteQuantizer
-
-
-class _fitmethod:
-    """``PaletteQuantizer.fit(...)`` builds a new layer; ``layer.fit(...)`` refits ``layer``
-    in place (keeping its settings and device) and returns it, as scikit-learn users expect."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __get__(self, obj, cls):
-        return functools.wraps(self.fn)(functools.partial(self.fn, cls, obj))
-
-
-def _as_palette(palette: Any) -> Tensor | None:
-    """Tensor ``[..., K, 3]`` / :class:`Palette` / list of colour specs -> float ``[..., K, 3]``."""
-    if palette is None:
-        return None
-    if isinstance(palette, Palette):
-        palette = palette.colors
-    if not isinstance(palette, Tensor):
-        from .color import parse_colors  # colour names, hex strings, 0..255 tuples
-
-        palette = parse_colors(list(palette))
-    palette = _unwrap(palette)
-    v.check_colors(palette, "palette", min_ndim=2)
-    v.check_int(palette.shape[-2], "palette colours (K of [..., K, 3])", low=1, high=MAX_COLORS)
-    return palette.detach().clone()
-
-
-def _batches(images_or_loader: Any) -> Iterable[Tensor]:
-    """Yield image tensors from a tensor, a list of images, or a DataLoader whose batches are
-    tensors, ``(images, labels, ...)`` tuples/lists, or dicts with an ``"image"`` entry."""
-    if isinstance(images_or_loader, Tensor):
-        yield images_or_loader
-        return
-    for item in images_or_loader:
-        if isinstance(item, dict):
-            item = item.get("image", next(iter(item.values()), None))
-        elif isinstance(item, (tuple, list)) and not isinstance(item, Tensor):
-            item = item[0] if len(item) else None
-        yield item
-
-
-# Statistics are integers (exact, so sums do not depend on batch order, rank count or
-# all-reduce order): colour sums in units of 1 / (255 * 2**16) of the sRGB range.
-_FIX_SHIFT = 16
-_CHUNK_PIXELS = 1 << 22  # bounds the per-batch working memory (~40 bytes per pixel)
-
-
-def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None) -> None:
-    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 4]`` int64
-    (count, sum R, sum G, sum B per bin); alpha-0 pixels are not counted."""
-    c, h, w = images.shape[-3:]
-    flat = images.reshape(-1, c, h * w)
-    n = h * w
-    if max_pixels is not None and n > max_pixels:  # evenly spaced, deterministic subsample
-        flat = flat[..., torch.arange(max_pixels, device=flat.device) * n // max_pixels]
-        n = max_pixels
-    nb = 1 << bits
-    step = max(1, _CHUNK_PIXELS // n)
-    for start in range(0, flat.shape[0], step):  # chunks bound memory; not one pass per image
-        rgb, alpha = split_alpha(flat[start : start + step].unsqueeze(-1))
-        rgb = rgb.squeeze(-1)
-        if rgb.dtype == torch.uint8:
-            fixed = rgb.long() << _FIX_SHIFT
-        else:
-            fixed = (rgb.double() * (255 << _FIX_SHIFT)).round_().long()
-        # bin of a channel = round(255 x) >> (8 - bits), as palette() bins
-        b = ((fixed + (1 << _FIX_SHIFT - 1)) >> _FIX_SHIFT) >> (8 - bits)
-        index = ((b[:, 0] * nb + b[:, 1]) * nb + b[:, 2]).reshape(-1)
-        keep = torch.ones_like(index) if alpha is None else (alpha.reshape(-1) > 0).long()
-        values = torch.cat([keep[:, None], fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]], 1)
-        stats.index_add_(0, index, values)
-
-
-def _distributed(process_group: Any) -> bool:
-    """True when a group is given or torch.distributed is initialised (never imports it)."""
-    dist = sys.modules.get("torch.distributed")
-    if process_group is not None:
-        return True
-    return dist is not None and dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
-    """Sum ``stats`` over the ranks when torch.distributed is initialised (or a group given)."""
-    if not _distributed(process_group):
-        return stats
-    import torch.distributed as dist
-
-    comm = stats
-    if dist.get_backend(process_group) == "nccl" and stats.device.type != "cuda":
-        comm = stats.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(comm, op=dist.ReduceOp.SUM, group=process_group)
-    return comm.to(stats.device)
-
-
-def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
-    """Give every rank rank 0's palette, so ranks on different hardware still agree."""
-    if not _distributed(process_group):
-        return colors
-    import torch.distributed as dist
-
-    comm = colors.contiguous()
-    if dist.get_backend(process_group) == "nccl" and colors.device.type != "cuda":
-        comm = comm.to(torch.device("cuda", torch.cuda.current_device()))
-    src = 0 if process_group is None else dist.get_global_rank(process_group, 0)
-    dist.broadcast(comm, src=src, group=process_group)
-    return comm.to(colors.device)
-
-
-def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Tensor:
-    """Weighted k-means on the occupied bins -> sRGB palette ``[colors, 3]``, most used first."""
-    occupied = stats[:, 0].nonzero().squeeze(1)
-    if occupied.numel() == 0:
-        raise ValueError("images_or_loader: expected at least one pixel with alpha > 0, got none")
-    if occupied.numel() < colors:
-        raise ValueError(
-            f"colors: expected at most {occupied.numel()} (the distinct colour bins seen in "
-            f"images_or_loader), got {colors}"
-        )
-    counts = stats[occupied, 0].double()
-    means = stats[occupied, 1:].double() / (counts[:, None] * (255 << _FIX_SHIFT))
-    points = _to_space(means.float(), space)
-    generator = torch.Generator().manual_seed(seed)  # CPU draws: the same on every device
-    result = kmeans(points, colors, weights=counts.float(), generator=generator)
-    mass = torch.zeros(colors, dtype=torch.float64, device=points.device)
-    mass.index_add_(0, result.labels, counts)
-    order = torch.sort(mass, descending=True, stable=True).indices
-    return _from_space(result.centroids[order], space).clamp(0, 1)
 
 
 class PaletteQuantizer(torch.nn.Module):
@@ -343,19 +173,19 @@ class PaletteQuantizer(torch.nn.Module):
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
         self.straight_through = bool(straight_through)
-        self.register_buffer("palette", _as_palette(palette))
+        self.register_buffer("palette", as_palette(palette))
 
     def forward(self, image: Tensor, *rest: Any) -> Any:
         if self.palette is None:
             raise RuntimeError(
                 "PaletteQuantizer: no palette; pass one, call fit() or load_state_dict() first"
             )
-        x = _unwrap(image)
+        x = unwrap(image)
         source = x.detach() if isinstance(x, Tensor) else x
         out = apply_palette(source, self.palette, space=self.space, dither=self.dither)
         if self.straight_through and isinstance(x, Tensor) and x.requires_grad:
-            out = _StraightThrough.apply(x, out)
-        return _result(out, image, rest)
+            out = StraightThrough.apply(x, out)
+        return layer_result(out, image, rest)
 
     def extra_repr(self) -> str:
         colors = None if self.palette is None else self.palette.shape[-2]
@@ -375,7 +205,7 @@ class PaletteQuantizer(torch.nn.Module):
                 self.palette = torch.empty_like(new, device=device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @_fitmethod
+    @fitmethod
     def fit(
         cls,
         self: PaletteQuantizer | None,
@@ -384,7 +214,7 @@ class PaletteQuantizer(torch.nn.Module):
         *,
         max_pixels: int | None = None,
         space: str | None = None,
-        bits: int = 6,
+        bits: int = DEFAULT_BITS,
         seed: int = 0,
         device: torch.device | str | None = None,
         process_group: Any = None,
@@ -392,12 +222,13 @@ class PaletteQuantizer(torch.nn.Module):
     ) -> PaletteQuantizer:
         """Learn one ``colors``-colour palette for a whole dataset, streaming.
 
-        Each batch adds its pixels to a ``2**bits``-per-channel colour histogram of pixel
-        counts and colour sums (integers, so memory is bounded by the histogram and the result
-        does not depend on batch order); one weighted k-means (``seed``) then clusters the
-        occupied bins' mean colours in ``space``. When ``torch.distributed`` is initialised (or
-        ``process_group`` is given) the statistics are all-reduced, so every rank gets the same
-        palette as a single process fitting all ranks' images.
+        :func:`torchpalette.fit.fit_palette` does the work: each batch adds its pixels to a
+        ``2**bits``-per-channel colour histogram of pixel counts and colour sums (integers, so
+        memory is bounded by the histogram and the result does not depend on batch order); one
+        weighted k-means (``seed``, the same defaults as :func:`torchpalette.palette`) then
+        clusters the occupied bins' mean colours in ``space``. When ``torch.distributed`` is
+        initialised (or ``process_group`` is given) the statistics are all-reduced, so every
+        rank gets the same palette as a single process fitting all ranks' images.
 
         Called on the class it returns a new layer (``space``, ``straight_through``, ``dither``
         from the keywords); called on a layer it refits that layer in place and returns it.
@@ -422,27 +253,15 @@ class PaletteQuantizer(torch.nn.Module):
                 ``bits`` outside 1..8, bad images (as :func:`torchpalette.palette`).
             TypeError: a batch that is not an image tensor.
         """
-        colors = _check_colors_arg(colors)
-        bits = v.check_int(bits, "bits", low=1, high=8)
-        if max_pixels is not None:
-            max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
+        colors = check_colors_arg(colors)
         if space is None:
             space = self.space if self is not None else DEFAULT_SPACE
-        v.check_choice(space, "space", SPACES)
         if device is None and self is not None and self.palette is not None:
             device = self.palette.device
-        stats = None
-        for batch in _batches(images_or_loader):
-            batch = v.check_image(_unwrap(batch), "images_or_loader")
-            if stats is None:
-                device = torch.device(device) if device is not None else batch.device
-                stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device)
-            _accumulate(stats, batch.to(device), bits, max_pixels)
-        if stats is None:
-            device = torch.device(device or "cpu")
-            stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device)
-        stats = _all_reduce(stats, process_group)
-        fitted = _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
+        fitted = fit_palette(
+            images_or_loader, colors, space=space, max_pixels=max_pixels, bits=bits, seed=seed,
+            device=device, process_group=process_group,
+        )
         if self is None:
             return cls(fitted, space=space, **layer_kw)
         if layer_kw:
@@ -504,11 +323,11 @@ class RandomColorReduction(torch.nn.Module):
         if isinstance(colors, (tuple, list)):
             if len(colors) != 2:
                 raise ValueError(f"colors: expected an int or a (low, high) pair, got {colors!r}")
-            low, high = (_check_colors_arg(c, "colors") for c in colors)
+            low, high = (check_colors_arg(c, "colors") for c in colors)
             if low > high:
                 raise ValueError(f"colors: expected low <= high, got ({low}, {high})")
         else:
-            low = high = _check_colors_arg(colors)
+            low = high = check_colors_arg(colors)
         self.colors = (low, high)
         p = v.check_positive(p, "p", allow_zero=True)
         if p > 1:
@@ -527,7 +346,7 @@ class RandomColorReduction(torch.nn.Module):
         return apply, k
 
     def forward(self, image: Tensor, *rest: Any) -> Any:
-        x = _unwrap(image)
+        x = unwrap(image)
         x = v.check_image(x, "image", check_values=False)  # values are checked by reduce_colors
         flat = x.reshape(-1, *x.shape[-3:])
         apply, k = self.make_params(flat.shape[0])
@@ -539,7 +358,7 @@ class RandomColorReduction(torch.nn.Module):
             idx = (k == kk).nonzero().squeeze(1).to(flat.device)
             reduced = reduce_colors(flat[idx], kk, space=self.space, dither=self.dither)
             out = out.index_copy(0, idx, reduced)
-        return _result(out.reshape(x.shape), image, rest)
+        return layer_result(out.reshape(x.shape), image, rest)
 
     def extra_repr(self) -> str:
         return (

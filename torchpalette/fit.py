@@ -1,0 +1,193 @@
+"""Dataset palettes: one palette for a whole stream of images, on one process or many.
+
+:func:`fit_palette` streams batches into a 3-D colour histogram of pixel counts and colour sums
+(integers, so the statistics do not depend on batch order, rank count or all-reduce order),
+all-reduces them when ``torch.distributed`` is initialised, and clusters the occupied bins'
+mean colours with the same weighted k-means and defaults as :func:`torchpalette.palette`. Rank
+0's palette is broadcast, so ranks on different hardware still agree. It is the engine of
+``PaletteQuantizer.fit`` and of ``torchpalette quantize --fit-palette``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _policy
+from . import _validate as v
+from ._bins import bin_codes
+from ._image import split_alpha
+from ._kmeans import cluster
+from ._palette_core import DEFAULT_BITS, kmeans_defaults
+from ._spaces import SPACES, from_space, to_space
+
+__all__ = ["fit_palette"]
+
+
+def _plain(x: Any) -> Any:
+    """A plain ``Tensor`` view of a tensor subclass (tv_tensors); anything else unchanged."""
+    return x.as_subclass(Tensor) if isinstance(x, Tensor) and type(x) is not Tensor else x
+
+
+def fit_palette(
+    images_or_loader: Any,
+    colors: int,
+    *,
+    space: str = "lab",
+    max_pixels: int | None = None,
+    bits: int = DEFAULT_BITS,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    process_group: Any = None,
+) -> Tensor:
+    """One ``colors``-colour palette for every image of a stream, most used colour first.
+
+    Args:
+        images_or_loader: an image tensor ``[..., 3|4, H, W]``, an iterable of them, or a
+            DataLoader yielding tensors, ``(images, ...)`` tuples or ``{"image": ...}`` dicts.
+        colors: palette size (>= 1).
+        space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
+        max_pixels: at most this many evenly spaced pixels per image (``None``: all).
+        bits: histogram bits per channel, 1..8.
+        seed: k-means seed.
+        device: where the statistics and k-means live (default: each batch's device).
+        process_group: torch.distributed group to all-reduce over.
+
+    Returns:
+        ``[colors, 3]`` float32 sRGB palette in [0, 1], sorted by pixel share.
+
+    Raises:
+        ValueError: no pixel with alpha > 0, more colours than colour bins seen, bad options
+            or bad images (as :func:`torchpalette.palette`).
+        TypeError: a batch that is not an image tensor.
+
+    Example:
+        >>> import torch
+        >>> from torchpalette.fit import fit_palette
+        >>> images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+        >>> images[2] = 255  # two black images and a white one
+        >>> fit_palette(images, 2).mul(255).round()
+        tensor([[  0.,   0.,   0.],
+                [255., 255., 255.]])
+    """
+    colors = v.check_int(colors, "colors", low=1)
+    bits = v.check_int(bits, "bits", low=1, high=8)
+    if max_pixels is not None:
+        max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
+    v.check_choice(space, "space", SPACES)
+    stats = None
+    for batch in _batches(images_or_loader):
+        batch = v.check_image(_plain(batch), "images_or_loader")
+        if stats is None:
+            device = torch.device(device) if device is not None else batch.device
+            stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device)
+        _accumulate(stats, batch.to(device), bits, max_pixels)
+    if stats is None:
+        stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device or "cpu")
+    stats = _all_reduce(stats, process_group)
+    return _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
+
+
+def _batches(images_or_loader: Any) -> Iterable[Tensor]:
+    """Yield image tensors from a tensor, a list of images, or a DataLoader whose batches are
+    tensors, ``(images, labels, ...)`` tuples/lists, or dicts with an ``"image"`` entry."""
+    if isinstance(images_or_loader, Tensor):
+        yield images_or_loader
+        return
+    for item in images_or_loader:
+        if isinstance(item, dict):
+            item = item.get("image", next(iter(item.values()), None))
+        elif isinstance(item, (tuple, list)) and not isinstance(item, Tensor):
+            item = item[0] if len(item) else None
+        yield item
+
+
+# Statistics are integers (exact, so sums do not depend on batch order, rank count or
+# all-reduce order): colour sums in units of 1 / (255 * 2**16) of the sRGB range.
+_FIX_SHIFT = 16
+
+
+def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None) -> None:
+    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 4]`` int64
+    (count, sum R, sum G, sum B per bin); alpha-0 pixels are not counted."""
+    c, h, w = images.shape[-3:]
+    flat = images.reshape(-1, c, h * w)
+    n = h * w
+    if max_pixels is not None and n > max_pixels:  # evenly spaced, deterministic subsample
+        flat = flat[..., torch.arange(max_pixels, device=flat.device) * n // max_pixels]
+        n = max_pixels
+    step = max(1, _policy.FIT_CHUNK_PIXELS // n)
+    for start in range(0, flat.shape[0], step):  # chunks bound memory; not one pass per image
+        rgb, alpha = split_alpha(flat[start : start + step].unsqueeze(-1))
+        rgb = rgb.squeeze(-1)
+        if rgb.dtype == torch.uint8:
+            fixed = rgb.long() << _FIX_SHIFT
+        else:
+            fixed = (rgb.double() * (255 << _FIX_SHIFT)).round_().long()
+        index = bin_codes(rgb, bits).reshape(-1).long()
+        keep = torch.ones_like(index) if alpha is None else (alpha.reshape(-1) > 0).long()
+        sums = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
+        values = torch.cat([keep[:, None], sums], 1)
+        stats.index_add_(0, index, values)
+
+
+def _distributed(process_group: Any) -> bool:
+    """True when a group is given or torch.distributed is initialised (never imports it)."""
+    dist = sys.modules.get("torch.distributed")
+    if process_group is not None:
+        return True
+    return dist is not None and dist.is_available() and dist.is_initialized()
+
+
+def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
+    """Sum ``stats`` over the ranks when torch.distributed is initialised (or a group given)."""
+    if not _distributed(process_group):
+        return stats
+    import torch.distributed as dist
+
+    comm = stats
+    if dist.get_backend(process_group) == "nccl" and stats.device.type != "cuda":
+        comm = stats.to(torch.device("cuda", torch.cuda.current_device()))
+    dist.all_reduce(comm, op=dist.ReduceOp.SUM, group=process_group)
+    return comm.to(stats.device)
+
+
+def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
+    """Give every rank rank 0's palette, so ranks on different hardware still agree."""
+    if not _distributed(process_group):
+        return colors
+    import torch.distributed as dist
+
+    comm = colors.contiguous()
+    if dist.get_backend(process_group) == "nccl" and colors.device.type != "cuda":
+        comm = comm.to(torch.device("cuda", torch.cuda.current_device()))
+    src = 0 if process_group is None else dist.get_global_rank(process_group, 0)
+    dist.broadcast(comm, src=src, group=process_group)
+    return comm.to(colors.device)
+
+
+def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Tensor:
+    """Weighted k-means on the occupied bins -> sRGB palette ``[colors, 3]``, most used first."""
+    occupied = stats[:, 0].nonzero().squeeze(1)
+    if occupied.numel() == 0:
+        raise ValueError("images_or_loader: expected at least one pixel with alpha > 0, got none")
+    if occupied.numel() < colors:
+        raise ValueError(
+            f"colors: expected at most {occupied.numel()} (the distinct colour bins seen in "
+            f"images_or_loader), got {colors}"
+        )
+    counts = stats[occupied, 0].double()
+    means = stats[occupied, 1:].double() / (counts[:, None] * (255 << _FIX_SHIFT))
+    points = to_space(means.float(), space)
+    generator = torch.Generator().manual_seed(seed)  # CPU draws: the same on every device
+    result, _ = cluster(
+        points, colors, weights=counts.float(), generator=generator, **kmeans_defaults(colors)
+    )
+    mass = torch.zeros(colors, dtype=torch.float64, device=points.device)
+    mass.index_add_(0, result.labels, counts)
+    order = torch.sort(mass, descending=True, stable=True).indices
+    return from_space(result.centroids[order], space).clamp(0, 1)
