@@ -21,7 +21,6 @@ Usage: python benchmarks/bench_dominant.py [--quick]
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 
@@ -112,23 +111,25 @@ def gpu_part(quick: bool) -> None:
     images = (one.expand(batch, -1, -1, -1) + shift).round().clamp(0, 255).to(torch.uint8)
     images = torch.roll(images, shifts=(123, 77), dims=(-2, -1)).contiguous()
     del one, base
-    hmod = importlib.import_module("torchpalette.histogram")
-    tri_ok = hmod._tri.supported(dev, BINS, TOP_N)
+    from torchpalette import _bins_top, _bins_triton
+    from torchpalette.histogram import _dominant
+
+    tri_ok = _bins_triton.supported(dev, BINS, TOP_N)
     print(f"GPU: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, batch {batch} x "
           f"{side}x{side} uint8, Triton kernels {'available' if tri_ok else 'NOT available'}")
 
     def counts_plain():
         q = images.view(batch, 3, -1)
-        return hmod._bin_counts(hmod._flat_index(q, None, BINS), batch, BINS)
+        return _bins_top._bin_counts(_bins_top._flat_index(q, None, BINS), batch, BINS)
 
     def counts_triton():
-        return hmod._tri.bin_counts(images.view(batch, 3, -1), None, BINS)
+        return _bins_triton.bin_counts(images.view(batch, 3, -1), None, BINS)
 
     def mean_plain():
-        return hmod._dominant(images, TOP_N, BINS, use_triton=False)
+        return _dominant(images, TOP_N, BINS, use_triton=False)
 
     def mean_triton():
-        return hmod._dominant(images, TOP_N, BINS, use_triton=True)
+        return _dominant(images, TOP_N, BINS, use_triton=True)
 
     # correctness first: GPU (both paths) == CPU for a few images
     ref = mean_plain()

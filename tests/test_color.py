@@ -177,3 +177,33 @@ def test_to_hex_round_trip(dtype, device):
 def test_to_hex_bad(bad, err):
     with pytest.raises(err, match="colors: expected"):
         tp.to_hex(bad)
+
+
+# ------------------------------------------------------------------ the one Lab implementation
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_fast_lab_path_matches_kornia(dtype):
+    """The package's one sRGB -> Lab (``_spaces``, channel-first, table-linearised uint8)
+    against kornia.color.rgb_to_lab, its reference: same formulas and constants."""
+    import kornia.color as kc
+
+    from torchpalette import _spaces
+
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (2, 3, 4096), generator=g, dtype=torch.uint8)
+    x = pixels if dtype == torch.uint8 else pixels.to(dtype) / 255
+    ref = kc.rgb_to_lab(pixels.double().div(255).unsqueeze(-1)).squeeze(-1)
+    got = _spaces.srgb_to_lab_cf(x)
+    assert got.shape == (2, 3, 4096)
+    atol = 1e-9 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(got.double(), ref, atol=atol, rtol=0)
+    with_one = _spaces.srgb_to_lab_cf(x, append_one=True)
+    assert torch.equal(with_one[:, :3], got) and bool((with_one[:, 3] == 1).all())
+    # the public channel-last function is the same implementation
+    colors = x.transpose(1, 2) if dtype != torch.uint8 else (pixels.float() / 255).transpose(1, 2)
+    torch.testing.assert_close(tp.srgb_to_lab(colors), _spaces.srgb_to_lab_cf(
+        colors.transpose(1, 2)).transpose(1, 2))
+
+
+def test_fast_lab_path_has_gradients():
+    x = torch.rand(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tp.srgb_to_lab, (x,))

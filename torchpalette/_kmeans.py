@@ -200,25 +200,14 @@ def _lloyd(
     active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
     n_far = min(k, n)
-    tiny = torch.finfo(x.dtype).tiny
     rows: Tensor | None = None  # batch index of each live element (None: all of them)
     out_cent, out_iter = cent, n_iter
     for it in range(max_iter):
         rl = x.shape[0]
-        labels, m = nearest_centroid(cent, xt, not on_cpu)  # m + xx = squared distance (re-seeding)
-        if onehot_update:
-            onehot = x.new_zeros(rl, k, n).scatter_(1, labels.unsqueeze(1), 1.0)  # [R, k, N]
-            sums = torch.bmm(xw, onehot.transpose(1, 2))  # [R, D + 1, k]
-        else:
-            sums = xw.new_zeros(rl, d + 1, k)
-            sums.scatter_add_(2, labels.unsqueeze(1).expand(-1, d + 1, -1), xw)
-        count = sums[:, d]  # [R, k]
-        new = (sums[:, :d] / count.clamp_min(tiny).unsqueeze(1)).transpose(1, 2)  # [R, k, D]
-        # empty clusters: re-seed from the points farthest from their centroid
-        empty = count <= 0  # [R, k]
-        if not on_cpu or bool(empty.any()):
-            mind = (m + xx).clamp_min_(0.0)
-            far = torch.where(w > 0, mind, -1.0).topk(n_far, dim=-1).indices  # [R, n_far]
+        labels, m = nearest_centroid(cent, xt, not on_cpu)  # m + xx: squared distance
+        new, empty = _weighted_means(xw, labels, k, onehot_update)
+        if not on_cpu or bool(empty.any()):  # re-seed empty clusters from the farthest points
+            far = torch.where(w > 0, (m + xx).clamp_min_(0.0), -1.0).topk(n_far, dim=-1).indices
             rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
             seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
             new = torch.where(empty.unsqueeze(-1), seeds, new)
@@ -239,6 +228,23 @@ def _lloyd(
                 )
                 active = active[keep]
     return _put_rows(out_cent, out_iter, rows, cent, n_iter)
+
+
+def _weighted_means(xw: Tensor, labels: Tensor, k: int, onehot: bool) -> tuple[Tensor, Tensor]:
+    """Weighted cluster means of ``xw = [x w, w] [R, D + 1, N]`` by ``labels [R, N]`` ->
+    (means ``[R, k, D]``, empty ``[R, k]`` bool). ``onehot``: one ``bmm`` against a one-hot
+    matrix (no atomics, fast on GPUs); else ``scatter_add_`` (faster on the CPU)."""
+    r, d1, n = xw.shape
+    if onehot:
+        hot = xw.new_zeros(r, k, n).scatter_(1, labels.unsqueeze(1), 1.0)  # [R, k, N]
+        sums = torch.bmm(xw, hot.transpose(1, 2))  # [R, D + 1, k]
+    else:
+        sums = xw.new_zeros(r, d1, k)
+        sums.scatter_add_(2, labels.unsqueeze(1).expand(-1, d1, -1), xw)
+    count = sums[:, -1]  # [R, k]
+    tiny = torch.finfo(xw.dtype).tiny
+    means = (sums[:, :-1] / count.clamp_min(tiny).unsqueeze(1)).transpose(1, 2)
+    return means, count <= 0
 
 
 def _put_rows(
