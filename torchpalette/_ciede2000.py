@@ -160,12 +160,13 @@ def _hue_weight_(h: Tensor, out: Tensor, tmp: Tensor) -> Tensor:
 
 def _ciede2000_chunk(x1: Tensor, x2: Tensor, out: Tensor, buf: Tensor, kL, kC, kH) -> None:
     """CIEDE2000 of one chunk: ``x1``, ``x2`` ``[3, n]`` channel rows (views), result into
-    ``out`` ``[n]``; ``buf`` ``[13, >= n]`` scratch. Each line is one or two passes over data
+    ``out`` ``[n]``; ``buf`` ``[>= 13 n]`` scratch. Each line is one or two passes over data
     that stays in cache."""
     n = out.shape[0]
-    L1, a1, b1, L2, a2, b2, c1, c2, h1, h2, t, u, w = buf[:, :n].unbind(0)
-    buf[0:3, :n].copy_(x1)
-    buf[3:6, :n].copy_(x2)
+    buf = buf[: 13 * n].view(13, n)
+    L1, a1, b1, L2, a2, b2, c1, c2, h1, h2, t, u, w = buf.unbind(0)
+    # stack gathers the strided channels much faster than copy_ from a transposed view
+    torch.stack(x1.unbind(0), out=buf[0:3]), torch.stack(x2.unbind(0), out=buf[3:6])
     # 1. G, a'_i (+0.0 turns -0 into +0, so a grey's hue is 0), C'_i, h'_i
     _norm(a1, b1, c1), _norm(a2, b2, c2)
     _chroma_weight_(torch.add(c1, c2, out=t).mul_(0.5), u)
@@ -209,7 +210,7 @@ def ciede2000_inplace(x1: Tensor, x2: Tensor, kL: float, kC: float, kH: float,
     ``chunk`` pairs at a time; returns ``[N]``."""
     n = x1.shape[1]
     out = torch.empty(n, dtype=x1.dtype, device=x1.device)
-    buf = torch.empty(13, min(chunk, n), dtype=x1.dtype, device=x1.device)
+    buf = torch.empty(13 * min(chunk, n), dtype=x1.dtype, device=x1.device)
     for i in range(0, n, chunk):
         j = min(i + chunk, n)
         _ciede2000_chunk(x1[:, i:j], x2[:, i:j], out[i:j], buf, kL, kC, kH)

@@ -142,7 +142,8 @@ def _channel_rows(lab: Tensor, shape: torch.Size) -> Tensor:
 
 def _cpu_chunk() -> int:
     """Pairs per chunk of the in-place CPU kernel. One thread: its 13 buffers fit in L2. More
-    threads: each op must be large enough for torch to split it across them."""
+    threads: each op must be large enough for torch to split it across them (it splits
+    elementwise ops in pieces of at least 32K elements)."""
     threads = torch.get_num_threads()
     return 16384 if threads == 1 else 65536 * threads
 
