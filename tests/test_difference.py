@@ -287,8 +287,9 @@ def test_forward_only_formulas_equal_safe_one(dtype):
         expect = ciede2000(*a.unbind(-1), *b.unbind(-1), *k)
         torch.testing.assert_close(ciede2000_rows(a, b, *k), expect)
         torch.testing.assert_close(ciede2000_rows(a.T.contiguous(), b.T.contiguous(), *k), expect)
-        for chunk in (777, 5000, 8192):  # chunk boundaries inside, at and past the end
-            torch.testing.assert_close(ciede2000_inplace(a.T, b.T, *k, chunk), expect, **tol)
+        for chunk, workers in [(777, 1), (777, 3), (5000, 2), (8192, 2)]:  # chunk boundaries
+            out = ciede2000_inplace(a.T, b.T, *k, chunk=chunk, workers=workers)
+            torch.testing.assert_close(out, expect, **tol)
     torch.testing.assert_close(tp.delta_e(a, b, space="lab"), ciede2000(*a.unbind(-1), *b.unbind(-1), 1.0, 1.0, 1.0), **tol)
 
 
@@ -300,6 +301,13 @@ def test_inplace_path_only_without_grad():
     torch.testing.assert_close(with_grad.detach(), no_grad, atol=1e-10, rtol=1e-10)
     with torch.no_grad():
         assert not tp.delta_e(a, b, space="lab").requires_grad
+    # helper threads start with grad mode on: the kernel must not trip over inputs that
+    # require grad when the caller disabled it
+    big_a = _lab((40_000,), torch.float32, seed=25).requires_grad_()
+    big_b = _lab((40_000,), torch.float32, seed=26)
+    with torch.no_grad():
+        out = ciede2000_inplace(big_a.T, big_b.T, 1.0, 1.0, 1.0, chunk=4096, workers=3)
+    torch.testing.assert_close(out, tp.delta_e(big_a.detach(), big_b, space="lab"), atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ dim, autocast

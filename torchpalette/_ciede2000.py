@@ -16,6 +16,7 @@ Notation follows Sharma et al.: C', h', ΔH', S_L, S_C, S_H, R_T.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -204,14 +205,33 @@ def _ciede2000_chunk(x1: Tensor, x2: Tensor, out: Tensor, buf: Tensor, kL, kC, k
     torch.sqrt(c1, out=out)
 
 
-def ciede2000_inplace(x1: Tensor, x2: Tensor, kL: float, kC: float, kH: float,
-                      chunk: int) -> Tensor:
+def ciede2000_inplace(x1: Tensor, x2: Tensor, kL: float, kC: float, kH: float, *,
+                      chunk: int = 16384, workers: int = 1) -> Tensor:
     """Forward-only CIEDE2000 of Lab channel rows ``x1``, ``x2`` ``[3, N]`` (any strides),
-    ``chunk`` pairs at a time; returns ``[N]``."""
+    ``chunk`` pairs at a time by ``workers`` threads; returns ``[N]``.
+
+    Threads take chunks from one queue, each op on a chunk single-threaded: torch's own
+    threading would split every op (~100 per chunk) with a barrier each, and a barrier waits
+    for the slowest thread, which on a busy machine is one the OS has descheduled.
+    """
     n = x1.shape[1]
     out = torch.empty(n, dtype=x1.dtype, device=x1.device)
-    buf = torch.empty(13 * min(chunk, n), dtype=x1.dtype, device=x1.device)
-    for i in range(0, n, chunk):
-        j = min(i + chunk, n)
-        _ciede2000_chunk(x1[:, i:j], x2[:, i:j], out[i:j], buf, kL, kC, kH)
+    starts = iter(range(0, n, chunk))  # shared: next() on it is atomic under the GIL
+
+    def work() -> None:
+        buf = torch.empty(13 * min(chunk, n), dtype=x1.dtype, device=x1.device)
+        with torch.no_grad():  # grad mode is per thread; out= ops refuse grad
+            for i in starts:
+                j = min(i + chunk, n)
+                _ciede2000_chunk(x1[:, i:j], x2[:, i:j], out[i:j], buf, kL, kC, kH)
+
+    workers = min(workers, -(-n // chunk))
+    if workers <= 1:
+        work()
+        return out
+    with ThreadPoolExecutor(workers - 1) as pool:
+        helpers = [pool.submit(work) for _ in range(workers - 1)]
+        work()
+        for f in helpers:
+            f.result()
     return out

@@ -140,14 +140,6 @@ def _channel_rows(lab: Tensor, shape: torch.Size) -> Tensor:
     return lab.expand(shape).movedim(-1, 0).reshape(3, -1)
 
 
-def _cpu_chunk() -> int:
-    """Pairs per chunk of the in-place CPU kernel. One thread: its 13 buffers fit in L2. More
-    threads: each op must be large enough for torch to split it across them (it splits
-    elementwise ops in pieces of at least 32K elements)."""
-    threads = torch.get_num_threads()
-    return 16384 if threads == 1 else 65536 * threads
-
-
 def _run_compiled(kernel, lab1: Tensor, lab2: Tensor, shape, kL, kC, kH) -> Tensor:
     """The compiled CIEDE2000 kernel on broadcast ``[..., 3]`` Lab; returns ``[...]``."""
     n = shape.numel() // 3
@@ -174,7 +166,8 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
         (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
         return ciede2000(L1, a1, b1, L2, a2, b2, kL, kC, kH)
     x1, x2 = _channel_rows(lab1, shape), _channel_rows(lab2, shape)
-    return ciede2000_inplace(x1, x2, kL, kC, kH, _cpu_chunk()).reshape(shape[:-1])
+    workers = torch.get_num_threads()
+    return ciede2000_inplace(x1, x2, kL, kC, kH, workers=workers).reshape(shape[:-1])
 
 
 def delta_e(
