@@ -449,6 +449,13 @@ def test_no_cuda_probe_warning_on_cpu_only_machines(tmp_path):
     assert runs[1].returncode == 0 and "No CUDA runtime is found" not in runs[1].stderr
 
 
+def test_traced_by_torch_compile():
+    """Inside a compiled model delta_e takes the functional form (no threads, no out= ops)."""
+    a, b = _lab((2, 40_000), torch.float32, seed=27), _lab((40_000,), torch.float32, seed=28)
+    compiled = torch.compile(lambda x, y: tp.delta_e(x, y, space="lab"), backend="eager")
+    torch.testing.assert_close(compiled(a, b), tp.delta_e(a, b, space="lab"), atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.skipif(not os.environ.get("TORCHPALETTE_TEST_COMPILE"),
                     reason="compiles (tens of seconds); set TORCHPALETTE_TEST_COMPILE=1")
 def test_real_compile_cpu():

@@ -162,7 +162,8 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
         except Exception as err:  # no C++ compiler / triton: eager from now on
             policy.failed = True
             warnings.warn(f"delta_e: compiled path unavailable ({err!r}); using eager", stacklevel=3)
-    if needs_grad or lab1.device.type != "cpu":
+    if needs_grad or lab1.device.type != "cpu" or torch.compiler.is_compiling():
+        # the functional form: autograd's graph, one pass per op on GPUs, traceable
         (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
         return ciede2000(L1, a1, b1, L2, a2, b2, kL, kC, kH)
     x1, x2 = _channel_rows(lab1, shape), _channel_rows(lab2, shape)
