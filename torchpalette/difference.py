@@ -204,9 +204,10 @@ def delta_e(
             index into the broadcast shape.
         fast: use the compiled forward-only CIEDE2000 kernel: ``None`` decides (large calls
             without grad, after amortizing the compile), ``True`` forces it, ``False`` never.
-            Its first call in a process compiles: measured on 2 CPU cores, ~20-60 s with an
-            empty inductor cache and ~5-10 s from the on-disk cache a previous process left
-            (``TORCHINDUCTOR_CACHE_DIR``); later calls are immediate.
+            Its first call in a process compiles: on 2 CPU cores 16.5 s (quiet) to 60 s
+            (busy) with an empty inductor cache, ~10 s (busy) from the on-disk cache a
+            previous process left (``TORCHINDUCTOR_CACHE_DIR``); later calls are immediate.
+            Without it, large no-grad CPU calls run ~5x scikit-image per thread (1M pairs).
 
     Returns:
         ``[...]`` ΔE: the broadcast shape without ``dim``. float64 for float64 inputs, else
