@@ -104,7 +104,8 @@ def test_defaults_shared_with_delta_e_and_repr():
         (dict(method="de2000"), ValueError, r"method: expected one of .*got 'de2000'"),
         (dict(space="hsv"), ValueError, r"space: expected one of \['srgb', 'lab'\], got 'hsv'"),
         (dict(dim=1.5), TypeError, "dim: expected an int, got float"),
-        (dict(reduction="max"), ValueError, r"reduction: expected one of \['mean', 'sum', 'none'\], got 'max'"),
+        (dict(reduction="max"), ValueError,
+         r"reduction: expected one of \['mean', 'sum', 'none'\], got 'max'"),
         (dict(reduction=None), TypeError, "reduction: expected one of"),
     ],
 )

@@ -161,7 +161,8 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
             return _run_compiled(policy.compiled(), lab1, lab2, shape, kL, kC, kH)
         except Exception as err:  # no C++ compiler / triton: eager from now on
             policy.failed = True
-            warnings.warn(f"delta_e: compiled path unavailable ({err!r}); using eager", stacklevel=3)
+            msg = f"delta_e: compiled path unavailable ({err!r}); using eager"
+            warnings.warn(msg, stacklevel=3)
     if needs_grad or lab1.device.type != "cpu" or torch.compiler.is_compiling():
         # the functional form: autograd's graph, one pass per op on GPUs, traceable
         (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
