@@ -7,7 +7,8 @@ industry) and CIEDE2000, the current CIE recommendation, which also corrects blu
 near-neutral colours. A ΔE of about 2.3 (``JND``) is a just-noticeable difference
 (Sharma & Trussell 1997); 1 is the threshold of the weighting in CIEDE2000 and CMC.
 
-All functions broadcast ``[..., 3]`` inputs, work on any device, keep float32/float64 and are
+All functions broadcast ``[..., 3]`` inputs (``delta_e(..., dim=-3)`` takes ``[..., 3, H, W]``
+images), work on any device, keep float32/float64 (float32 under autocast) and are
 differentiable with finite gradients everywhere -- identical colours, greys (a = b = 0) and the
 hue wrap-around included -- so ΔE can be used as a training loss. Square roots and ``atan2`` are
 "safe": their argument is replaced where the function is singular (sqrt at 0, atan2 at (0, 0)),
