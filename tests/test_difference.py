@@ -1,9 +1,12 @@
-"""difference.py: Sharma's reference pairs, scikit-image agreement, properties, gradients,
-bad input, and the compiled fast path's policy (the suite never compiles by default)."""
+"""difference.py (and _ciede2000, _compile_policy): Sharma's reference pairs, scikit-image
+agreement, properties, gradients, the channel dim, autocast, bad input, the in-place CPU kernel
+and the compiled fast path's policy (the suite never compiles by default)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,9 @@ from hypothesis import strategies as st
 from skimage.color import deltaE_cie76, deltaE_ciede94, deltaE_ciede2000, deltaE_cmc, rgb2lab
 
 import torchpalette as tp
-from torchpalette import difference as d
+from torchpalette import _compile_policy as cp
+from torchpalette._ciede2000 import ciede2000, ciede2000_inplace, ciede2000_rows
+from torchpalette._compile_policy import CompilePolicy
 
 DATA = Path(__file__).parent / "data"
 
@@ -267,31 +272,115 @@ def test_bad_input_fast_with_grad_and_adjacent():
 
 
 # ------------------------------------------------------------------ fast path
-def test_forward_only_formula_equals_safe_one():
-    a, b = _lab((5000,), torch.float32, seed=11), _lab((5000,), torch.float32, seed=12)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_forward_only_formulas_equal_safe_one(dtype):
+    a, b = _lab((5000,), dtype, seed=11), _lab((5000,), dtype, seed=12)
     a[:100, 1:] = 0  # greys and the chroma-zero branches
+    a[100:150, 1:] = -0.0  # negative zeros: a grey's hue is still 0
     b[50:150] = a[50:150]
-    expect = tp.delta_e(a, b, space="lab")
-    torch.testing.assert_close(d._ciede2000_rows(a, b, 1.0, 1.0, 1.0), expect)
-    torch.testing.assert_close(d._ciede2000_rows(a.T.contiguous(), b.T.contiguous(), 1.0, 1.0, 1.0), expect)
+    b[200:250, 1] = -b[200:250, 1]  # mirrored colours: h'1 + h'2 = 2π
+    b[200:250, 0] = a[200:250, 0]
+    # the in-place kernel works in radians, the others in degrees: float32 rounds differently
+    # (measured <= 3e-6 relative), float64 agrees to ~1e-13
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
+    for k in ((1.0, 1.0, 1.0), (2.0, 0.5, 3.0)):
+        expect = ciede2000(*a.unbind(-1), *b.unbind(-1), *k)
+        torch.testing.assert_close(ciede2000_rows(a, b, *k), expect)
+        torch.testing.assert_close(ciede2000_rows(a.T.contiguous(), b.T.contiguous(), *k), expect)
+        for chunk, workers in [(777, 1), (777, 3), (5000, 2), (8192, 2)]:  # chunk boundaries
+            out = ciede2000_inplace(a.T, b.T, *k, chunk=chunk, workers=workers)
+            torch.testing.assert_close(out, expect, **tol)
+    torch.testing.assert_close(tp.delta_e(a, b, space="lab"), ciede2000(*a.unbind(-1), *b.unbind(-1), 1.0, 1.0, 1.0), **tol)
 
 
+def test_inplace_path_only_without_grad():
+    a, b = _lab((300,), torch.float64, seed=21), _lab((300,), torch.float64, seed=22)
+    no_grad = tp.delta_e(a, b, space="lab")
+    with_grad = tp.delta_e(a.requires_grad_(), b, space="lab")
+    assert with_grad.requires_grad and not no_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), no_grad, atol=1e-10, rtol=1e-10)
+    with torch.no_grad():
+        assert not tp.delta_e(a, b, space="lab").requires_grad
+    # helper threads start with grad mode on: the kernel must not trip over inputs that
+    # require grad when the caller disabled it
+    big_a = _lab((40_000,), torch.float32, seed=25).requires_grad_()
+    big_b = _lab((40_000,), torch.float32, seed=26)
+    with torch.no_grad():
+        out = ciede2000_inplace(big_a.T, big_b.T, 1.0, 1.0, 1.0, chunk=4096, workers=3)
+    torch.testing.assert_close(out, tp.delta_e(big_a.detach(), big_b, space="lab"), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ dim, autocast
+@pytest.mark.parametrize("method", METHODS)
+def test_dim_channel_first_images(method):
+    g = torch.Generator().manual_seed(23)
+    x, y = torch.rand(2, 3, 5, 7, generator=g), torch.rand(2, 3, 5, 7, generator=g)
+    expect = tp.delta_e(x.movedim(-3, -1), y.movedim(-3, -1), method=method)
+    assert expect.shape == (2, 5, 7)
+    # float32 ulps differ with the memory layout (vector loops and their scalar tails)
+    tol = dict(atol=1e-5, rtol=1e-5)
+    for dim in (-3, 1):
+        torch.testing.assert_close(tp.delta_e(x, y, method=method, dim=dim), expect, **tol)
+    # one colour against every pixel, broadcast along H and W
+    ref = y[0, :, 0, 0]
+    out = tp.delta_e(x, ref[:, None, None], method=method, dim=-3)
+    torch.testing.assert_close(out, tp.delta_e(x.movedim(-3, -1), ref, method=method), **tol)
+    # channel dim first, not last, in the broadcast shape: [3, N]
+    torch.testing.assert_close(tp.delta_e(x[0].flatten(1), y[0].flatten(1), method=method, dim=0),
+                               expect[0].flatten(), **tol)
+
+
+def test_dim_bad_input():
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"a: expected shape \[..., 3, \*, \*\], got \[2, 4, 4, 3\]"):
+        tp.delta_e(x.movedim(1, -1), x, dim=-3)
+    with pytest.raises(ValueError, match=r"b: expected shape \[..., 3, \*, \*\], got \[3\]"):
+        tp.delta_e(x, torch.rand(3), dim=-3)
+    with pytest.raises(ValueError, match=r"dim: expected an int in \[-4, 3\], got 4"):
+        tp.delta_e(x, x, dim=4)
+    with pytest.raises(TypeError, match="dim: expected an int, got float"):
+        tp.delta_e(x, x, dim=1.0)
+    with pytest.raises(ValueError, match=r"a: expected values in \[0, 1\]"):
+        tp.delta_e(x + 1, x, dim=1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("space", ["srgb", "lab"])
+def test_autocast_computes_in_float32(method, space):
+    g = torch.Generator().manual_seed(24)
+    x, y = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    if space == "lab":
+        x, y = tp.srgb_to_lab(x.movedim(1, -1)).movedim(-1, 1), tp.srgb_to_lab(y.movedim(1, -1)).movedim(-1, 1)
+    expect = tp.delta_e(x, y, method=method, space=space, dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tp.delta_e(x, y, method=method, space=space, dim=1)
+        grad_out = tp.delta_e(x.requires_grad_(), y, method=method, space=space, dim=1)
+    assert out.dtype == torch.float32 and grad_out.dtype == torch.float32
+    torch.testing.assert_close(out, expect, atol=1e-4, rtol=0)
+    torch.testing.assert_close(grad_out.detach(), expect, atol=1e-4, rtol=0)
+    # half inputs are upcast: the same colours give the float32 result
+    half = tp.delta_e(x.detach().bfloat16(), y.bfloat16(), method=method, space=space, dim=1)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, tp.delta_e(x.detach().bfloat16().float(), y.bfloat16().float(),
+                                                method=method, space=space, dim=1))
+
+
+# ------------------------------------------------------------------ compile policy
 @pytest.fixture
 def fake_compile(monkeypatch):
-    """Make the compiled kernel the eager forward-only function: tests the plumbing (layout,
-    reshape, policy) without paying a compile; records calls."""
+    """A fresh policy whose "compiler" returns the eager forward-only function: tests the
+    plumbing (layout, reshape, policy) without paying a compile; records calls."""
     calls = []
 
-    def compiled(*args):
-        calls.append(args[0].shape[0] == 3)  # CPU: handed [3, N] channel rows
-        return d._ciede2000_rows(*args)
+    def compiler(fn):
+        def compiled(*args):
+            calls.append(args[0].shape[0] == 3)  # CPU: handed [3, N] channel rows
+            return fn(*args)
+        return compiled
 
-    fake = type("Cached", (), {"__call__": lambda self: compiled, "cache_info": lambda self: info})()
-    info = type("Info", (), {"currsize": 0})()
-    monkeypatch.setattr(d, "_compiled", fake)
-    monkeypatch.setattr(d, "_eager_pairs_seen", 0)
-    monkeypatch.setattr(d, "_compile_failed", False)
-    return calls, info
+    policy = CompilePolicy(ciede2000_rows, min_pairs=1 << 20, auto_compile_pairs=1 << 28, compiler=compiler)
+    monkeypatch.setattr(cp, "CIEDE2000", policy)
+    return calls, policy
 
 
 def test_fast_true_uses_kernel_on_channel_rows(fake_compile):
@@ -300,45 +389,71 @@ def test_fast_true_uses_kernel_on_channel_rows(fake_compile):
     out = tp.delta_e(a, b, space="lab", fast=True)
     assert calls == [True] and out.shape == (4, 5)
     torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False))
+    img = _lab((2, 6, 7), torch.float32, seed=15).movedim(-1, 1)  # [B, 3, H, W]
+    out = tp.delta_e(img, img.flip(0), space="lab", dim=1, fast=True)
+    assert out.shape == (2, 6, 7) and calls == [True, True]
+    torch.testing.assert_close(out, tp.delta_e(img, img.flip(0), space="lab", dim=1, fast=False))
 
 
-def test_auto_policy_never_compiles_small_calls(fake_compile, monkeypatch):
-    calls, info = fake_compile
-    monkeypatch.setattr(d, "_FAST_MIN_PAIRS", 2000)  # scaled down to keep the test fast
+def test_auto_policy_never_compiles_small_calls(fake_compile):
+    calls, policy = fake_compile
+    policy.min_pairs = 2000  # scaled down to keep the test fast
     big_a, big_b = torch.zeros(2000, 3), torch.zeros(2000, 3)
     small = torch.zeros(1999, 3)
     for _ in range(3):
         tp.delta_e(small, small, space="lab")
-    assert calls == [] and d._eager_pairs_seen == 0
-    monkeypatch.setattr(d, "_AUTO_COMPILE_PAIRS", 2 * d._FAST_MIN_PAIRS)
+    assert calls == [] and policy.eager_pairs_seen == 0
+    policy.auto_compile_pairs = 2 * policy.min_pairs
     tp.delta_e(big_a, big_b, space="lab")  # first large call: still eager (amortizing)
-    assert calls == [] and d._eager_pairs_seen == d._FAST_MIN_PAIRS
+    assert calls == [] and policy.eager_pairs_seen == policy.min_pairs
     with torch.enable_grad():
         tp.delta_e(big_a.requires_grad_(), big_b, space="lab")  # needs grad: eager, not counted
-    assert calls == [] and d._eager_pairs_seen == d._FAST_MIN_PAIRS
+    assert calls == [] and policy.eager_pairs_seen == policy.min_pairs
     tp.delta_e(big_a.detach(), big_b, space="lab", fast=False)
     assert calls == []
     tp.delta_e(big_a.detach(), big_b, space="lab")  # enough eager work seen: compile now
-    assert calls == [True]
-    info.currsize = 1  # once compiled, every large no-grad call uses it
-    tp.delta_e(big_a.detach(), big_b, space="lab")
+    assert calls == [True] and policy.kernel is not None
+    tp.delta_e(big_a.detach(), big_b, space="lab")  # once compiled, every large no-grad call
     assert len(calls) == 2
     tp.delta_e(small, small, space="lab")
     assert len(calls) == 2
 
 
-def test_compile_failure_falls_back_to_eager(monkeypatch):
-    def broken():
+def test_compile_failure_falls_back_to_eager(fake_compile):
+    _, policy = fake_compile
+
+    def broken(*args):
         raise RuntimeError("no compiler")
 
-    broken.cache_info = lambda: type("I", (), {"currsize": 0})()
-    monkeypatch.setattr(d, "_compiled", broken)
-    monkeypatch.setattr(d, "_compile_failed", False)
+    policy.compiler = lambda fn: broken
     a, b = _lab((10,), torch.float32, seed=15), _lab((10,), torch.float32, seed=16)
     with pytest.warns(UserWarning, match="compiled path unavailable"):
         out = tp.delta_e(a, b, space="lab", fast=True)
     torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False))
-    assert d._compile_failed
+    assert policy.failed
+    tp.delta_e(a, b, space="lab", fast=True)  # no second warning: eager from now on
+
+
+def test_no_cuda_probe_warning_on_cpu_only_machines(tmp_path):
+    """cpp_extension (imported by inductor while compiling) warns "No CUDA runtime is found"
+    when a CUDA toolkit is installed without a GPU; the compile policy imports it quietly."""
+    if torch.cuda.is_available():
+        pytest.skip("the warning only exists without CUDA")
+    env = dict(os.environ, CUDA_HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).parents[1]))
+    plain = "import torch.utils.cpp_extension"
+    quiet = "from torchpalette._compile_policy import torch_compile as c; c(abs); " + plain
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            for code in (plain, quiet)]
+    if "No CUDA runtime is found" not in runs[0].stderr:
+        pytest.skip("this torch does not warn")
+    assert runs[1].returncode == 0 and "No CUDA runtime is found" not in runs[1].stderr
+
+
+def test_traced_by_torch_compile():
+    """Inside a compiled model delta_e takes the functional form (no threads, no out= ops)."""
+    a, b = _lab((2, 40_000), torch.float32, seed=27), _lab((40_000,), torch.float32, seed=28)
+    compiled = torch.compile(lambda x, y: tp.delta_e(x, y, space="lab"), backend="eager")
+    torch.testing.assert_close(compiled(a, b), tp.delta_e(a, b, space="lab"), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.skipif(not os.environ.get("TORCHPALETTE_TEST_COMPILE"),
