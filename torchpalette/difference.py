@@ -21,7 +21,7 @@ memory about once; with gradients, the functional form keeps autograd's graph. F
 calls a fused kernel made by ``torch.compile`` is faster still (``fast=``): it compiles once per
 process (from torch's on-disk inductor cache after the first time), so by default it is only
 used after a process has spent about that much time in large eager calls (see
-``_compile_policy``). Measured speeds are in ``benchmarks/RESULTS.md``.
+``_policy.CIEDE2000``). Measured speeds are in ``benchmarks/RESULTS.md``.
 
 References:
     G. Sharma, W. Wu, E. N. Dalal, "The CIEDE2000 color-difference formula: implementation
@@ -42,9 +42,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import _compile_policy
+from . import _policy
 from . import _validate as v
-from ._ciede2000 import ciede2000, ciede2000_inplace, hue_deg, safe_sqrt
+from ._ciede2000 import ciede2000, ciede2000_inplace, ciede2000_rows, hue_deg, safe_sqrt
 from .color import srgb_to_lab
 
 __all__ = ["JND", "delta_e", "adjacent_delta_e"]
@@ -156,10 +156,10 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
     """CIEDE2000 on ``[..., 3]`` Lab: compiled, in place on CPU chunks, or differentiable."""
     needs_grad = torch.is_grad_enabled() and (lab1.requires_grad or lab2.requires_grad)
     shape = torch.broadcast_shapes(lab1.shape, lab2.shape)
-    policy = _compile_policy.CIEDE2000
+    policy = _policy.CIEDE2000
     if policy.use_compiled(fast, lab1.device, shape, needs_grad):
         try:
-            return _run_compiled(policy.compiled(), lab1, lab2, shape, kL, kC, kH)
+            return _run_compiled(policy.compiled(ciede2000_rows), lab1, lab2, shape, kL, kC, kH)
         except Exception as err:  # no C++ compiler / triton: eager from now on
             policy.failed = True
             msg = f"delta_e: compiled path unavailable ({err!r}); using eager"
