@@ -145,7 +145,13 @@ SCRIPT = r"""(function () {
                labels: 0, swatches: 0, figures: 0, overlaps: [], label_overflows: [],
                swatch_overlaps: [], figure_overflows: [], clipped_text: [], histogram_fill: 0};
     var labels = Array.prototype.slice.call(document.querySelectorAll(".swatch .label"));
-    var rects = labels.map(function (l) { return l.getBoundingClientRect(); });
+    // the box of the text itself (a Range), not of its block: text that spills out of a
+    // narrow card still counts where it is drawn
+    var rects = labels.map(function (l) {
+      var range = document.createRange();
+      range.selectNodeContents(l);
+      return range.getBoundingClientRect();
+    });
     out.labels = labels.length;
     labels.forEach(function (l, i) {
       var box = l.closest(".swatch").getBoundingClientRect();
