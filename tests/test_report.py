@@ -19,6 +19,7 @@ from PIL import Image
 import torchpalette as tp
 from torchpalette.cli import commands as cli
 from torchpalette.cli import report
+from torchpalette.cli import terminal
 from torchpalette.cli.palette_files import rgb255
 
 SECTIONS = ["image", "histogram", "dominant", "sorted", "neighbours", "palette", "reduced"]
@@ -249,15 +250,15 @@ class _Tty:
     ({"NO_COLOR": "", "COLORTERM": "truecolor"}, True, "truecolor"),  # empty: not set
 ])
 def test_terminal_colour_detection(env, tty, want):
-    assert cli._use_color(_Tty(tty), env) == want
+    assert terminal.color_mode(_Tty(tty), env) == want
 
 
 @pytest.mark.parametrize(("rgb", "index"), [((255, 0, 0), 196), ((0, 0, 0), 16),
                                             ((255, 255, 255), 231), ((128, 128, 128), 244),
                                             ((95, 135, 175), 67), ((20, 20, 22), 233)])
 def test_xterm256_nearest(rgb, index):
-    assert cli._xterm256(*rgb) == index
-    line = cli.swatches(torch.tensor([rgb]) / 255.0, use_color="256")
+    assert terminal._xterm256(*rgb) == index
+    line = terminal.swatches(torch.tensor([rgb]) / 255.0, use_color="256")
     assert line == f"\x1b[48;5;{index}m  \x1b[0m"
 
 
