@@ -100,6 +100,12 @@ def assert_clean(found: dict, page_html: str) -> None:
     assert found["swatch_overlaps"] == [] and found["figure_overflows"] == []
     assert found["clipped_text"] == [] and found["page_overflow"] is False
     assert found["histogram_fill"] > 0.95  # the figure uses the page width
+    # interaction: hover shows RGB, Lab and weight; click copies (or offers) the hex code
+    hx = found["first_hex"]
+    assert re.fullmatch(rf"{hx} · RGB \d+ \d+ \d+ · Lab [-\d.]+ [-\d.]+ [-\d.]+ · weight "
+                        r"[\d.]+%", found["hover"])
+    assert found["click"] in (f"copied {hx}", f"select and copy: {hx}")
+    assert found["slider"] == "20%"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium (apt-get install chromium)")

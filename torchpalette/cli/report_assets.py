@@ -11,9 +11,10 @@ allowed), its RGB, Lab and weight shown in the status bar on hover or focus, and
 original/reduced comparison slider. With the URL fragment ``#selftest`` it also checks the
 layout after load and writes its findings as JSON into ``<pre id="selftest">``: swatch labels
 that overlap another label or overflow their card, swatch cards that overlap, figures wider
-than their box, SVG text cut off by its drawing's edge, and whether the page scrolls sideways. Tests read that back from a headless
-browser's ``--dump-dom``; inside a frame (to test widths below a browser's minimum window
-width) the findings are also posted to the parent page.
+than their box, SVG text cut off by its drawing's edge, and whether the page scrolls sideways;
+then it hovers and clicks the first swatch and moves the first slider, and records what the
+status bar and the slider show. Tests read that back from a headless browser's ``--dump-dom``; inside a frame (to test widths
+below a browser's minimum window width) the findings are also posted to the parent page.
 """
 
 from __future__ import annotations
@@ -188,12 +189,31 @@ SCRIPT = r"""(function () {
       out.histogram_fill = hist.getBoundingClientRect().width /
         hist.closest("section").getBoundingClientRect().width;
     }
-    var pre = document.createElement("pre");
-    pre.id = "selftest";
-    pre.textContent = JSON.stringify(out);
-    document.body.appendChild(pre);
-    // in a frame (a test page narrower than a browser window can be) tell the parent too
-    if (window.parent !== window) { window.parent.postMessage({selftest: out}, "*"); }
+    interact(out, function () {
+      var pre = document.createElement("pre");
+      pre.id = "selftest";
+      pre.textContent = JSON.stringify(out);
+      document.body.appendChild(pre);
+      // in a frame (a test page narrower than a browser window can be) tell the parent too
+      if (window.parent !== window) { window.parent.postMessage({selftest: out}, "*"); }
+    });
+  }
+  function interact(out, finish) {
+    // after the layout checks: hover and click the first swatch, move the first slider
+    var s = document.querySelector(".swatch");
+    if (s) {
+      s.dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));
+      out.hover = info.textContent;
+      out.first_hex = s.dataset.hex;
+      s.click();
+    }
+    var r = document.querySelector(".compare input");
+    if (r) {
+      r.value = "20";
+      r.dispatchEvent(new Event("input", {bubbles: true}));
+      out.slider = r.parentNode.style.getPropertyValue("--pos");
+    }
+    setTimeout(function () { out.click = info.textContent; finish(); }, 200);
   }
   if (location.hash === "#selftest") {
     if (document.readyState === "complete") { selftest(); }
