@@ -13,8 +13,9 @@ layout after load and writes its findings as JSON into ``<pre id="selftest">``: 
 that overlap another label or overflow their card, swatch cards that overlap, figures wider
 than their box, SVG text cut off by its drawing's edge, and whether the page scrolls sideways;
 then it hovers and clicks the first swatch and moves the first slider, and records what the
-status bar and the slider show. Tests read that back from a headless browser's ``--dump-dom``; inside a frame (to test widths
-below a browser's minimum window width) the findings are also posted to the parent page.
+status bar and the slider show. Tests read that back from a headless browser's ``--dump-dom``;
+inside a frame (to test widths below a browser's minimum window width) the findings are also
+posted to the parent page.
 """
 
 from __future__ import annotations
