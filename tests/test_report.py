@@ -100,7 +100,7 @@ def test_reduced_images_are_indexed_pngs_with_n_colours(photo):
     assert [(r.colors, r.dither) for r in rep.dithered] == [
         (n, d) for n in report.REDUCED_COLORS for d in report.DITHERS]
     html = report.render_html(rep)
-    uris = re.findall(r'data-colors="(\d+)" data-dither="none"><div class="compare"><img '
+    uris = re.findall(r'data-colors="(\d+)" data-dither="none"><div class="compare"[^>]*><img '
                       r'alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
     assert len(uris) == 6
     for (n, data), r in zip(uris, rep.reductions):

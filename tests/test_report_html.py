@@ -126,7 +126,7 @@ def test_browser_selftest_catches_a_broken_layout(page, tmp_path):
     broken = tmp_path / "broken.html"
     css = (".swatches{grid-template-columns:repeat(auto-fill,2.5em);gap:0}"
            ".swatch .label{white-space:nowrap;overflow-wrap:normal}"
-           ".hist svg{font-size:90px}.compare{width:3000px}</style>")
+           ".hist svg{font-size:90px}.reduced{grid-template-columns:3000px}</style>")
     broken.write_text(page.read_text(encoding="utf-8").replace("</style>", css, 1),
                       encoding="utf-8")
     found = chromium_selftest(broken.as_uri() + "#selftest", tmp_path, 1280)

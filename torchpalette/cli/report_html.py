@@ -35,6 +35,10 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def _colours(n: int) -> str:
+    return f"{n} colour" + ("" if n == 1 else "s")
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
@@ -155,16 +159,17 @@ def _histogram_section(rep: Report) -> str:
 
 def _reduced_figure(r: Reduction, rep: Report) -> str:
     pix = " pixelated" if rep.analysed_width < 400 else ""
-    what = f"{r.colors} colours, {_DITHER_NAMES.get(r.dither, r.dither)}"
+    what = f"{_colours(r.colors)}, {_DITHER_NAMES.get(r.dither, r.dither)}"
     share = 100 * r.png_bytes / max(rep.reference_png_bytes, 1)
+    width = max(rep.analysed_width, 256)  # a tiny image is enlarged, not stretched to fill
     return (f'<figure class="reduced{pix}" data-colors="{r.colors}" data-dither="{r.dither}">'
-            f'<div class="compare"><img alt="{what}" src="{_data_uri(r.png, "image/png")}">'
+            f'<div class="compare" style="max-width:{width}px"><img alt="{what}" src="{_data_uri(r.png, "image/png")}">'
             '<div class="before"></div><div class="split"></div><input type="range" min="0" '
             f'max="100" value="50" aria-label="original | {what}"></div>'
             f"{_chips(r.palette, r.weights if r.dither == 'none' else None)}"
             f"<figcaption>{what}: mean ΔE00 {r.mean_de:.2f}; indexed PNG {_kib(r.png_bytes)} "
             f"({share:.0f}% of a truecolour PNG, {_kib(rep.reference_png_bytes)}). Left of "
-            f"the line: the original; drag to compare. Palette: {len(r.palette)} colours."
+            f"the line: the original; drag to compare. Palette: {_colours(len(r.palette))}."
             "</figcaption></figure>")
 
 
@@ -172,7 +177,7 @@ def _reduced_section(rep: Report) -> str:
     by_n: dict[int, list] = {}
     for r in rep.reductions + rep.dithered:
         by_n.setdefault(r.colors, []).append(r)
-    rows = "".join(f'<h3>{n} colours</h3><div class="reduced">'
+    rows = "".join(f'<h3>{_colours(n)}</h3><div class="reduced">'
                    + "".join(_reduced_figure(r, rep) for r in rs) + "</div>"
                    for n, rs in by_n.items())
     return ("<p>Each image reduced to n colours by its own k-means palette, without and "
@@ -188,14 +193,14 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
     return [
         ("image", "Image", _image_section(rep)),
         ("histogram", "Channel histogram", _histogram_section(rep)),
-        ("dominant", f"{k_dom} dominant colours",
+        ("dominant", f"{k_dom} dominant {_colours(k_dom).split()[1]}",
          swatch_cards(rep.dominant, rep.dominant_weights,
                       [[(p, "w")] for p in _pct(rep.dominant_weights)])),
         ("sorted", "Dominant colours, sorted", _one_colour_note(k_dom)
          + swatch_cards(rep.dominant_sorted, rep.dominant_sorted_weights, dom_sorted_caps)),
         ("neighbours", "ΔE00 between sorted neighbours",
          _neighbour_table(rep.dominant_sorted, rep.dominant_de)),
-        ("palette", f"k-means palette ({k_pal} colours, sorted)", _one_colour_note(k_pal)
+        ("palette", f"k-means palette ({_colours(k_pal)}, sorted)", _one_colour_note(k_pal)
          + swatch_cards(rep.palette_sorted, rep.palette_sorted_weights, pal_caps)
          + _neighbour_table(rep.palette_sorted, rep.palette_de)),
         ("reduced", "Reduced colours", _reduced_section(rep)),
