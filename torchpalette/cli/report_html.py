@@ -163,7 +163,8 @@ def _reduced_figure(r: Reduction, rep: Report) -> str:
     share = 100 * r.png_bytes / max(rep.reference_png_bytes, 1)
     width = max(rep.analysed_width, 256)  # a tiny image is enlarged, not stretched to fill
     return (f'<figure class="reduced{pix}" data-colors="{r.colors}" data-dither="{r.dither}">'
-            f'<div class="compare" style="max-width:{width}px"><img alt="{what}" src="{_data_uri(r.png, "image/png")}">'
+            f'<div class="compare" style="max-width:{width}px"><img alt="{what}" '
+            f'src="{_data_uri(r.png, "image/png")}">'
             '<div class="before"></div><div class="split"></div><input type="range" min="0" '
             f'max="100" value="50" aria-label="original | {what}"></div>'
             f"{_chips(r.palette, r.weights if r.dither == 'none' else None)}"
