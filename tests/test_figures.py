@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchpalette as tp
-from torchpalette.cli.figures import histogram_svg, swatches_image, swatches_svg
+from torchpalette.cli.figures import histogram_legend, histogram_svg, swatches_image, swatches_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -18,26 +18,65 @@ def _no_external_refs(svg: str) -> None:
         assert bad not in svg
 
 
-def test_histogram_svg_curves():
+def _polylines(root, scale="linear"):
+    group = root.find(f"{SVG}g[@class='scale-{scale}']")
+    return group.findall(SVG + "polyline")
+
+
+def _points(line) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in line.get("points").split()]
+
+
+def test_histogram_svg_curves_axes_and_dashed_luminance():
     image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
-    svg = histogram_svg(tp.histogram(image, bins=64), width=300, height=100)
+    svg = histogram_svg(tp.histogram(image, bins=64), width=300, height=200)
     root = ET.fromstring(svg)  # well-formed XML
-    assert root.tag == SVG + "svg" and root.get("width") == "300"
-    lines = root.findall(SVG + "polyline")
-    assert [line.find(SVG + "title").text for line in lines] == ["R", "G", "B", "luminance"]
+    assert root.tag == SVG + "svg" and root.get("viewBox") == "0 0 300 200"
+    lines = _polylines(root)
+    assert [line.find(SVG + "title").text for line in lines] == ["red", "green", "blue",
+                                                                  "luminance"]
+    assert [line.get("stroke-dasharray") is not None for line in lines] == [False] * 3 + [True]
     for line in lines:
-        pts = [tuple(map(float, p.split(","))) for p in line.get("points").split()]
+        pts = _points(line)
         assert len(pts) == 64
-        assert all(0 <= x <= 299 and 0 <= y <= 99 for x, y in pts)
+        assert all(0 <= x <= 300 and 0 <= y <= 200 for x, y in pts)
+    texts = [t.text for t in root.iter(SVG + "text")]
+    assert ["0", "64", "128", "192", "255"] == [t for t in texts if t in ("0", "64", "128",
+                                                                            "192", "255")][-5:]
+    assert "level (0-255)" in texts and "pixels" in texts
+    assert root.find(f"{SVG}g[@class='scale-log']") is None
     _no_external_refs(svg)
 
 
-def test_histogram_svg_peak_at_top():
+def test_histogram_svg_peak_at_top_and_zero_on_the_axis():
     counts = torch.zeros(4, 8, dtype=torch.int64)
     counts[0, 3] = 10
-    root = ET.fromstring(histogram_svg(counts, height=50))
-    red = root.findall(SVG + "polyline")[0].get("points").split()
-    assert red[3].endswith(",0.0") and red[0].endswith(",49.0")
+    for scale in ("linear", "log"):
+        red = _points(_polylines(ET.fromstring(histogram_svg(counts, scale=scale)), scale)[0])
+        assert red[3][1] < red[0][1] and red[0][1] == red[1][1]  # the peak is the highest
+        assert min(y for _, y in red) == red[3][1]
+
+
+def test_histogram_svg_log_scale_lifts_small_counts():
+    counts = torch.ones(4, 16, dtype=torch.int64)
+    counts[:, 0] = 10**6  # one black spike, as in the sample photo
+    root = ET.fromstring(histogram_svg(counts, scale="both"))
+    lin, log = _points(_polylines(root, "linear")[0]), _points(_polylines(root, "log")[0])
+    base, top = lin[1][1], lin[0][1]  # a count of 1 is on the axis on a linear scale ...
+    assert log[0][1] == pytest.approx(top, abs=0.01)
+    assert (base - log[1][1]) / (base - top) > 0.04  # ... clearly above it on a log scale
+    ticks = [t.text for t in root.find(f"{SVG}g[@class='scale-log']").iter(SVG + "text")]
+    assert ticks == ["1", "10", "100", "1k", "10k", "100k", "1M"]
+    lin_ticks = [t.text for t in root.find(f"{SVG}g[@class='scale-linear']").iter(SVG + "text")]
+    assert lin_ticks[0] == "0" and 3 <= len(lin_ticks) <= 6
+
+
+def test_histogram_legend_has_every_curve():
+    legend = ET.fromstring(histogram_legend())
+    items = legend.findall("li")
+    assert [li.find("svg").tail.strip() for li in items] == ["red", "green", "blue", "luminance"]
+    assert [li.find("svg/line").get("stroke-dasharray") is not None for li in items] == [
+        False, False, False, True]
 
 
 def test_histogram_svg_bad_input():
@@ -49,8 +88,10 @@ def test_histogram_svg_bad_input():
         histogram_svg(torch.full((4, 8), float("nan")))
     with pytest.raises(TypeError, match="counts: expected a torch.Tensor"):
         histogram_svg([[0] * 8] * 4)
-    with pytest.raises(ValueError, match=r"width: expected an int in \[16, inf\], got 3"):
+    with pytest.raises(ValueError, match=r"width: expected an int in \[160, inf\], got 3"):
         histogram_svg(torch.zeros(4, 8), width=3)
+    with pytest.raises(ValueError, match="scale: expected one of linear, log, both, got 'ln'"):
+        histogram_svg(torch.zeros(4, 8), scale="ln")
 
 
 @pytest.mark.parametrize("k", [1, 10, 23])
@@ -69,6 +110,16 @@ def test_swatches_svg_grid(k, device):
     texts = [t.text for t in root.findall(SVG + "text")]
     assert texts[0::2] == hexes and texts[1::2] == captions  # escaped, read back intact
     _no_external_refs(svg)
+
+
+def test_swatches_svg_cells_fit_long_captions():
+    captions = ["", "ΔE 41.1 < JND", "ΔE 2.2 < JND"]
+    root = ET.fromstring(swatches_svg(torch.rand(3, 3), size=20, captions=captions))
+    xs = [float(t.get("x")) for t in root.findall(SVG + "text")][1::2]
+    font = float(root.get("font-size"))
+    widest = 0.62 * font * max(map(len, captions))
+    assert all(b - a >= widest for a, b in zip(xs, xs[1:]))  # centres a full text apart
+    assert float(root.get("width")) >= 3 * widest
 
 
 def test_swatches_svg_without_labels():

@@ -43,7 +43,9 @@ from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of th
     shard,
     write_atomic,
 )
-from .palette_files import FORMATS, format_palettes, load_palette, rgb255
+from .palette_files import FORMATS, format_palettes, load_palette
+from .terminal import color_mode as _use_color
+from .terminal import swatches
 
 # ----------------------------------------------------------------------------- helpers
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -79,24 +81,6 @@ def _existing_file(path: str, name: str = "IMAGE") -> Path:
     if not p.is_file():
         raise UsageError(f"{name}: expected an existing file, got {path!r}")
     return p
-
-
-def _use_color(stream) -> bool:
-    """Truecolor escapes only where asked for (FORCE_COLOR) or where the terminal says so."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    tty = getattr(stream, "isatty", lambda: False)()
-    return tty and os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit")
-
-
-def swatches(colors: Tensor, *, use_color: bool, width: int = 2) -> str:
-    """Colours ``[K, 3]`` as one line: truecolor blocks, or space-separated hex codes."""
-    if not use_color:
-        return " ".join(tp.to_hex(colors.detach().float().cpu()))
-    rgbs = rgb255(colors)
-    return "".join(f"\x1b[48;2;{r};{g};{b}m{' ' * width}" for r, g, b in rgbs) + "\x1b[0m"
 
 
 # ----------------------------------------------------------------------------- commands
@@ -173,6 +157,8 @@ def cmd_report(args) -> int:
     print(f"{path.name}: {rep.width}x{rep.height}, report written to {out}")
     print(f"dominant colours ({len(rep.dominant)}): {swatches(rep.dominant_sorted, use_color=use_color)}")
     print(f"k-means palette ({len(rep.palette)}): {swatches(rep.palette_sorted, use_color=use_color)}")
+    for note in rep.notes:
+        print(f"note: {note}")
     n_close = int((rep.dominant_de < tp.JND).sum())
     print(f"sorted dominant neighbours under the JND ({tp.JND}): {n_close}")
     for r in rep.reductions:

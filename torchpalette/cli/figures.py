@@ -8,6 +8,7 @@ below it. :func:`swatches_image` renders the same grid, without text, as a uint8
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -16,9 +17,15 @@ from torch import Tensor
 
 from torchpalette import to_hex
 
-__all__ = ["histogram_svg", "swatches_svg", "swatches_image"]
+__all__ = ["histogram_svg", "histogram_legend", "swatches_svg", "swatches_image"]
 
-_CURVES = (("R", "#e03030"), ("G", "#20a040"), ("B", "#3060e0"), ("luminance", "#404040"))
+_CURVES = (("red", "#d62728", ""), ("green", "#2ca02c", ""), ("blue", "#1f5fd6", ""),
+           ("luminance", "#333333", "6 3"))  # luminance dashed: told apart in grey print
+_SCALES = ("linear", "log", "both")
+# plot box inside the drawing: room on the left for count ticks and the axis title, below for
+# level ticks and the axis title, at up to twice the default font size (pages enlarge the text
+# when the drawing is shown narrow, so it stays readable on a phone)
+_LEFT, _RIGHT, _TOP, _BOTTOM = 118, 34, 18, 82
 
 
 def _shape(shape) -> str:
@@ -43,22 +50,95 @@ def _check_int(value, name: str, low: int) -> int:
     return value
 
 
-def histogram_svg(counts: Tensor, *, width: int = 512, height: int = 160) -> str:
-    """Draw a ``histogram()`` result as R, G, B and luminance curves in an SVG.
+def _compact(n: float) -> str:
+    """Tick label: 950, 12k, 1.5M (short, so it fits the left margin)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def _linear_ticks(peak: float) -> list[float]:
+    """0 and multiples of a 1-2-5 step, at most about 5 ticks up to ``peak``."""
+    step = 1.0
+    while peak / step > 5:
+        for m in (2, 2.5, 2):  # 1 -> 2 -> 5 -> 10 -> 20 ...
+            step *= m
+            if peak / step <= 5:
+                break
+    return [i * step for i in range(int(peak // step) + 1)]
+
+
+def _scale_group(c: Tensor, scale: str, w: int, h: int, peak: float) -> str:
+    """One ``<g>``: y ticks, grid lines and the four curves for a linear or log count axis."""
+    pw, ph = w - _LEFT - _RIGHT, h - _TOP - _BOTTOM
+    if scale == "log":  # log10(1 + n) keeps empty bins at 0 and is exact at the ticks' scale
+        def y(n: float) -> float:
+            return _TOP + ph * (1 - math.log10(1 + n) / math.log10(1 + peak))
+        ticks = [10.0 ** e for e in range(int(math.log10(peak)) + 1)]  # 0 is the x axis
+    else:
+        def y(n: float) -> float:
+            return _TOP + ph * (1 - n / peak)
+        ticks = _linear_ticks(peak)
+    parts = [f'<g class="scale-{scale}">']
+    for t in ticks:
+        ty = round(y(t), 2)
+        parts.append(f'<line x1="{_LEFT}" x2="{w - _RIGHT}" y1="{ty}" y2="{ty}" '
+                     f'stroke="#e4e4e4"/><text x="{_LEFT - 8}" y="{ty}" text-anchor="end" '
+                     f'dominant-baseline="middle">{_compact(t)}</text>')
+    bins = c.shape[1]
+    xs = [round(_LEFT + i * pw / (bins - 1), 2) for i in range(bins)]
+    for (name, stroke, dash), row in zip(_CURVES, c.tolist()):
+        pts = " ".join(f"{x},{round(y(n), 2)}" for x, n in zip(xs, row))
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(f'<polyline fill="none" stroke="{stroke}" stroke-width="1.5"{dashes} '
+                     f'points="{pts}"><title>{name}</title></polyline>')
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _x_axis(w: int, h: int, bins: int) -> str:
+    """Level ticks 0, 64, 128, 192, 255 under the plot, and both axis titles."""
+    pw, base = w - _LEFT - _RIGHT, h - _BOTTOM
+    parts = [f'<line x1="{_LEFT}" x2="{w - _RIGHT}" y1="{base}" y2="{base}" stroke="#555"/>',
+             f'<line x1="{_LEFT}" x2="{_LEFT}" y1="{_TOP}" y2="{base}" stroke="#555"/>']
+    for level in (0, 64, 128, 192, 255):
+        tx = round(_LEFT + pw * min(level * bins // 256, bins - 1) / (bins - 1), 2)
+        parts.append(f'<line x1="{tx}" x2="{tx}" y1="{base}" y2="{base + 4}" stroke="#555"/>'
+                     f'<text x="{tx}" y="{base + 7}" text-anchor="middle" '
+                     f'dominant-baseline="hanging">{level}</text>')
+    parts.append(f'<text x="{_LEFT + pw / 2}" y="{h - 4}" text-anchor="middle">level (0-255)'
+                 "</text>")
+    # "hanging" puts the rotated title's glyphs right of x = 4, whatever the font size
+    parts.append(f'<text transform="translate(4 {_TOP + (base - _TOP) / 2}) rotate(-90)" '
+                 'text-anchor="middle" dominant-baseline="hanging">pixels</text>')
+    return "".join(parts)
+
+
+def histogram_svg(counts: Tensor, *, width: int = 900, height: int = 320,
+                  scale: str = "linear") -> str:
+    """Draw a ``histogram()`` result as R, G, B and (dashed) luminance curves with axes.
+
+    The drawing has a ``viewBox``, so CSS ``width: 100%; height: auto`` scales it to any page
+    width. The legend is :func:`histogram_legend` (HTML, so it reflows on narrow pages).
 
     Args:
         counts: ``[4, bins]`` non-negative counts (rows R, G, B, luminance), as returned by
             :func:`torchpalette.histogram` for one image.
-        width: drawing width in pixels, >= 16.
-        height: drawing height in pixels, >= 16.
+        width: drawing width in pixels, >= 160.
+        height: drawing height in pixels, >= 120.
+        scale: count axis ``"linear"``, ``"log"`` (``log10(1 + count)``, so a spike does not
+            flatten the rest) or ``"both"``: two groups of class ``scale-linear`` and
+            ``scale-log`` that a page shows one at a time.
 
     Returns:
-        An ``<svg>`` string: four polylines, each scaled to the largest count of all rows.
+        An ``<svg>`` string: axes with ticks and titles, and four polylines per scale, each
+        scaled to the largest count of all rows.
 
     Raises:
         TypeError: ``counts`` not a tensor, or non-int ``width``/``height``.
         ValueError: shape not ``[4, bins]`` with bins >= 2, negative or non-finite counts,
-            or a size below 16.
+            a size below the minimum, or an unknown ``scale``.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -66,11 +146,15 @@ def histogram_svg(counts: Tensor, *, width: int = 512, height: int = 160) -> str
         >>> svg = histogram_svg(tp.histogram(torch.zeros(3, 4, 4, dtype=torch.uint8), bins=8))
         >>> svg.startswith("<svg") and svg.count("<polyline") == 4
         True
+        >>> histogram_svg(torch.ones(4, 8), scale="both").count("<polyline")
+        8
     """
     if not isinstance(counts, Tensor):
         raise TypeError(f"counts: expected a torch.Tensor, got {type(counts).__name__}")
-    width = _check_int(width, "width", 16)
-    height = _check_int(height, "height", 16)
+    width = _check_int(width, "width", 160)
+    height = _check_int(height, "height", 120)
+    if scale not in _SCALES:
+        raise ValueError(f"scale: expected one of {', '.join(_SCALES)}, got {scale!r}")
     if counts.ndim != 2 or counts.shape[0] != 4 or counts.shape[1] < 2:
         raise ValueError(f"counts: expected shape [4, bins] with bins >= 2, got "
                          f"{_shape(counts.shape)}")
@@ -80,20 +164,32 @@ def histogram_svg(counts: Tensor, *, width: int = 512, height: int = 160) -> str
     if bool((c < 0).any()):
         raise ValueError("counts: expected non-negative counts, got a negative value")
     peak = max(float(c.max()), 1.0)
-    bins = c.shape[1]
-    xs = [round(i * (width - 1) / (bins - 1), 2) for i in range(bins)]
-    parts = [
+    scales = ("linear", "log") if scale == "both" else (scale,)
+    return "".join([
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="colour histogram">',
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="colour histogram" '
+        'font-family="sans-serif" font-size="14" fill="#333">',
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-    ]
-    for (name, stroke), row in zip(_CURVES, c.tolist()):
-        pts = " ".join(f"{x},{round((height - 1) * (1 - n / peak), 2)}" for x, n in zip(xs, row))
-        dash = ' stroke-dasharray="4 2"' if name == "luminance" else ""
-        parts.append(f'<polyline fill="none" stroke="{stroke}" stroke-width="1.5"{dash} '
-                     f'points="{pts}"><title>{name}</title></polyline>')
-    parts.append("</svg>")
-    return "".join(parts)
+        *(_scale_group(c, s, width, height, peak) for s in scales),
+        _x_axis(width, height, c.shape[1]),
+        "</svg>",
+    ])
+
+
+def histogram_legend() -> str:
+    """The histogram's legend as HTML: a short line sample (dashed for luminance) per curve.
+
+    Example:
+        >>> from torchpalette.cli.figures import histogram_legend
+        >>> histogram_legend().count("<li>")
+        4
+    """
+    items = "".join(
+        f'<li><svg viewBox="0 0 28 8" width="28" height="8" aria-hidden="true"><line x1="0" '
+        f'x2="28" y1="4" y2="4" stroke="{stroke}" stroke-width="2"'
+        + (f' stroke-dasharray="{dash}"' if dash else "") + f"/></svg> {name}</li>"
+        for name, stroke, dash in _CURVES)
+    return f'<ul class="legend">{items}</ul>'
 
 
 def swatches_svg(
@@ -115,7 +211,8 @@ def swatches_svg(
             colour); text is XML-escaped.
 
     Returns:
-        An ``<svg>`` string with one ``<rect>`` per colour (its hex code as tooltip).
+        An ``<svg>`` string with one ``<rect>`` per colour (its hex code as tooltip); each
+        cell is as wide as its longest text line, so labels never overlap.
 
     Raises:
         TypeError: ``colors`` not a float tensor, or bad types of the other arguments.
@@ -144,7 +241,11 @@ def swatches_svg(
     font = max(8, size // 5)
     lines = int(labels) + int(captions is not None)
     gap = 4
-    cell_w, cell_h = size + gap, size + gap + lines * (font + 2)
+    # cells as wide as the longest text line (monospace advance <= 0.62 em), so labels of
+    # neighbouring swatches can never overlap however long a caption is
+    texts = (hexes if labels else []) + ([str(c) for c in captions] if captions else [])
+    text_w = math.ceil(0.62 * font * max((len(t) for t in texts), default=0))
+    cell_w, cell_h = max(size, text_w) + gap, size + gap + lines * (font + 2)
     cols = min(per_row, k)
     rows = -(-k // per_row)
     width, height = cols * cell_w, rows * cell_h
@@ -154,7 +255,8 @@ def swatches_svg(
         f'font-family="monospace" font-size="{font}" text-anchor="middle">'
     ]
     for i, hx in enumerate(hexes):
-        x, y = (i % per_row) * cell_w + gap // 2, (i // per_row) * cell_h + gap // 2
+        x = (i % per_row) * cell_w + (cell_w - size) // 2
+        y = (i // per_row) * cell_h + gap // 2
         parts.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="{hx}" '
                      f'stroke="#888888" stroke-width="0.5"><title>{hx}</title></rect>')
         text_y = y + size + font

@@ -1,12 +1,23 @@
-"""The colour notebook of one image as a single self-contained HTML file.
+"""The colour notebook of one image, analysed at a bounded cost, for a self-contained HTML page.
 
 :func:`make_report` computes everything the notebook shows, in its order: the image and its
 size, the channel histogram, the dominant colours (3-D histogram), the same colours sorted
 perceptually, the CIEDE2000 difference between sorted neighbours (pairs under the just
 noticeable difference, JND = 2.3, flagged), the k-means palette (sorted) with its neighbour
-differences, and the image reduced to 2, 4, 8, 16, 32 and 64 colours with each one's mean
-CIEDE2000 to the original and its size as an indexed PNG. :func:`render_html` turns that into
-one HTML page whose pictures are inline (data URIs and SVG): it makes no external request.
+differences, and the image reduced to 2, 4, 8, 16, 32 and 64 colours, plain and with each
+dither of :data:`DITHERS`, with each one's mean CIEDE2000 to the original, its palette and its
+size as an indexed PNG. :func:`~torchpalette.cli.report_html.render_html` turns that into one
+HTML page that makes no external request.
+
+Any image size: the counting sections (histogram, dominant colours) count every pixel of the
+decoded image, the histogram in bands of rows so its scratch memory stays small; the k-means
+palette, the reductions and the pictures shown use the image resized (antialiased) to at most
+:data:`ANALYSIS_PIXELS` pixels, as the notebook resizes before k-means. A 48-megapixel JPEG then
+costs its decoded pixels plus a few hundred megabytes.
+
+Degenerate images (one colour, 1x1) and one-colour settings (``colors=1``, ``top_n=1``) give
+a report whose two-colour sections say why they are empty. Library warnings (e.g. fewer
+distinct colours than asked) become notes in the report instead of raw ``UserWarning`` lines.
 
 Reports carry a ``<meta name="generator" content="torchpalette-report">`` mark, so
 :func:`write_report` can replace an earlier report but refuses any other file unless forced.
@@ -14,49 +25,54 @@ Reports carry a ``<meta name="generator" content="torchpalette-report">`` mark, 
 
 from __future__ import annotations
 
-import base64
-import html
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from torchpalette import (
-    JND,
-    adjacent_delta_e,
-    apply_palette,
-    delta_e,
-    dominant_colors,
-    histogram,
-    palette,
-    read_image,
-    sort_colors,
-    to_hex,
-    write_image,
-)
+import torchpalette as tp
 from torchpalette.io import SAMPLE
 
-from .figures import histogram_svg, swatches_svg
+from .report_html import MARK, render_html
 
 __all__ = ["Report", "Reduction", "make_report", "render_html", "write_report",
-           "check_can_write", "MARK", "REDUCED_COLORS"]
+           "check_can_write", "analysis_size", "MARK", "REDUCED_COLORS", "DITHERS",
+           "ANALYSIS_PIXELS", "SAMPLE"]
 
-MARK = '<meta name="generator" content="torchpalette-report">'
 REDUCED_COLORS = (2, 4, 8, 16, 32, 64)
+# every dither shown next to the plain reduction; add "floyd-steinberg" here once it exists
+DITHERS = ("ordered",)
+ANALYSIS_PIXELS = 512 * 512  # the bundled sample is analysed at full size
+_BAND_PIXELS = 1 << 21  # histogram scratch is ~40 bytes a pixel: count 2M pixels at a time
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
          ".webp": "image/webp", ".bmp": "image/bmp", ".gif": "image/gif"}
 
 
 @dataclass
 class Reduction:
-    """The image reduced to ``colors`` colours: its indexed PNG bytes and mean ΔE00."""
+    """The analysed image reduced to ``colors`` colours with ``dither``.
+
+    Attributes:
+        colors: the number of colours asked for.
+        png: indexed PNG bytes of the reduced image.
+        mean_de: mean CIEDE2000 to the analysed image over its opaque pixels.
+        dither: ``"none"`` or a member of :data:`DITHERS`.
+        palette: ``[K, 3]`` float sRGB, the colours actually used (``K <= colors``).
+        weights: ``[K]`` share of the pixels of each colour in the k-means fit.
+    """
 
     colors: int
     png: bytes
     mean_de: float
+    dither: str = "none"
+    palette: Tensor = field(default_factory=lambda: torch.zeros(0, 3))
+    weights: Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def png_bytes(self) -> int:
@@ -65,52 +81,182 @@ class Reduction:
 
 @dataclass
 class Report:
-    """Everything the report shows (CPU tensors; colours ``[K, 3]`` sRGB float)."""
+    """Everything the report shows (CPU tensors; colours ``[K, 3]`` float sRGB in [0, 1])."""
 
     name: str
-    width: int
+    width: int  # of the decoded image
     height: int
-    original: bytes
+    analysed_width: int  # of the image the palette, reductions and pictures use
+    analysed_height: int
+    original: bytes  # picture shown: the file itself, or the analysed image as PNG/JPEG
     original_mime: str
-    histogram: Tensor  # [4, bins] R, G, B, luminance counts
+    original_bytes: int  # size of the image file (of a PNG of it for a tensor source)
+    reference_png_bytes: int  # truecolour PNG of the analysed image, to compare with
+    histogram: Tensor  # [4, bins] R, G, B, luminance counts of every pixel
     dominant: Tensor  # [N, 3] by count
     dominant_weights: Tensor  # [N]
     dominant_sorted: Tensor  # [N, 3]
-    dominant_de: Tensor  # [N - 1] ΔE00 between sorted neighbours
-    palette: Tensor  # [K, 3] by weight
+    dominant_sorted_weights: Tensor  # [N]
+    dominant_de: Tensor  # [N - 1] ΔE00 between sorted neighbours ([0] for one colour)
+    palette: Tensor  # [K, 3] by weight, colours of weight 0 dropped
+    palette_weights: Tensor  # [K]
     palette_sorted: Tensor  # [K, 3]
+    palette_sorted_weights: Tensor  # [K]
     palette_de: Tensor  # [K - 1]
-    reductions: list[Reduction]
-
-    @property
-    def original_bytes(self) -> int:
-        return len(self.original)
+    reductions: list[Reduction]  # plain, one per REDUCED_COLORS entry
+    dithered: list[Reduction] = field(default_factory=list)  # per count, one per DITHERS
+    notes: list[str] = field(default_factory=list)  # library warnings and size decisions
 
 
-def _png_bytes(image: Tensor, colors: Tensor | None) -> bytes:
+def analysis_size(height: int, width: int, max_pixels: int = ANALYSIS_PIXELS) -> tuple[int, int]:
+    """The ``(height, width)`` an image is analysed at: the same aspect, at most ``max_pixels``.
+
+    Args:
+        height: image height, >= 1.
+        width: image width, >= 1.
+        max_pixels: pixel budget, >= 1.
+
+    Returns:
+        ``(h, w)`` with ``h * w <= max_pixels``, each >= 1; the input size when it fits.
+
+    Example:
+        >>> from torchpalette.cli.report import analysis_size
+        >>> analysis_size(6000, 8000), analysis_size(512, 512), analysis_size(1, 10**7)
+        ((443, 591), (512, 512), (1, 262144))
+    """
+    if height * width <= max_pixels:
+        return height, width
+    s = math.sqrt(max_pixels / (height * width))
+    h, w = max(1, int(height * s)), max(1, int(width * s))
+    while h * w > max_pixels:  # the max(1, .) of a very thin image can overshoot
+        w = max_pixels // h
+    return h, w
+
+
+def _resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 ``[C, H, W]`` -> uint8 ``[C, h, w]``, antialiased (area-like) when shrinking."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    x = image[None]
+    if x.device.type != "cpu":  # uint8 antialiased resizing exists on the CPU only
+        x = x.float()
+    out = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)[0] if out.is_floating_point() else out[0]
+
+
+def _banded_histogram(image: Tensor) -> Tensor:
+    """``tp.histogram`` of every pixel of ``[C, H, W]``, counted a band of rows at a time (the
+    counts add up), so a 48-megapixel image needs no gigabytes of scratch."""
+    rows = max(1, _BAND_PIXELS // image.shape[-1])
+    return sum(tp.histogram(image[:, r:r + rows]) for r in range(0, image.shape[-2], rows))
+
+
+def _png(image: Tensor, palette: Tensor | None = None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="torchpalette-") as tmp:
         path = Path(tmp) / "image.png"
-        write_image(image.cpu(), path, palette=None if colors is None else colors.cpu())
+        tp.write_image(image.cpu(), path, palette=None if palette is None else palette.cpu())
         return path.read_bytes()
 
 
-def _pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Image ``[..., 3|4, H, W]`` -> (float colours ``[..., H*W, 3]``, opaque weights or None)."""
-    x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    colors = x[..., :3, :, :].flatten(-2).transpose(-1, -2)
-    weights = (x[..., 3, :, :].flatten(-2) > 0).float() if x.shape[-3] == 4 else None
-    return colors, weights
+def _jpeg(image: Tensor) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="torchpalette-") as tmp:
+        path = Path(tmp) / "image.jpg"
+        tp.write_image(image.cpu(), path)
+        return path.read_bytes()
 
 
-def _mean_de(image: Tensor, reduced: Tensor) -> Tensor:
-    """Mean ΔE00 per reduced image ``[R, C, H, W]`` to ``image`` ``[C, H, W]`` over pixels that
-    are not fully transparent."""
-    a, w = _pixels(image)
-    b, _ = _pixels(reduced)
-    de = delta_e(a.expand_as(b), b)  # [R, H*W]
-    if w is None:
-        return de.mean(-1)
-    return (de * w).sum(-1) / w.sum().clamp_min(1)
+def _rgb24(image: Tensor) -> Tensor:
+    """uint8 ``[C, H, W]`` -> ``[H*W]`` int64 codes ``r << 16 | g << 8 | b``."""
+    x = image[:3].flatten(1).long()
+    return x[0] << 16 | x[1] << 8 | x[2]
+
+
+def _mean_de(image: Tensor, reduced: Tensor) -> float:
+    """Mean ΔE00 of ``reduced`` to ``image`` (uint8 ``[C, H, W]``) over pixels that are not
+    fully transparent: exact, but each distinct (original, reduced) colour pair is computed
+    once and weighted by its pixel count (a reduced image has few colours, so pairs repeat)."""
+    key = _rgb24(image) << 24 | _rgb24(reduced)
+    if image.shape[0] == 4:
+        key = key[image[3].flatten() > 0]
+    if key.numel() == 0:
+        return 0.0
+    pairs, counts = torch.unique(key, return_counts=True)
+
+    def rgb(code: Tensor) -> Tensor:
+        return torch.stack([code >> 16 & 255, code >> 8 & 255, code & 255], -1).float() / 255
+
+    de = tp.delta_e(rgb(pairs >> 24), rgb(pairs & 0xFFFFFF))
+    return float((de * counts).sum() / counts.sum())
+
+
+def _used(pal: tp.Palette) -> tuple[Tensor, Tensor]:
+    """Palette colours of weight > 0 only (the library pads an image of few colours with
+    weight-0 duplicates), rounded to 8 bits as an indexed PNG stores them."""
+    keep = pal.weights > 0
+    keep[0] = True  # weights sort descending: the first always stays
+    return pal.colors[keep].mul(255).round().div(255), pal.weights[keep]
+
+
+def _sorted_with_de(colors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Perceptually sorted colours and weights, and ΔE00 between neighbours (``[0]`` when
+    there is only one colour: ``adjacent_delta_e`` needs two)."""
+    order = tp.sort_colors(colors)[1]
+    s = colors[order]
+    de = tp.adjacent_delta_e(s) if len(s) > 1 else s.new_zeros(0)
+    return s, weights[order], de
+
+
+def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
+    """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all."""
+    colors, weights = _used(tp.palette(work, k=n, seed=seed))
+    out = []
+    for dither in ("none", *DITHERS):
+        reduced = tp.apply_palette(work, colors, dither=dither)
+        out.append(Reduction(n, _png(reduced, colors), _mean_de(work, reduced), dither,
+                             colors.cpu(), weights.cpu()))
+    return out
+
+
+def _load(source: str | os.PathLike | Tensor, device) -> tuple[Tensor, Path | None]:
+    if isinstance(source, Tensor):
+        if source.dtype != torch.uint8 or source.ndim != 3 or source.shape[0] not in (3, 4):
+            raise ValueError(f"source: expected a uint8 image [3|4, H, W], got {source.dtype} "
+                             f"{list(source.shape)}")
+        return source.to(device), None
+    path = Path(source)
+    return tp.read_image(path).to(device), path
+
+
+def _shown(image: Tensor, work: Tensor, path: Path | None) -> tuple[bytes, str, int]:
+    """Picture of the image section: the file itself when it is analysed at full size in a
+    format browsers show, else the analysed image (JPEG when opaque: a fraction of a PNG)."""
+    mime = _MIME.get(path.suffix.lower()) if path is not None else None
+    file_bytes = path.stat().st_size if path is not None else len(_png(image))
+    if mime and work.shape == image.shape:
+        return path.read_bytes(), mime, file_bytes
+    if work.shape[0] == 3 and work.shape[-1] * work.shape[-2] > 4096:
+        return _jpeg(work), "image/jpeg", file_bytes
+    return _png(work), "image/png", file_bytes
+
+
+def _notes(caught: list[warnings.WarningMessage], image: Tensor, work: Tensor) -> list[str]:
+    """One line per distinct warning, plus what was analysed at which size."""
+    notes = []
+    if work.shape != image.shape:
+        notes.append(f"Large image: the histogram and dominant colours count all "
+                     f"{image.shape[-1]} x {image.shape[-2]} pixels; the k-means palette, the "
+                     f"reductions and the pictures use it resized to {work.shape[-1]} x "
+                     f"{work.shape[-2]} (at most {ANALYSIS_PIXELS:,} pixels).")
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if "fewer distinct colours than k" in text:
+            text = ("The image has fewer distinct colours than some palette sizes asked for: "
+                    "those palettes show only the colours that exist.")
+        if text not in seen:
+            seen.add(text)
+            notes.append(text)
+    return notes
 
 
 def make_report(
@@ -121,22 +267,26 @@ def make_report(
     device: torch.device | str = "cpu",
     reduced: tuple[int, ...] = REDUCED_COLORS,
     seed: int = 0,
+    max_pixels: int = ANALYSIS_PIXELS,
 ) -> Report:
-    """Compute every section of the report for the image at ``path``.
+    """Compute every section of the report for an image.
 
     Args:
-        source: an image file (png, jpg, webp, bmp, tiff), or a uint8 image ``[3|4, H, W]``.
-        top_n: number of dominant colours.
-        colors: size of the k-means palette.
+        source: an image file (png, jpg, webp, bmp, tiff, gif), or a uint8 image
+            ``[3|4, H, W]``.
+        top_n: number of dominant colours, >= 1.
+        colors: size of the k-means palette, >= 1.
         device: where the computation runs.
         reduced: colour counts of the reduced images.
         seed: k-means seed.
+        max_pixels: pixel budget of the analysed image (k-means, reductions, pictures).
 
     Returns:
-        A :class:`Report` of CPU tensors.
+        A :class:`Report` of CPU tensors; library warnings are in ``notes``, never raised.
 
     Raises:
         ValueError: unreadable image or bad sizes (from the functions called).
+        FileNotFoundError: ``source`` does not exist.
 
     Example:
         >>> import torch
@@ -145,109 +295,35 @@ def make_report(
         >>> rep = make_report(image, top_n=4, colors=4, reduced=(2, 4))
         >>> [r.colors for r in rep.reductions], rep.palette.shape, "<svg" in render_html(rep)
         ([2, 4], torch.Size([4, 3]), True)
+        >>> make_report(torch.zeros(3, 1, 1, dtype=torch.uint8), colors=1).palette_de.shape
+        torch.Size([0])
     """
-    if isinstance(source, Tensor):
-        path, image = None, source.to(device)
-        if image.dtype != torch.uint8 or image.ndim != 3:
-            raise ValueError(f"source: expected a uint8 image [3|4, H, W], got {image.dtype} "
-                             f"{list(image.shape)}")
-    else:
-        path = Path(source)
-        image = read_image(path).to(device)
-    hist = histogram(image)
-    dom = dominant_colors(image, top_n=top_n)
-    dom_sorted, _ = sort_colors(dom.colors)
-    pal = palette(image, k=colors, seed=seed)
-    pal_sorted, _ = sort_colors(pal.colors)
-    reductions, outs = [], []
-    for n in reduced:
-        colors8 = palette(image, k=n, seed=seed).colors.mul(255).round().div(255)  # PNG's grid
-        out = apply_palette(image, colors8)
-        outs.append(out)
-        reductions.append(Reduction(n, _png_bytes(out, colors8), 0.0))
-    for r, d in zip(reductions, _mean_de(image, torch.stack(outs)).tolist()):
-        r.mean_de = d
-    mime = _MIME.get(path.suffix.lower()) if path is not None else None
-    original = path.read_bytes() if mime else _png_bytes(image, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, path = _load(source, device)
+        work = _resize(image, analysis_size(*image.shape[-2:], max_pixels))
+        dom = tp.dominant_colors(image, top_n=top_n)
+        dom_sorted, dom_sorted_w, dom_de = _sorted_with_de(dom.colors, dom.weights)
+        pal_colors, pal_weights = _used(tp.palette(work, k=colors, seed=seed))
+        pal_sorted, pal_sorted_w, pal_de = _sorted_with_de(pal_colors, pal_weights)
+        plain, dithered = [], []
+        for n in reduced:
+            first, *rest = _reduce(work, n, seed)
+            plain.append(first)
+            dithered.extend(rest)
+        shown, mime, file_bytes = _shown(image, work, path)
+        hist = _banded_histogram(image)
     return Report(
-        name=path.name if path is not None else "image", width=image.shape[-1], height=image.shape[-2], original=original,
-        original_mime=mime or "image/png", histogram=hist.cpu(), dominant=dom.colors.cpu(),
+        name=path.name if path is not None else "image", width=image.shape[-1],
+        height=image.shape[-2], analysed_width=work.shape[-1], analysed_height=work.shape[-2],
+        original=shown, original_mime=mime, original_bytes=file_bytes,
+        reference_png_bytes=len(_png(work)), histogram=hist.cpu(), dominant=dom.colors.cpu(),
         dominant_weights=dom.weights.cpu(), dominant_sorted=dom_sorted.cpu(),
-        dominant_de=adjacent_delta_e(dom_sorted).cpu(), palette=pal.colors.cpu(),
-        palette_sorted=pal_sorted.cpu(), palette_de=adjacent_delta_e(pal_sorted).cpu(),
-        reductions=reductions)
-
-
-# ----------------------------------------------------------------------------- HTML
-def _hex(c: Tensor) -> str:
-    return to_hex(c.float().clamp(0, 1))
-
-
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _swatches(colors: Tensor, captions: list[str] | None = None) -> str:
-    return f'<div class="swatches">{swatches_svg(colors.float(), per_row=10, captions=captions)}</div>'
-
-
-def _de_captions(de: Tensor) -> list[str]:
-    """Caption per swatch: ΔE00 to the previous colour, "< JND" where under 2.3."""
-    return [""] + [f"ΔE {d:.1f}" + (" < JND" if d < JND else "") for d in de.tolist()]
-
-
-def _neighbour_table(colors: Tensor, de: Tensor) -> str:
-    rows = []
-    for i, d in enumerate(de.tolist()):
-        a, b = _hex(colors[i]), _hex(colors[i + 1])
-        flag = ' class="jnd"' if d < JND else ""
-        mark = "under JND" if d < JND else ""
-        rows.append(f"<tr{flag}><td><i style=\"background:{a}\"></i>{a}</td>"
-                    f"<td><i style=\"background:{b}\"></i>{b}</td><td>{d:.2f}</td><td>{mark}</td></tr>")
-    n = int((de < JND).sum())
-    return (f"<p>{n} of {len(rows)} neighbouring pairs are under the JND ({JND}).</p>"
-            f'<table class="de"><tr><th>colour</th><th>next</th><th>ΔE00</th><th></th></tr>'
-            f'{"".join(rows)}</table>')
-
-
-_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h2{margin-top:2em;border-bottom:1px solid #ddd}
-table.de{border-collapse:collapse;font:12px monospace}table.de td,table.de th{padding:2px 8px}
-table.de i{display:inline-block;width:14px;height:14px;margin-right:4px;vertical-align:middle}
-tr.jnd{background:#fff3c4}
-.grid{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}
-.grid figure{margin:0}.grid img,.original img{max-width:100%;image-rendering:pixelated}"""
-
-
-def render_html(rep: Report) -> str:
-    """The report as one self-contained HTML page (no external requests)."""
-    name = html.escape(rep.name)
-    pct = [f"{100 * w:.1f}%" for w in rep.dominant_weights.tolist()]
-    figures = "".join(
-        f'<figure class="reduced"><img alt="{r.colors} colours" '
-        f'src="{_data_uri(r.png, "image/png")}"><figcaption>{r.colors} colours: mean ΔE00 '
-        f"{r.mean_de:.2f}; indexed PNG {r.png_bytes / 1024:.1f} KiB vs original "
-        f"{rep.original_bytes / 1024:.1f} KiB ({100 * r.png_bytes / max(rep.original_bytes, 1):.0f}%)"
-        f"</figcaption></figure>" for r in rep.reductions)
-    sections = [
-        ("image", "Image", f'<div class="original"><img alt="{name}" src="'
-         f'{_data_uri(rep.original, rep.original_mime)}"></div><p>{name}: {rep.width} x '
-         f"{rep.height} pixels, {rep.original_bytes / 1024:.1f} KiB</p>"),
-        ("histogram", "Channel histogram", histogram_svg(rep.histogram)
-         + "<p>red, green, blue and luminance counts</p>"),
-        ("dominant", f"{len(rep.dominant)} dominant colours", _swatches(rep.dominant, pct)),
-        ("sorted", "Dominant colours, sorted", _swatches(rep.dominant_sorted, _de_captions(rep.dominant_de))),
-        ("neighbours", "ΔE00 between sorted neighbours",
-         _neighbour_table(rep.dominant_sorted, rep.dominant_de)),
-        ("palette", f"k-means palette ({len(rep.palette)} colours, sorted)",
-         _swatches(rep.palette_sorted, _de_captions(rep.palette_de)) + _neighbour_table(rep.palette_sorted, rep.palette_de)),
-        ("reduced", "Reduced colours", f'<div class="grid">{figures}</div>'),
-    ]
-    body = "".join(f'<section id="{sid}"><h2>{title}</h2>{content}</section>'
-                   for sid, title, content in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{MARK}'
-            f"<title>Colours of {name}</title><style>{_CSS}</style></head>"
-            f"<body><h1>Colours of {name}</h1>{body}</body></html>\n")
+        dominant_sorted_weights=dom_sorted_w.cpu(), dominant_de=dom_de.cpu(),
+        palette=pal_colors.cpu(), palette_weights=pal_weights.cpu(),
+        palette_sorted=pal_sorted.cpu(), palette_sorted_weights=pal_sorted_w.cpu(),
+        palette_de=pal_de.cpu(), reductions=plain, dithered=dithered,
+        notes=_notes(caught, image, work))
 
 
 def check_can_write(path: str | os.PathLike) -> None:
@@ -279,4 +355,3 @@ def write_report(rep: Report, path: str | os.PathLike, *, force: bool = False) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
