@@ -263,8 +263,10 @@ def test_bad_input_fast_with_grad_and_adjacent():
     a = torch.rand(3, requires_grad=True)
     with pytest.raises(ValueError, match="fast=True is forward-only"):
         tp.delta_e(a, torch.rand(3), fast=True)
-    with pytest.raises(ValueError, match=r"colors: expected at least 2 colours.*got \[1, 3\]"):
-        tp.adjacent_delta_e(torch.rand(1, 3))
+    one = tp.adjacent_delta_e(torch.rand(2, 1, 3))  # one colour: no neighbours, no error
+    assert one.shape == (2, 0) and one.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"expected values in \[0, 1\]"):
+        tp.adjacent_delta_e(torch.full((1, 3), 2.0))  # still checked
     with pytest.raises(ValueError, match=r"colors: expected shape \[..., K, 3\], got \[3\]"):
         tp.adjacent_delta_e(torch.rand(3))
     with pytest.raises(ValueError, match=r"a: expected values in \[0, 1\]"):

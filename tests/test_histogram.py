@@ -325,3 +325,13 @@ def test_triton_path_equals_torch_path_on_cuda(bins, sample_path):
     assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights)
     c = tp.dominant_colors(images[1].cpu(), 32, bins=bins)
     torch.testing.assert_close(a.colors[1, : c.colors.shape[0]].cpu(), c.colors, atol=0, rtol=0)
+
+
+def test_histogram_in_pixel_chunks_is_the_same(monkeypatch):
+    from torchpalette import _policy
+
+    image, _ = random_image((3,), torch.uint8, "cpu", h=17, w=13, channels=4, seed=5)
+    image[1, 3, :4] = 0  # some transparent pixels
+    whole = tp.histogram(image, bins=32)
+    monkeypatch.setattr(_policy, "HISTOGRAM_CHUNK", 3 * 50)  # 50-pixel chunks, last shorter
+    assert torch.equal(tp.histogram(image, bins=32), whole)

@@ -56,6 +56,8 @@ BIN_GROUP = 1 << 23
 BIN_GROUP_GPU = 1 << 24
 #: CPU: pixels of one large image binned at once, so a chunk's codes stay in L2.
 BIN_PIXEL_CHUNK = 1 << 18
+#: Pixels (over a batch) whose channel histograms are counted at once (~40 bytes a pixel).
+HISTOGRAM_CHUNK = 1 << 22
 #: Pixels per chunk of images when dominant colours are counted on the torch path.
 DOMINANT_IMAGE_CHUNK = 1 << 26
 #: CPU: pixels per chunk of one large image when dominant colours are counted.

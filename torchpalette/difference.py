@@ -275,15 +275,16 @@ def adjacent_delta_e(colors: Tensor, method: str = "ciede2000", space: str = "sr
     """ΔE between each colour and the next one along the list.
 
     Args:
-        colors: ``[..., K, 3]`` float colours, K >= 2.
+        colors: ``[..., K, 3]`` float colours, K >= 1.
         method: as in :func:`delta_e`.
         space: as in :func:`delta_e`.
 
     Returns:
-        ``[..., K - 1]``: ``delta_e(colors[..., i, :], colors[..., i + 1, :])``.
+        ``[..., K - 1]``: ``delta_e(colors[..., i, :], colors[..., i + 1, :])``; empty
+        ``[..., 0]`` for a single colour (a one-colour palette has no neighbours).
 
     Raises:
-        TypeError, ValueError: as :func:`delta_e`; also for K < 2.
+        TypeError, ValueError: as :func:`delta_e`.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -292,9 +293,7 @@ def adjacent_delta_e(colors: Tensor, method: str = "ciede2000", space: str = "sr
         tensor([53.3900, 46.6100])
     """
     v.check_colors(colors, "colors", min_ndim=2, check_values=False)
-    if colors.shape[-2] < 2:
-        raise ValueError(
-            f"colors: expected at least 2 colours at dim -2 of [..., K, 3], "
-            f"got {v.shape_str(colors.shape)}"
-        )
+    if colors.shape[-2] == 1:  # nothing to compare; the values are still checked
+        single = delta_e(colors, colors, method=method, space=space)  # [..., 1], zeros
+        return single[..., :0]
     return delta_e(colors[..., :-1, :], colors[..., 1:, :], method=method, space=space)

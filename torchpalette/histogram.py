@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _bins_top
+from . import _bins_top, _policy
 from . import _validate as v
 from ._image import to_levels
 from ._types import Palette
@@ -69,7 +69,8 @@ def histogram(image: Tensor, bins: int = 256) -> Tensor:
 
     Note:
         One ``bincount`` over the flat index ``(image * 4 + row) * bins + bin`` counts the whole
-        batch; transparent pixels go to a spare slot that is dropped.
+        batch (over chunks of pixels on large images, to bound memory); transparent pixels go
+        to a spare slot that is dropped.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -85,6 +86,20 @@ def histogram(image: Tensor, bins: int = 256) -> Tensor:
     bins = v.check_int(bins, "bins", low=2, high=256)
     q, opaque, batch = _flat(image)
     n_img, _, n_pix = q.shape
+    spare = n_img * 4 * bins
+    counts = torch.zeros(spare + 1, dtype=torch.int64, device=q.device)
+    step = max(1, _policy.HISTOGRAM_CHUNK // n_img)  # bounds the int32 temporaries
+    for s in range(0, n_pix, step):
+        part = None if opaque is None else opaque[:, s : s + step]
+        index = _level_index(q[..., s : s + step], part, bins)
+        counts += torch.bincount(index, minlength=spare + 1)
+    return counts[:spare].view(*batch, 4, bins)
+
+
+def _level_index(q: Tensor, opaque: Tensor | None, bins: int) -> Tensor:
+    """Levels ``[B, 3, N]`` uint8 -> flat index ``(image * 4 + row) * bins + bin`` of every
+    R, G, B and luminance level (transparent pixels -> the spare slot ``B * 4 * bins``)."""
+    n_img = q.shape[0]
     q32 = q.to(torch.int32)  # [B, 3, N]
     w = torch.tensor(LUMA_WEIGHTS, dtype=torch.int32, device=q.device)
     luma = (q32 * w[:, None]).sum(1, dtype=torch.int32).add_(32768).bitwise_right_shift_(16)
@@ -92,11 +107,9 @@ def histogram(image: Tensor, bins: int = 256) -> Tensor:
     bin_of = levels.mul_(bins).bitwise_right_shift_(8)  # floor(x * bins / 256), exact
     offset = torch.arange(n_img * 4, dtype=torch.int32, device=q.device).view(n_img, 4, 1) * bins
     index = bin_of.add_(offset)
-    spare = n_img * 4 * bins
     if opaque is not None:
-        index = torch.where(opaque[:, None, :], index, spare)
-    counts = torch.bincount(index.flatten(), minlength=spare + 1)[:spare]
-    return counts.view(*batch, 4, bins)
+        index = torch.where(opaque[:, None, :], index, n_img * 4 * bins)
+    return index.flatten()
 
 
 def dominant_colors(image: Tensor, top_n: int = 32, *, bins: int = 16) -> Palette:
