@@ -12,9 +12,16 @@ order of the colour notebook it grew from:
    :mod:`~torchpalette.nn`.
 
 The command-line app is :mod:`torchpalette.cli`, built on this API.
+
+:mod:`torchpalette.nn` (the layers, torchvision v2 Transforms) is loaded on first use of
+``tp.nn``: torchvision's transforms import ``torch._dynamo``, about a second that a user of the
+functions alone should not pay. Value checks can be turned off with :func:`set_checks`.
 """
 
-from . import nn
+import importlib
+from typing import Any
+
+from ._validate import set_checks
 from .color import lab_to_srgb, oklab_to_srgb, parse_colors, srgb_to_lab, srgb_to_oklab, to_hex
 from .difference import JND, adjacent_delta_e, delta_e
 from .histogram import dominant_colors, histogram
@@ -44,9 +51,17 @@ __all__ = [
     "parse_colors",
     "read_image",
     "reduce_colors",
+    "set_checks",
     "sort_colors",
     "srgb_to_lab",
     "srgb_to_oklab",
     "to_hex",
     "write_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``tp.nn`` imports :mod:`torchpalette.nn` on first use (see the module docstring)."""
+    if name == "nn":
+        return importlib.import_module(".nn", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,6 +34,9 @@ def single_thread_if_small(x: Tensor, work: int, limit: int) -> Iterator[None]:
     so small problems run several times faster on one thread. scikit-learn limits its BLAS
     threads inside KMeans for the same reason. The previous setting is restored on exit.
     """
+    if torch.compiler.is_compiling():  # a compiled graph leaves threads to inductor
+        yield
+        return
     old = torch.get_num_threads()
     if x.device.type != "cpu" or old <= 1 or work >= limit:
         yield
@@ -43,6 +46,23 @@ def single_thread_if_small(x: Tensor, work: int, limit: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@contextlib.contextmanager
+def no_autocast(x: Tensor) -> Iterator[None]:
+    """Run the block with autocast off on ``x``'s device: palettes, k-means and distances are
+    computed in float32 (or float64) whatever the caller's autocast region says, since bf16/fp16
+    distances flip nearest colours and the ``out=`` products refuse a lower-precision result.
+    Callers convert their outputs back to the input's dtype."""
+    kind = x.device.type if isinstance(x, Tensor) else "cpu"
+    if kind not in ("cpu", "cuda") or not torch.is_autocast_enabled(kind):
+        yield
+        return
+    with torch.autocast(kind, enabled=False):
+        yield
 
 
 # --------------------------------------------------------------------------- k-means

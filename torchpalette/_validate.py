@@ -4,11 +4,17 @@ Each check raises ``TypeError`` for a wrong type or dtype and ``ValueError`` for
 range or value, and its message names the argument, what was expected and what was given, e.g.
 ``image: expected shape [..., 3|4, H, W], got [5, 5]``. Checks that need the data (range, NaN)
 cost one reduction; they are done once per public call, never inside iterations.
+
+The value checks (NaN/inf and range, the ones that read the data back to the host) run in
+eager mode only: inside ``torch.compile`` they are skipped, so they never break a graph. They
+can be turned off for production loops with :func:`set_checks` (``torchpalette.set_checks``)
+or by starting Python with ``TORCHPALETTE_CHECKS=0``; shape, type and dtype checks always run.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,9 +32,35 @@ __all__ = [
     "check_choice",
     "check_positive",
     "shape_str",
+    "set_checks",
+    "checks_enabled",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# The one switch of the value checks (see the module docstring); read at call time.
+_CHECKS = {"values": os.environ.get("TORCHPALETTE_CHECKS", "1").strip().lower()
+           not in ("0", "false", "no", "off")}
+
+
+def set_checks(enabled: bool) -> bool:
+    """Turn the value checks (NaN/inf, range: one host read-back per call) on or off for the
+    whole process; return the previous setting. Shape, type and dtype checks always run, and
+    inside ``torch.compile`` the value checks are skipped whatever this says.
+
+    Example:
+        >>> import torchpalette as tp
+        >>> previous = tp.set_checks(False)  # e.g. in a training loop
+        >>> _ = tp.set_checks(previous)
+    """
+    previous = _CHECKS["values"]
+    _CHECKS["values"] = bool(enabled)
+    return previous
+
+
+def checks_enabled() -> bool:
+    """Whether value checks run now: switched on and not inside a ``torch.compile`` trace."""
+    return _CHECKS["values"] and not torch.compiler.is_compiling()
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -54,7 +86,10 @@ def check_data(
 ) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN/inf or (when bounds are given) values outside
     ``[low, high]``. One ``aminmax`` pass and one host sync cover all of it (NaN propagates
-    through min/max), so checking a large tensor costs a single read."""
+    through min/max), so checking a large tensor costs a single read. Skipped when
+    :func:`checks_enabled` is False (switched off, or inside ``torch.compile``)."""
+    if not checks_enabled():
+        return
     if not x.is_floating_point():
         if low is None and high is None:
             return

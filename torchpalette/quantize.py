@@ -154,6 +154,10 @@ def apply_palette(
     Returns:
         Image of the input's shape and dtype. uint8 output holds exactly the palette
         colours rounded to uint8 (``round(255 c)``), so it maps 1:1 onto palette entries.
+        The output is gathered from the palette: a palette that requires grad receives the
+        gradient of the pixels that took each colour; the image gets none (the output is
+        piecewise constant in it; the layers offer a straight-through estimator). Under
+        ``torch.autocast`` the search still runs in float32.
 
     Raises:
         TypeError: wrong types or dtypes.
@@ -176,13 +180,19 @@ def _labels(
     image: Tensor, palette: Tensor | Palette, space: str, dither: str
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Checked nearest-colour search shared by :func:`palette_indices` and
-    :func:`apply_palette`: (palette ``[B, K, 3]``, labels ``[B, H*W]``, alpha or None)."""
+    :func:`apply_palette`: (palette ``[B, K, 3]``, labels ``[B, H*W]``, alpha or None).
+
+    The search runs on detached data without autograd and outside autocast (float32
+    distances); the returned palette keeps its autograd history, so an output gathered from it
+    sends gradients to the colours used."""
     pal, batch = _check_palette(image, palette, space, dither)
     h, w = image.shape[-2:]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
     pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:])).reshape(rgb.shape[0], -1, 3)
-    return pal, _search(rgb, pal, space, dither, (h, w)), alpha
+    with torch.no_grad(), _policy.no_autocast(rgb):
+        labels = _search(rgb.detach(), pal.detach(), space, dither, (h, w))
+    return pal, labels, alpha
 
 
 def _gather(pal: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
@@ -211,7 +221,8 @@ def reduce_colors(
     Args:
         image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha passes through and
             alpha-0 pixels do not shape the palette.
-        colors: palette size (>= 1).
+        colors: palette size (>= 1); ``k=`` is accepted as an alias (the name
+            :func:`torchpalette.palette` and the CLI's ``palette -k`` use).
         space: ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"`` or ``"ordered"``.
         assign: how pixels find their colour. ``"exact"``: nearest palette colour per pixel
@@ -229,7 +240,9 @@ def reduce_colors(
             ``max_pixels``, ``bits``, k-means options).
 
     Returns:
-        Image of the input's shape and dtype with at most ``colors`` distinct colours.
+        Image of the input's shape and dtype with at most ``colors`` distinct colours. It
+        carries no gradient (piecewise constant in the image; the layers' straight-through
+        estimator passes one). Palettes and distances are float32 even under autocast.
 
     Raises:
         TypeError, ValueError: as :func:`torchpalette.palette` and :func:`apply_palette`;
@@ -248,6 +261,7 @@ def reduce_colors(
         >>> len(ref[0].flatten(1).unique(dim=1).T) <= 4
         True
     """
+    colors = _colors_alias(colors, palette_kw)
     v.check_choice(dither, "dither", DITHERS)
     v.check_choice(assign, "assign", ASSIGNS)
     method = palette_kw.pop("method", "hist")
@@ -255,21 +269,40 @@ def reduce_colors(
     v.check_image(image, "image")
     opt = check_options(
         colors, space, palette_kw.pop("max_pixels", None), palette_kw.pop("seed", 0), method,
-        palette_kw.pop("bits", DEFAULT_BITS), palette_kw,
+        palette_kw.pop("bits", DEFAULT_BITS), palette_kw, caller="reduce_colors",
     )
+    with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
+        out, alpha = _reduce(image.detach(), opt, space, dither, use_bins, assign == "refined")
+    return merge_alpha(out.reshape(*image.shape[:-3], 3, *image.shape[-2:]), alpha)
+
+
+def _colors_alias(colors: Any, palette_kw: dict[str, Any]) -> Any:
+    """``k=`` is accepted as an alias of ``colors=`` (the name :func:`torchpalette.palette`
+    uses); giving both differently is an error."""
+    if "k" not in palette_kw:
+        return colors
+    k = palette_kw.pop("k")
+    if colors != 16 and colors != k:  # 16: the default, i.e. not given
+        raise TypeError(f"reduce_colors: got colors={colors!r} and its alias k={k!r}; give one")
+    return k
+
+
+def _reduce(
+    image: Tensor, opt: Any, space: str, dither: str, use_bins: bool, refine: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Palette and assignment of :func:`reduce_colors` (checked input): (rgb ``[B, 3, P]`` of
+    the image's dtype, alpha or None)."""
     pal, binned = image_palette(image, opt, want_bin_labels=use_bins)
     h, w = image.shape[-2:]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
     table = pal.colors.reshape(rgb.shape[0], opt.k, 3)
     if binned is None:
-        labels = _search(rgb, table, space, dither, (h, w), refine=assign == "refined")
-        out = _gather(table, labels, image.dtype)
-    else:
-        table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
-        with _policy.single_thread_if_small(rgb, rgb.numel() // 3, _policy.SMALL_PIXELS):
-            out = recolor_by_bin(rgb, binned.codes, binned.labels, table, binned.bits)
-    return merge_alpha(out.reshape(*image.shape[:-3], 3, h, w), alpha)
+        labels = _search(rgb, table, space, dither, (h, w), refine=refine)
+        return _gather(table, labels, image.dtype), alpha
+    table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
+    with _policy.single_thread_if_small(rgb, rgb.numel() // 3, _policy.SMALL_PIXELS):
+        return recolor_by_bin(rgb, binned.codes, binned.labels, table, binned.bits), alpha
 
 
 def _use_bins(image: Any, assign: str, dither: str, method: str, max_pixels: Any) -> bool:
