@@ -1,14 +1,24 @@
-"""Shared plumbing of the quantizer layers (:mod:`torchpalette.nn`): tv_tensors in and out,
-the straight-through estimator, palette arguments and the ``fit`` class/instance method."""
+"""Shared plumbing of the quantizer layers (:mod:`torchpalette.nn`): the torchvision v2
+Transform base (which entries of a sample are images, PIL in and out, clamping, tv_tensors
+types), the straight-through estimator, settings in ``state_dict``, per-worker random draws,
+palette arguments and the ``fit`` class/instance method.
+
+Imported only by :mod:`torchpalette.nn`, which ``import torchpalette`` loads lazily: this
+module imports torchvision's transforms (and with them ``torch._dynamo``).
+"""
 
 from __future__ import annotations
 
 import functools
-import sys
+import warnings
 from typing import Any
 
+import PIL.Image
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from . import _validate as v
 from ._types import Palette
@@ -16,44 +26,113 @@ from ._types import Palette
 MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
 
 
-def unwrap(image: Any) -> Tensor:
-    """A plain ``Tensor`` view of ``image`` (tv_tensors would route every op through
-    ``__torch_function__``); non-tensors pass on to the functional core's type check."""
-    if isinstance(image, Tensor) and type(image) is not Tensor:
-        return image.as_subclass(Tensor)
-    return image
+def is_pure_tensor(x: Any) -> bool:
+    """A tensor that is no tv_tensor: an image by torchvision's rule when it is the first one
+    of a sample without an explicit Image/Video (see ``v2.Transform``)."""
+    return isinstance(x, Tensor) and not isinstance(x, tv_tensors.TVTensor)
 
 
-def rewrap(out: Tensor, like: Any) -> Tensor:
-    """Give ``out`` the tv_tensors type (and metadata) of ``like``. torchvision is only looked
-    up when ``like`` is a tensor subclass, so importing torchpalette never imports it."""
-    if type(like) is Tensor:
+class QuantizerTransform(v2.Transform):
+    """Base of the quantizer layers: a ``v2.Transform`` (so an ``nn.Module``) that, in any
+    pytree sample, quantizes images (``tv_tensors.Image``/``Video``, plain tensors by
+    torchvision's rule, PIL images -> PIL) and passes masks, boxes, labels and everything else
+    through untouched. Subclasses implement :meth:`quantize` on a plain tensor
+    ``[..., 3|4, H, W]`` (float already clamped into [0, 1]) and name in ``_settings`` the
+    attributes that change the output: they travel in ``state_dict`` (extra state)."""
+
+    _transformed_types = (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image, is_pure_tensor)
+    _settings: tuple[str, ...] = ()
+
+    def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
+        raise NotImplementedError
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        # A sample with nothing to quantize is a mistake (a numpy array, a list of lists),
+        # not a pass-through: say so instead of returning it unchanged.
+        if not any(isinstance(x, (Tensor, PIL.Image.Image)) for x in flat_inputs):
+            got = ", ".join(sorted({type(x).__name__ for x in flat_inputs})) or "nothing"
+            raise TypeError(
+                "image: expected a torch.Tensor, tv_tensors.Image/Video or PIL image in the "
+                f"sample, got {got}"
+            )
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, PIL.Image.Image):
+            mode = "RGBA" if inpt.mode in ("RGBA", "LA", "PA") or "transparency" in inpt.info else "RGB"
+            x = F.pil_to_tensor(inpt if inpt.mode == mode else inpt.convert(mode))
+            return F.to_pil_image(self.quantize(x, params), mode=mode)
+        x = inpt.as_subclass(Tensor) if type(inpt) is not Tensor else inpt
+        v.check_image(x, "image", check_values=False)
+        if x.is_floating_point():
+            v.check_finite(x, "image")  # NaN raises in eager mode; skipped when compiling
+            # clamped as torchvision's colour transforms clamp their output; the gradient
+            # passes the clamp unchanged, as it passes the quantization
+            x = straight_through(x.detach().clamp(0.0, 1.0), x)
+        out = self.quantize(x, params)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._settings}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or set(state) - set(self._settings):
+            raise ValueError(
+                f"{type(self).__name__}: expected a state with settings {list(self._settings)}, "
+                f"got {sorted(state) if isinstance(state, dict) else type(state).__name__}"
+            )
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickled before these attributes
+        super().__setstate__(state)
+        self.__dict__.setdefault("_warned", False)
+
+
+def straight_through(out: Tensor, image: Tensor) -> Tensor:
+    """``out`` in the forward pass; in the backward pass the incoming gradient reaches
+    ``image`` unchanged (Bengio et al. 2013) and ``out``'s own graph (a learnable palette)
+    gets it too. ``image - image.detach()`` is exactly 0, so the values are ``out``'s."""
+    if not (image.requires_grad and image.is_floating_point() and torch.is_grad_enabled()):
         return out
-    tvt = sys.modules.get("torchvision.tv_tensors")
-    if tvt is not None and isinstance(like, tvt.TVTensor):
-        return tvt.wrap(out, like=like)
-    return out
+    return out + (image - image.detach()).to(out.dtype)
 
 
-def layer_result(out: Tensor, like: Any, rest: tuple) -> Any:
-    out = rewrap(out, like)
-    return (out, *rest) if rest else out
+def warn_once(layer: torch.nn.Module, message: str) -> None:
+    """One warning per layer (and process), not one per sample or batch."""
+    if not layer.__dict__.get("_warned", False):
+        layer.__dict__["_warned"] = True
+        warnings.warn(f"{type(layer).__name__}: {message} (warned once)", UserWarning, stacklevel=4)
 
 
-class StraightThrough(torch.autograd.Function):
-    """Forward: the quantized image; backward: the identity (Bengio et al. 2013)."""
-
-    @staticmethod
-    def forward(ctx, image: Tensor, quantized: Tensor) -> Tensor:  # noqa: ARG004
-        return quantized.clone()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ARG004
-        return grad, None
+def worker_generator(layer: torch.nn.Module, generator: torch.Generator | None):
+    """The generator a layer draws from. None: torch's global one (which a DataLoader seeds
+    per worker from its base seed, itself drawn from the global generator, so
+    ``torch.manual_seed`` reproduces a run). Inside a DataLoader worker a given ``generator``
+    would be the same copy in every worker: there it is replaced, once per worker, by a
+    generator seeded from its seed and the worker's seed."""
+    info = torch.utils.data.get_worker_info()
+    if generator is None or info is None:
+        return generator
+    cached = layer.__dict__.get("_worker_generator")
+    if cached is None or cached[0] != info.seed:
+        seed = (generator.initial_seed() * 0x9E3779B97F4A7C15 + info.seed) % (1 << 63)
+        cached = (info.seed, torch.Generator().manual_seed(seed))
+        layer.__dict__["_worker_generator"] = cached
+    return cached[1]
 
 
 def check_colors_arg(colors: Any, name: str = "colors") -> int:
     return v.check_int(colors, name, low=1, high=MAX_COLORS)
+
+
+def colors_alias(colors: Any, kw: dict[str, Any], default: Any) -> Any:
+    """``k=`` as an alias of ``colors=`` (the name :func:`torchpalette.palette` uses)."""
+    if "k" not in kw:
+        return colors
+    k = kw.pop("k")
+    if colors != default and colors != k:
+        raise TypeError(f"colors: got colors={colors!r} and its alias k={k!r}; give one")
+    return k
 
 
 class fitmethod:
@@ -69,7 +148,8 @@ class fitmethod:
 
 
 def as_palette(palette: Any) -> Tensor | None:
-    """Tensor ``[..., K, 3]`` / :class:`Palette` / list of colour specs -> float ``[..., K, 3]``."""
+    """Tensor ``[..., K, 3]`` / :class:`Palette` / list of colour specs -> float ``[..., K, 3]``
+    (any K >= 1)."""
     if palette is None:
         return None
     if isinstance(palette, Palette):
@@ -78,7 +158,7 @@ def as_palette(palette: Any) -> Tensor | None:
         from .color import parse_colors  # colour names, hex strings, 0..255 tuples
 
         palette = parse_colors(list(palette))
-    palette = unwrap(palette)
+    if type(palette) is not Tensor:
+        palette = palette.as_subclass(Tensor)
     v.check_colors(palette, "palette", min_ndim=2)
-    v.check_int(palette.shape[-2], "palette colours (K of [..., K, 3])", low=1, high=MAX_COLORS)
     return palette.detach().clone()

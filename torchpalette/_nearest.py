@@ -58,6 +58,7 @@ def search(
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
     budget = _policy.nearest_chunk(rgb)
     step = max(1, budget // max(1, b * k))
+    step = p if torch.compiler.is_compiling() else step  # compiled: one chunk, any batch size
     for s in range(0, p, step):
         x = rgb[..., s : s + step]
         if x.is_floating_point():

@@ -98,6 +98,9 @@ def srgb_to_lab_cf(
         root = root.log_().mul_(1.0 / 3.0).exp_()
     f = torch.where(t > eps, root, t * 7.787 + 4.0 / 29.0)
     fm = _matrix(_F_TO_LAB, f)
+    if torch.compiler.is_compiling():  # dynamo cannot trace out= into a slice: plain ops
+        lab = torch.matmul(fm, f) - _matrix(((16.0,), (0.0,), (0.0,)), f)
+        return torch.cat([lab, torch.ones_like(lab[:, :1])], 1) if append_one else lab
     if not append_one:
         lab = torch.matmul(fm, f)
         lab[:, 0] -= 16.0

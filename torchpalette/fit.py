@@ -43,6 +43,7 @@ def fit_palette(
     seed: int = 0,
     device: torch.device | str | None = None,
     process_group: Any = None,
+    key: Any = None,
 ) -> Tensor:
     """One ``colors``-colour palette for every image of a stream, most used colour first.
 
@@ -56,6 +57,8 @@ def fit_palette(
         seed: k-means seed.
         device: where the statistics and k-means live (default: each batch's device).
         process_group: torch.distributed group to all-reduce over.
+        key: the entry of dict batches (or index of tuple batches) that holds the images
+            (default: ``"image"`` if present, else the first entry).
 
     Returns:
         ``[colors, 3]`` float32 sRGB palette in [0, 1], sorted by pixel share.
@@ -80,7 +83,7 @@ def fit_palette(
         max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
     v.check_choice(space, "space", SPACES)
     stats = None
-    for batch in _batches(images_or_loader):
+    for batch in _batches(images_or_loader, key):
         batch = v.check_image(_plain(batch), "images_or_loader")
         if stats is None:
             device = torch.device(device) if device is not None else batch.device
@@ -92,17 +95,22 @@ def fit_palette(
     return _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
 
 
-def _batches(images_or_loader: Any) -> Iterable[Tensor]:
+def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:
     """Yield image tensors from a tensor, a list of images, or a DataLoader whose batches are
-    tensors, ``(images, labels, ...)`` tuples/lists, or dicts with an ``"image"`` entry."""
+    tensors, ``(images, labels, ...)`` tuples/lists, or dicts (``key``, else ``"image"``, else
+    the first entry)."""
     if isinstance(images_or_loader, Tensor):
         yield images_or_loader
         return
     for item in images_or_loader:
         if isinstance(item, dict):
-            item = item.get("image", next(iter(item.values()), None))
+            if key is not None and key not in item:
+                raise ValueError(f"key: expected one of {sorted(map(str, item))}, got {key!r}")
+            item = item[key] if key is not None else item.get(
+                "image", next(iter(item.values()), None)
+            )
         elif isinstance(item, (tuple, list)) and not isinstance(item, Tensor):
-            item = item[0] if len(item) else None
+            item = item[key if isinstance(key, int) else 0] if len(item) else None
         yield item
 
 

@@ -1,85 +1,92 @@
-"""Colour quantization as ``torch.nn.Module`` layers.
+"""Colour quantization as layers: torchvision v2 Transforms (so ``nn.Module``s).
 
 Three thin layers over the functional core (:func:`torchpalette.reduce_colors`,
-:func:`torchpalette.apply_palette`, :func:`torchpalette.kmeans`): each stores its settings (and
-a fitted palette as a buffer) and its ``forward`` calls one function, so layer and function
-share their defaults and cannot drift.
+:func:`torchpalette.apply_palette`): each stores its settings (and a palette) and quantizes
+the images of a sample with one call, so layer and function share their defaults.
 
 * :class:`ColorQuantizer` reduces every image to its own k-means palette.
-* :class:`PaletteQuantizer` maps every image onto one fixed palette; ``fit`` learns that palette
-  for a whole dataset from a stream of batches (a 3-D colour histogram of counts and colour sums,
-  then one weighted k-means on the occupied bins), and a straight-through estimator lets
-  gradients pass so the layer can sit inside a model being trained.
+* :class:`PaletteQuantizer` maps every image onto one palette: fixed, fitted to a dataset
+  (``fit``), or learnt (``learnable=True``, optional soft assignment with ``temperature``).
 * :class:`RandomColorReduction` is a data augmentation: with probability ``p`` an image is
   reduced to a random number of colours.
+* :class:`DeltaELoss` is ΔE between images as a loss (``torchpalette._loss``; a plain module).
 
-Every layer takes ``[3, H, W]`` or ``[B, 3, H, W]`` (any leading dims, RGBA too), uint8 or float
-in [0, 1], on any device, and returns the input's shape, dtype, device and — for a
-``torchvision.tv_tensors.Image`` — type. Extra positional inputs (labels, boxes, as
-``torchvision.transforms.v2.Compose`` passes them) are returned unchanged, so the layers work
-inside ``Compose`` and in ``DataLoader`` workers.
+Samples: any pytree (a tensor, ``(image, label)``, ``{"image": ..., "mask": ...}``, nested).
+As every v2 transform they quantize ``tv_tensors.Image``/``Video``, plain tensors by
+torchvision's rule (the first plain tensor when the sample has no Image/Video), and PIL images
+(returned as PIL); masks, boxes, labels and everything else pass through untouched. Images are
+``[..., 3|4, H, W]`` uint8, or float; float images are clamped into [0, 1] first (as
+torchvision's colour transforms clamp), NaN raises in eager mode. Output keeps shape, dtype,
+device and type. Under ``torch.autocast`` palettes and distances are float32.
 
-``torch.compile``: the layers compile; the input checks of the functional core read the data
-(range, NaN) and cause graph breaks there, which is documented and allowed.
+Gradients: every quantizing layer has ``straight_through=True`` by default: the output is the
+quantized image, and the incoming gradient reaches the input unchanged.
+
+``torch.compile(layer, fullgraph=True, dynamic=True)``: PaletteQuantizer compiles whole
+(forward and backward). k-means is data-dependent (convergence loop, host checks), so in
+ColorQuantizer and RandomColorReduction the palette step is a ``torch.library`` custom
+operator, opaque to the compiler (``torchpalette._layer_ops``), and the rest compiles around
+it: ColorQuantizer's per-pixel assignment compiles; RandomColorReduction's draws and mixing
+compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
+tensor, so a new k never recompiles). A compiled RandomColorReduction draws from torch's
+global generator (a ``generator`` object cannot enter a graph). Value checks run in eager mode
+only; ``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off.
+Samples of tv_tensors are not traceable by dynamo in torchvision 0.29: compile on plain tensors.
 """
 
 from __future__ import annotations
 
-import inspect
+import json
+import math
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import _validate as v
+from ._layer_ops import image_palette_op, reduce_at_k_op
 from ._layers import (
-    MAX_COLORS,
-    StraightThrough,
-    as_palette,
+    QuantizerTransform,
     check_colors_arg,
-    fitmethod,
-    layer_result,
-    unwrap,
+    colors_alias,
+    straight_through,
+    warn_once,
+    worker_generator,
 )
-from ._palette_core import DEFAULT_BITS
-from ._spaces import SPACES
 from ._loss import DeltaELoss
-from .fit import fit_palette
+from ._nn_palette import DEFAULT_COLORS, DEFAULT_DITHER, DEFAULT_SPACE, PaletteQuantizer
+from ._palette_core import check_options
+from ._spaces import SPACES
 from .quantize import DITHERS, apply_palette, reduce_colors
 
 __all__ = ["ColorQuantizer", "DeltaELoss", "PaletteQuantizer", "RandomColorReduction"]
 
-# Defaults are defined once, in the functional core; the layers read them from there.
-_REDUCE = inspect.signature(reduce_colors).parameters
-_APPLY = inspect.signature(apply_palette).parameters
-DEFAULT_COLORS: int = _REDUCE["colors"].default
-DEFAULT_SPACE: str = _APPLY["space"].default
-DEFAULT_DITHER: str = _APPLY["dither"].default
-
-# --------------------------------------------------------------------------- ColorQuantizer
+PaletteQuantizer.__module__ = __name__
 
 
-class ColorQuantizer(torch.nn.Module):
+class ColorQuantizer(QuantizerTransform):
     """Reduce each image to its own ``colors``-colour k-means palette.
 
-    ``forward`` is one call of :func:`torchpalette.reduce_colors`; a batch is clustered in one
-    batched k-means (no loop over images).
+    In eager mode one call of :func:`torchpalette.reduce_colors` per sample (a batch is
+    clustered in one batched k-means); compiled, the palette is an opaque operator and the
+    exact per-pixel assignment compiles (on CUDA the eager default is the look-up-table
+    assignment, ``assign="bins"``, +0.04 mean dE00; pass ``assign="exact"`` for the same
+    result as compiled). Fewer distinct colours than ``colors`` warn once per layer.
 
     Args:
-        colors: palette size per image, 1..256.
+        colors: palette size per image, 1..256 (``k=`` is an alias).
         space: clustering and matching space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"`` or ``"ordered"`` (Bayer 8x8).
-        **palette_kw: passed on to :func:`torchpalette.palette` (``seed``, ``max_pixels``, ...).
-
-    Shape:
-        - Input: ``(*, 3|4, H, W)`` uint8, or float in [0, 1].
-        - Output: the input's shape, dtype, device and tv_tensors type.
+        straight_through: pass the incoming gradient to the input unchanged.
+        **palette_kw: passed on to :func:`torchpalette.reduce_colors` (``seed``,
+            ``max_pixels``, ``assign``, ...).
 
     Raises:
-        TypeError: ``colors`` not an int, ``space``/``dither`` not a str; in ``forward``, a
-            non-tensor or a dtype other than uint8/float.
+        TypeError: ``colors`` not an int, ``space``/``dither`` not a str, unknown keywords; in
+            ``forward``, a sample without image or a dtype other than uint8/float.
         ValueError: ``colors`` outside 1..256, an unknown ``space``/``dither``; in ``forward``,
-            a grey (1-channel) image, NaN, or float values outside [0, 1].
+            a grey (1-channel) image or NaN.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -87,214 +94,90 @@ class ColorQuantizer(torch.nn.Module):
         >>> layer
         ColorQuantizer(colors=4, space='lab', dither='none')
         >>> image = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
-        >>> out = layer(image)
-        >>> out.shape, out.dtype
-        (torch.Size([2, 3, 16, 16]), torch.uint8)
-        >>> bool((out[0].flatten(1).unique(dim=1).shape[1] <= 4))
+        >>> out = layer({"image": image, "label": 3})
+        >>> out["image"].shape, out["image"].dtype, out["label"]
+        (torch.Size([2, 3, 16, 16]), torch.uint8, 3)
+        >>> bool((out["image"][0].flatten(1).unique(dim=1).shape[1] <= 4))
         True
     """
 
+    _settings = ("colors", "space", "dither", "straight_through", "palette_kw")
+
     def __init__(
         self,
         colors: int = DEFAULT_COLORS,
         space: str = DEFAULT_SPACE,
         dither: str = DEFAULT_DITHER,
+        straight_through: bool = True,
         **palette_kw: Any,
     ) -> None:
         super().__init__()
-        self.colors = check_colors_arg(colors)
-        self.space = v.check_choice(space, "space", SPACES)
-        self.dither = v.check_choice(dither, "dither", DITHERS)
-        self.palette_kw = dict(palette_kw)
-
-    def forward(self, image: Tensor, *rest: Any) -> Any:
-        out = reduce_colors(
-            unwrap(image), self.colors, space=self.space, dither=self.dither, **self.palette_kw
-        )
-        return layer_result(out, image, rest)
-
-    def extra_repr(self) -> str:
-        extra = "".join(f", {k}={val!r}" for k, val in self.palette_kw.items())
-        return f"colors={self.colors}, space={self.space!r}, dither={self.dither!r}{extra}"
-
-
-# --------------------------------------------------------------------------- PaletteQuantizer
-
-
-class PaletteQuantizer(torch.nn.Module):
-    """Map every image onto one fixed palette (nearest colour in ``space``).
-
-    The palette is a buffer, so ``state_dict``/``load_state_dict`` and ``.to(device)`` carry it
-    (a state dict with a different palette size loads too). With ``straight_through=True`` the
-    output's gradient passes to the input unchanged (straight-through estimator), so the layer
-    can sit inside a model being trained.
-
-    Args:
-        palette: ``[K, 3]`` (or ``[..., K, 3]`` broadcast over the batch) float sRGB in [0, 1],
-            1 <= K <= 256; a :class:`~torchpalette.Palette`; a list of colour specs for
-            :func:`torchpalette.parse_colors`; or ``None`` for a layer to :meth:`fit` or load.
-        space: matching space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        straight_through: pass gradients to the input as if the layer were the identity.
-        dither: ``"none"`` or ``"ordered"``.
-
-    Shape:
-        - Input: ``(*, 3|4, H, W)`` uint8, or float in [0, 1].
-        - Output: the input's shape, dtype, device and tv_tensors type.
-
-    Raises:
-        TypeError: a palette that is not float; ``space``/``dither`` not a str.
-        ValueError: a palette not ``[..., K, 3]``, K outside 1..256, values outside [0, 1] or
-            NaN; unknown ``space``/``dither``. ``forward`` on a layer without palette raises
-            ``RuntimeError``; bad images raise as in :func:`torchpalette.apply_palette`.
-
-    Example:
-        >>> import torch, torchpalette as tp
-        >>> layer = tp.nn.PaletteQuantizer(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
-        >>> layer
-        PaletteQuantizer(colors=2, space='lab', straight_through=True)
-        >>> x = torch.tensor([0.1, 0.8]).view(1, 1, 2).expand(3, 1, 2).clone()
-        >>> layer(x)[0]
-        tensor([[0., 1.]])
-        >>> images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-        >>> tp.nn.PaletteQuantizer.fit(images, colors=3).palette.shape
-        torch.Size([3, 3])
-    """
-
-    palette: Tensor | None
-
-    def __init__(
-        self,
-        palette: Any = None,
-        space: str = DEFAULT_SPACE,
-        straight_through: bool = True,
-        *,
-        dither: str = DEFAULT_DITHER,
-    ) -> None:
-        super().__init__()
+        self.colors = check_colors_arg(colors_alias(colors, palette_kw, DEFAULT_COLORS))
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
         self.straight_through = bool(straight_through)
-        self.register_buffer("palette", as_palette(palette))
+        self.palette_kw = dict(palette_kw)
+        self._options = _options_json(self.palette_kw)
+        opts = {n: x for n, x in palette_kw.items() if n != "assign"}
+        check_options(self.colors, self.space, opts.pop("max_pixels", None), opts.pop("seed", 0),
+                      opts.pop("method", "hist"), opts.pop("bits", 5), opts, "ColorQuantizer")
 
-    def forward(self, image: Tensor, *rest: Any) -> Any:
-        if self.palette is None:
-            raise RuntimeError(
-                "PaletteQuantizer: no palette; pass one, call fit() or load_state_dict() first"
-            )
-        x = unwrap(image)
-        source = x.detach() if isinstance(x, Tensor) else x
-        out = apply_palette(source, self.palette, space=self.space, dither=self.dither)
-        if self.straight_through and isinstance(x, Tensor) and x.requires_grad:
-            out = StraightThrough.apply(x, out)
-        return layer_result(out, image, rest)
+    def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
+        x = image.detach()
+        if torch.compiler.is_compiling():
+            flat = x.reshape(-1, *x.shape[-3:])
+            pal = image_palette_op(flat, self.colors, self.space, self._options)
+            out = apply_palette(flat, pal, space=self.space, dither=self.dither).reshape(x.shape)
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = reduce_colors(x, self.colors, space=self.space, dither=self.dither,
+                                    **self.palette_kw)
+            for w in caught:
+                warn_once(self, str(w.message))
+        return straight_through(out, image) if self.straight_through else out
+
+    def set_extra_state(self, state: Any) -> None:
+        super().set_extra_state(state)
+        self._options = _options_json(self.palette_kw)
 
     def extra_repr(self) -> str:
-        colors = None if self.palette is None else self.palette.shape[-2]
-        dither = "" if self.dither == DEFAULT_DITHER else f", dither={self.dither!r}"
-        return (
-            f"colors={colors}, space={self.space!r}, "
-            f"straight_through={self.straight_through}{dither}"
-        )
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401
-        # A fitted palette may have another K than the layer it is loaded into: resize first.
-        key = prefix + "palette"
-        if key in state_dict:
-            new = state_dict[key]
-            if self.palette is None or self.palette.shape != new.shape:
-                device = new.device if self.palette is None else self.palette.device
-                self.palette = torch.empty_like(new, device=device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @fitmethod
-    def fit(
-        cls,
-        self: PaletteQuantizer | None,
-        images_or_loader: Any,
-        colors: int = DEFAULT_COLORS,
-        *,
-        max_pixels: int | None = None,
-        space: str | None = None,
-        bits: int = DEFAULT_BITS,
-        seed: int = 0,
-        device: torch.device | str | None = None,
-        process_group: Any = None,
-        **layer_kw: Any,
-    ) -> PaletteQuantizer:
-        """Learn one ``colors``-colour palette for a whole dataset, streaming.
-
-        :func:`torchpalette.fit.fit_palette` does the work: each batch adds its pixels to a
-        ``2**bits``-per-channel colour histogram of pixel counts and colour sums (integers, so
-        memory is bounded by the histogram and the result does not depend on batch order); one
-        weighted k-means (``seed``, the same defaults as :func:`torchpalette.palette`) then
-        clusters the occupied bins' mean colours in ``space``. When ``torch.distributed`` is
-        initialised (or ``process_group`` is given) the statistics are all-reduced, so every
-        rank gets the same palette as a single process fitting all ranks' images.
-
-        Called on the class it returns a new layer (``space``, ``straight_through``, ``dither``
-        from the keywords); called on a layer it refits that layer in place and returns it.
-
-        Args:
-            images_or_loader: an image tensor ``[..., 3|4, H, W]``, an iterable of them, or a
-                DataLoader yielding tensors, ``(images, ...)`` tuples or ``{"image": ...}``.
-            colors: palette size, 1..256.
-            max_pixels: at most this many evenly spaced pixels per image (``None``: all).
-            space: clustering space (default: the layer's, or ``"lab"``).
-            bits: histogram bits per channel, 1..8.
-            seed: k-means seed.
-            device: where statistics and k-means live (default: the layer's palette device,
-                else each batch's device).
-            process_group: torch.distributed group to all-reduce over.
-
-        Returns:
-            The fitted :class:`PaletteQuantizer`, palette ``[colors, 3]`` sorted by pixel share.
-
-        Raises:
-            ValueError: no images, ``colors`` outside 1..256 or more than the colour bins seen,
-                ``bits`` outside 1..8, bad images (as :func:`torchpalette.palette`).
-            TypeError: a batch that is not an image tensor.
-        """
-        colors = check_colors_arg(colors)
-        if space is None:
-            space = self.space if self is not None else DEFAULT_SPACE
-        if device is None and self is not None and self.palette is not None:
-            device = self.palette.device
-        fitted = fit_palette(
-            images_or_loader, colors, space=space, max_pixels=max_pixels, bits=bits, seed=seed,
-            device=device, process_group=process_group,
-        )
-        if self is None:
-            return cls(fitted, space=space, **layer_kw)
-        if layer_kw:
-            raise TypeError(f"fit() on a layer got unexpected keywords {sorted(layer_kw)}")
-        self.space = space
-        self.palette = fitted.to(self.palette.dtype) if self.palette is not None else fitted
-        return self
+        extra = "".join(f", {k}={val!r}" for k, val in self.palette_kw.items())
+        st = "" if self.straight_through else ", straight_through=False"
+        return f"colors={self.colors}, space={self.space!r}, dither={self.dither!r}{st}{extra}"
 
 
-# --------------------------------------------------------------------------- augmentation
+def _options_json(palette_kw: dict[str, Any]) -> str:
+    """The palette keywords for the compiled path's palette operator (the ``assign`` of the
+    eager path aside: compiled, pixels take the exact nearest colour)."""
+    return json.dumps({n: val for n, val in palette_kw.items() if n != "assign"}, sort_keys=True)
 
 
-class RandomColorReduction(torch.nn.Module):
+class RandomColorReduction(QuantizerTransform):
     """Augmentation: with probability ``p`` reduce an image to a random number of colours.
 
     Each image of a batch draws its own coin and its own ``k`` uniformly from
-    ``colors = (low, high)`` (inclusive; an int fixes k). All randomness is drawn in
-    :meth:`make_params` from ``generator`` (default: torch's global generator, so
-    ``torch.manual_seed`` reproduces it); the reduction itself is deterministic and equals
-    ``reduce_colors(image, k)`` for each image. Images sharing a ``k`` are reduced in one
-    batched call, so the work is one call per distinct ``k`` in the batch, never one per image.
+    ``colors = (low, high)`` (inclusive; an int fixes k); ``same_on_batch=True`` draws once
+    for the whole batch. Every draw happens in :meth:`make_params`, from ``generator`` or,
+    by default, torch's global generator (so ``torch.manual_seed`` reproduces a run, and
+    DataLoader workers, which torch seeds each from its own seed, draw independently; a given
+    ``generator`` is re-seeded per worker from its seed and the worker's).
+
+    A batch is reduced in one batched call whatever its k's (no loop over images or k): when
+    every reduced image has the same k the result is ``reduce_colors(image, k)``; with mixed
+    k every image is clustered at the batch's largest k with its extra clusters masked out,
+    and pixels take their colour bin's cluster colour (``torchpalette._layer_ops``; at most k
+    colours per image, mean dE00 within a few hundredths of ``reduce_colors``, see
+    ``benchmarks/RESULTS.md``). Low-colour images warn once per layer, not per sample.
 
     Args:
-        colors: ``(low, high)`` with 1 <= low <= high <= 256, or one int.
+        colors: ``(low, high)`` with 1 <= low <= high <= 256, or one int (``k=`` is an alias).
         p: probability of reducing each image, in [0, 1].
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"`` or ``"ordered"``.
-        generator: optional CPU ``torch.Generator`` for the draws.
-
-    Shape:
-        - Input: ``(*, 3|4, H, W)`` uint8, or float in [0, 1].
-        - Output: the input's shape, dtype, device and tv_tensors type.
+        same_on_batch: one coin and one k for all images of a batch.
+        straight_through: pass the incoming gradient to the input unchanged.
+        generator: optional CPU ``torch.Generator`` for the draws (eager mode).
 
     Raises:
         TypeError: ``colors`` not an int or pair of ints, ``p`` not a number.
@@ -311,6 +194,8 @@ class RandomColorReduction(torch.nn.Module):
         torch.Size([3, 3, 8, 8])
     """
 
+    _settings = ("colors", "p", "space", "dither", "same_on_batch", "straight_through")
+
     def __init__(
         self,
         colors: int | tuple[int, int] = (2, 64),
@@ -318,9 +203,14 @@ class RandomColorReduction(torch.nn.Module):
         space: str = DEFAULT_SPACE,
         dither: str = DEFAULT_DITHER,
         *,
+        same_on_batch: bool = False,
+        straight_through: bool = True,
         generator: torch.Generator | None = None,
+        k: int | tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        if k is not None:
+            colors = colors_alias(colors, {"k": k}, (2, 64))
         if isinstance(colors, (tuple, list)):
             if len(colors) != 2:
                 raise ValueError(f"colors: expected an int or a (low, high) pair, got {colors!r}")
@@ -336,32 +226,109 @@ class RandomColorReduction(torch.nn.Module):
         self.p = p
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
+        self.same_on_batch = bool(same_on_batch)
+        self.straight_through = bool(straight_through)
         self.generator = generator
 
-    def make_params(self, n: int) -> tuple[Tensor, Tensor]:
-        """Draw, for ``n`` images, whether each is reduced (bool ``[n]``) and its k (int64
-        ``[n]``). Both are always drawn, so the stream of random numbers does not depend on
-        the outcome."""
-        apply = torch.rand(n, generator=self.generator) < self.p
-        k = torch.randint(self.colors[0], self.colors[1] + 1, (n,), generator=self.generator)
-        return apply, k
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Tensor]:
+        """Draw, for the images of a sample (the most any image entry holds), whether each is
+        reduced (``apply`` bool ``[n]``) and its k (``k`` int64 ``[n]``). Both are always
+        drawn, so the stream of random numbers does not depend on the outcome."""
+        n = max((math.prod(x.shape[:-3]) if isinstance(x, Tensor) else 1) for x in flat_inputs)
+        draws = 1 if self.same_on_batch else n
+        if torch.compiler.is_compiling():
+            apply = torch.rand(draws) < self.p
+            k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,))
+        else:
+            g = worker_generator(self, self.generator)
+            apply = torch.rand(draws, generator=g) < self.p
+            k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,), generator=g)
+        return {"apply": apply.expand(n), "k": k.expand(n)}
 
-    def forward(self, image: Tensor, *rest: Any) -> Any:
-        x = unwrap(image)
-        x = v.check_image(x, "image", check_values=False)  # values are checked by reduce_colors
-        flat = x.reshape(-1, *x.shape[-3:])
-        apply, k = self.make_params(flat.shape[0])
-        k = torch.where(apply, k, torch.zeros_like(k))
-        out = flat
-        for kk in k.unique().tolist():  # one batched call per distinct k, not per image
-            if kk == 0:
-                continue
-            idx = (k == kk).nonzero().squeeze(1).to(flat.device)
-            reduced = reduce_colors(flat[idx], kk, space=self.space, dither=self.dither)
-            out = out.index_copy(0, idx, reduced)
-        return layer_result(out.reshape(x.shape), image, rest)
+    def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
+        flat = image.detach().reshape(-1, *image.shape[-3:])
+        n = flat.shape[0]
+        k = torch.where(params["apply"][:n], params["k"][:n], 0)
+        out, degenerate = reduce_at_k_op(flat, k, self.space, self.dither, 0)
+        if not torch.compiler.is_compiling() and bool(degenerate.any()):
+            warn_once(self, "an image has fewer distinct colours than its k")
+        out = out.reshape(image.shape)
+        return straight_through(out, image) if self.straight_through else out
+
+    def extra_repr(self) -> str:
+        extra = ", same_on_batch=True" if self.same_on_batch else ""
+        extra += "" if self.straight_through else ", straight_through=False"
+        return (
+            f"colors={self.colors}, p={self.p}, space={self.space!r}, "
+            f"dither={self.dither!r}{extra}"
+        )
+
+
+# ------------------------------------------------------------------ ΔE as a loss
+from .difference import METHODS as _DE_METHODS  # noqa: E402  (appended section)
+from .difference import SPACES as _DE_SPACES  # noqa: E402
+from .difference import delta_e as _delta_e  # noqa: E402
+
+_DELTA_E = inspect.signature(_delta_e).parameters
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class DeltaELoss(torch.nn.Module):
+    """Colour difference ΔE between images as a loss: one :func:`torchpalette.delta_e` call,
+    then a reduction.
+
+    Args:
+        method: ``"ciede2000"`` (default), ``"cie94"``, ``"cie76"`` or ``"cmc"``, as in
+            :func:`torchpalette.delta_e`. cie94 and cmc take ``target`` as the reference.
+        space: ``"srgb"`` (default; float values in [0, 1], clamp model outputs first) or
+            ``"lab"``.
+        dim: the channel dim, ``-3`` for ``[..., 3, H, W]`` images (``-1`` for ``[..., 3]``
+            colours).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the per-pixel ΔE).
+
+    Shape:
+        - input: ``[..., 3, H, W]`` (3 channels at ``dim``), float.
+        - target: broadcastable with ``input``, same device.
+        - output: a scalar, or for ``"none"`` the broadcast shape without ``dim``
+          (``[..., H, W]``). float32 (float64 for float64 inputs), also under autocast.
+
+    Raises:
+        TypeError, ValueError: in ``__init__`` for a bad argument, naming it; in ``forward`` as
+            :func:`torchpalette.delta_e`.
+
+    Example:
+        >>> import torch, torchpalette as tp
+        >>> loss = tp.nn.DeltaELoss()
+        >>> loss
+        DeltaELoss(method='ciede2000', space='srgb', dim=-3, reduction='mean')
+        >>> x = torch.full((2, 3, 4, 4), 0.5, requires_grad=True)
+        >>> value = loss(x, torch.zeros(2, 3, 4, 4))
+        >>> value.backward()
+        >>> round(float(value.detach()), 2), x.grad.shape
+        (39.74, torch.Size([2, 3, 4, 4]))
+    """
+
+    def __init__(
+        self,
+        method: str = _DELTA_E["method"].default,
+        space: str = _DELTA_E["space"].default,
+        dim: int = -3,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.method = v.check_choice(method, "method", _DE_METHODS)
+        self.space = v.check_choice(space, "space", _DE_SPACES)
+        self.dim = v.check_int(dim, "dim")
+        self.reduction = v.check_choice(reduction, "reduction", _REDUCTIONS)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002 (torch's name)
+        loss = _delta_e(target, input, method=self.method, space=self.space, dim=self.dim)
+        if self.reduction == "mean":
+            return loss.mean()
+        return loss.sum() if self.reduction == "sum" else loss
 
     def extra_repr(self) -> str:
         return (
-            f"colors={self.colors}, p={self.p}, space={self.space!r}, dither={self.dither!r}"
+            f"method={self.method!r}, space={self.space!r}, dim={self.dim}, "
+            f"reduction={self.reduction!r}"
         )
