@@ -110,7 +110,11 @@ class PaletteQuantizer(QuantizerTransform):
             raise RuntimeError(
                 "PaletteQuantizer: no palette; pass one, call fit() or load_state_dict() first"
             )
-        return self.palette.clamp(0.0, 1.0) if self.learnable else self.palette
+        if not self.learnable:
+            return self.palette
+        # clamped into [0, 1] for use; the gradient passes the clamp (a colour on the border,
+        # such as black or white, keeps learning)
+        return straight_through(self.palette.detach().clamp(0.0, 1.0), self.palette)
 
     def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         pal = self._palette()
