@@ -144,6 +144,14 @@ def palettes_at_k(
         occupied bins, labels [B, M] their palette index, degenerate [B] bool: fewer distinct
         colour bins than k[i])``.
     """
+    with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS):
+        return _palettes_at_k(rgb, weights, k, kmax, space, seed, bits, max_iter, tol)
+
+
+def _palettes_at_k(
+    rgb: Tensor, weights: Tensor | None, k: Tensor, kmax: int, space: str, seed: int,
+    bits: int, max_iter: int, tol: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     pts, w, codes = bin_pixels(rgb, weights, bits)
     x = to_space(pts, space)
     if x.dtype not in (torch.float32, torch.float64):
@@ -157,10 +165,9 @@ def palettes_at_k(
     valid = torch.arange(kmax, device=x.device) < k.view(b, 1)  # [B, kmax]
     distinct = (w > 0).sum(-1)
     generator = torch.Generator().manual_seed(seed)
-    with _policy.single_thread_if_small(x, b * x.shape[1] * kmax, _policy.KMEANS_SMALL_WORK):
-        cent, _ = _kmeans_pp(x, xx, w, kmax, 1, generator)
-        cent = _masked_lloyd(x, w, cent, valid, thr, max_iter)
-        labels, _ = nearest_centroid(_masked(cent, valid), x.transpose(1, 2))
+    cent, _ = _kmeans_pp(x, xx, w, kmax, 1, generator)
+    cent = _masked_lloyd(x, w, cent, valid, thr, max_iter)
+    labels, _ = nearest_centroid(_masked(cent, valid), x.transpose(1, 2))
     colors = from_space(cent, space)
     colors = torch.where(valid.unsqueeze(-1), colors, colors[:, :1])
     return colors, codes, labels, distinct < k
