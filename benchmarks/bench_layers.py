@@ -151,7 +151,8 @@ def bench_drawn_k(x, args) -> None:
         for k in (kmean, kmax):
             fixed = tp.nn.RandomColorReduction(k, p=1.0)
             t = timed(lambda: fixed(x), args.repeats, device)
-            print(f"| fixed k={k} | {1e3 * t:.0f} | {t_drawn / t:.2f}x | {mean_de(fixed(x), x):.3f} |")
+            de = mean_de(fixed(x), x)
+            print(f"| fixed k={k} | {1e3 * t:.0f} | {t_drawn / t:.2f}x | {de:.3f} |")
 
 
 def main() -> None:

@@ -58,7 +58,8 @@ class QuantizerTransform(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
-            mode = "RGBA" if inpt.mode in ("RGBA", "LA", "PA") or "transparency" in inpt.info else "RGB"
+            alpha = inpt.mode in ("RGBA", "LA", "PA") or "transparency" in inpt.info
+            mode = "RGBA" if alpha else "RGB"
             x = F.pil_to_tensor(inpt if inpt.mode == mode else inpt.convert(mode))
             return F.to_pil_image(self.quantize(x, params), mode=mode)
         x = inpt.as_subclass(Tensor) if type(inpt) is not Tensor else inpt
