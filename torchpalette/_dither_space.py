@@ -1,0 +1,104 @@
+"""The colour maths shared by the dithers: where errors live and how "nearest" is measured.
+
+Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither_fs`) and choose
+the nearest palette colour in the quantization space (CIELAB, Oklab or sRGB). Inside their
+loops a value ``v [B, 3, n]`` in linear light is mapped by a few element-wise ops to features
+``f`` with ``space(v) = A f + c`` (``A`` a constant 3x3 matrix); the palette side of the squared
+distance is then folded into one ``[B, K, 3]`` matrix and a ``[B, K, 1]`` bias, so that
+
+    ``|space(v) - p_k|^2 - |A f|^2 = bias_k + m_k . f``
+
+and the nearest colour of every pixel of a front is one ``baddbmm`` and one ``argmin``.
+
+The formulas and constants are kornia.color's (Lab: D65, threshold 0.008856; sRGB transfer
+function) and Ottosson's Oklab matrices; the tests compare them with ``torchpalette``'s own
+conversions.
+"""
+
+from __future__ import annotations
+
+import kornia.color as kc
+import torch
+from torch import Tensor
+
+SPACES = ("lab", "oklab", "srgb")
+
+_SRGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_WHITE = (0.95047, 1.0, 1.08883)
+_LAB_A = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
+_LAB_C = (-16.0, 0.0, 0.0)
+# Ottosson (2020): linear sRGB -> LMS, and cube-rooted LMS -> Oklab.
+_OK_M1 = (
+    (0.4122214708, 0.5363325363, 0.0514459929),
+    (0.2119034982, 0.6806995451, 0.1073969566),
+    (0.0883024619, 0.2817188376, 0.6299787005),
+)
+_OK_M2 = (
+    (0.2104542553, 0.7936177850, -0.0040720468),
+    (1.9779984951, -2.4285922050, 0.4505937099),
+    (0.0259040371, 0.7827717662, -0.8086757660),
+)
+_THR = 0.008856  # Lab: the cube root's linear toe (kornia)
+_GTHR = 0.0031308  # sRGB transfer function: its linear toe
+_IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def _t(m: tuple, like: Tensor) -> Tensor:
+    return torch.tensor(m, dtype=like.dtype, device=like.device)
+
+
+def srgb_to_linear(rgb: Tensor) -> Tensor:
+    """sRGB ``[B, 3, N]`` float in [0, 1] -> linear light ``[B, 3, N]`` (kornia's formula)."""
+    return kc.rgb_to_linear_rgb(rgb.unsqueeze(-1)).squeeze(-1)
+
+
+class Features:
+    """Linear light -> features ``f`` of ``space`` (``space(v) = A f + c``), built once per call
+    on the input's device and dtype so the loops allocate no constants."""
+
+    def __init__(self, space: str, like: Tensor) -> None:
+        self.space = space
+        if space == "lab":
+            self.m = _t(_SRGB_TO_XYZ, like) / _t(_WHITE, like).unsqueeze(-1)
+            self.a, self.c = _t(_LAB_A, like), _t(_LAB_C, like)
+            self.slope = torch.tensor(7.787, dtype=like.dtype, device=like.device)
+        elif space == "oklab":
+            self.m = _t(_OK_M1, like)
+            self.a, self.c = _t(_OK_M2, like), torch.zeros(3, dtype=like.dtype, device=like.device)
+        else:
+            self.m = None  # sRGB: only the transfer function, slope 12.92 below its toe
+            self.slope = torch.tensor(12.92, dtype=like.dtype, device=like.device)
+            self.a, self.c = _t(_IDENTITY, like), torch.zeros(3, dtype=like.dtype, device=like.device)
+
+    def __call__(self, v: Tensor) -> Tensor:
+        """Linear light ``[B, n, 3]`` (clamped to [0, 1]) -> features ``[B, n, 3]``."""
+        if self.space == "lab":
+            t = torch.matmul(v, self.m.T)
+            # kornia's piecewise cube root (linear below 0.008856), written with clamps
+            # instead of a boolean mask: cbrt(max(t, thr)) + 7.787 min(t - thr, 0)
+            return torch.addcmul(t.clamp_min(_THR).pow_(1.0 / 3.0),
+                                 t.sub_(_THR).clamp_max_(0.0), self.slope)
+        if self.space == "oklab":
+            return torch.matmul(v, self.m.T).clamp_min_(0.0).pow_(1.0 / 3.0)
+        return torch.addcmul(v.clamp_min(_GTHR).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055),
+                             (v - _GTHR).clamp_max_(0.0), self.slope)
+
+    def to_space(self, v: Tensor) -> Tensor:
+        """Linear light ``[B, n, 3]`` -> coordinates in the space ``[B, n, 3]``."""
+        return torch.matmul(self(v), self.a.T) + self.c
+
+    def fold(self, pal_space: Tensor) -> tuple[Tensor, Tensor]:
+        """Palette in the space ``[B, K, 3]`` -> (bias ``[B, K, 1]``, m ``[B, K, 3]``) with
+        ``bias_k + m_k . f = |A f + c - p_k|^2 - |A f|^2``."""
+        r = self.c - pal_space  # [B, K, 3]
+        return r.square().sum(-1, keepdim=True), 2.0 * torch.matmul(r, self.a)
+
+
+def palette_coords(pal: Tensor, space: str) -> Tensor:
+    """Colours ``[B, K, 3]`` sRGB -> the same colours in ``space`` ``[B, K, 3]``."""
+    f = Features(space, pal)
+    return f.to_space(srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2))
