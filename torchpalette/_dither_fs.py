@@ -32,7 +32,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ._dither_space import Features, palette_coords, srgb_to_linear
+from ._dither_space import Features, first_argmin, int_view, palette_coords, srgb_to_linear
 
 _W_BELOW = (3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0)  # below left, below, below right
 _W_RIGHT = 7.0 / 16.0
@@ -90,12 +90,7 @@ def _run(s: Tensor, ranges, feat, bias: Tensor, m: Tensor, q_tab: Tensor, clamp:
     and error diffusion; returns the labels of every front ``[B, n_t]`` (int64) in order."""
     b, k = m.shape[:2]
     wb = torch.tensor(_W_BELOW, dtype=s.dtype, device=s.device).view(1, 3, 1, 1)
-    # argmin as two fast reductions (argmin over a short dim is ~30x slower on CPU): with
-    # s = d - min d >= 0, exactly 0 at the minima, the integer view of s is 0 there and at
-    # least 2^23 (float32; 2^52 for float64) elsewhere, so min over k of bits(s) + k is the
-    # first index of the minimum, exactly argmin's answer.
-    ibits = torch.int32 if s.dtype == torch.float32 else torch.int64
-    ramp = torch.arange(k, dtype=ibits, device=s.device).view(1, k, 1)
+    ramp = torch.arange(k, dtype=int_view(s.dtype), device=s.device).view(1, k, 1)
     labs = []
     for t, (y0, y1) in enumerate(ranges):
         v = s[:, t, y0:y1]  # [B, n, 3] value plus received error
@@ -103,7 +98,7 @@ def _run(s: Tensor, ranges, feat, bias: Tensor, m: Tensor, q_tab: Tensor, clamp:
             v = v.clamp(0.0, 1.0)
         f = v if feat is None else feat(v)
         d = torch.baddbmm(bias, m, f.transpose(1, 2))  # [B, K, n]
-        lab = (d - d.amin(1, keepdim=True)).view(ibits).add_(ramp).amin(1).long()  # [B, n]
+        lab = first_argmin(d, ramp).long()  # [B, n]
         e = v - q_tab.gather(1, lab.unsqueeze(-1).expand(b, -1, 3))
         # below first, then right: the order in which raster order adds them to a pixel
         s[:, t + 1 : t + 4, y0 + 1 : y1 + 1].addcmul_(e.unsqueeze(1), wb)

@@ -102,3 +102,21 @@ def palette_coords(pal: Tensor, space: str) -> Tensor:
     """Colours ``[B, K, 3]`` sRGB -> the same colours in ``space`` ``[B, K, 3]``."""
     f = Features(space, pal)
     return f.to_space(srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2))
+
+
+def int_view(dtype: torch.dtype) -> torch.dtype:
+    """The integer type of the same width as ``dtype`` (for :func:`first_argmin`)."""
+    return torch.int32 if dtype == torch.float32 else torch.int64
+
+
+def first_argmin(d: Tensor, ramp: Tensor) -> Tensor:
+    """``argmin`` over dim 1 of distances ``d [B, K, n]`` (float32/float64) -> ``[B, n]``,
+    the first index on ties; ``ramp`` is ``arange(K)`` of :func:`int_view` shaped ``[1, K, 1]``.
+
+    Two fast reductions instead of ``argmin`` (which is ~30x slower over a short dim on CPU):
+    with ``s = d - min d >= 0``, exactly 0 at the minima, the integer view of ``s`` is 0 there
+    and at least ``2**23`` (float32; ``2**52`` float64) elsewhere, so ``min_k bits(s) + k`` is
+    the first index of the minimum. ``d`` is overwritten.
+    """
+    d -= d.amin(1, keepdim=True)
+    return d.view(ramp.dtype).add_(ramp).amin(1)

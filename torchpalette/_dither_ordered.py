@@ -1,0 +1,90 @@
+"""Ordered dithering that mixes any palette colours: Knoll's pattern dithering.
+
+For every pixel a *mixing plan* of ``N`` candidates is built: candidate ``i`` is the palette
+colour nearest (in the quantization space) to ``target + mult * error``, where ``error`` is the
+sum of ``target - candidate`` over the candidates so far, so the plan's mean approaches the
+target as closely as the palette allows, whatever the hues. Targets and errors are in linear
+light, where the eye averages neighbouring pixels. The candidates are sorted by luminance and
+the pixel takes the one at rank ``floor(threshold * N)``, the threshold read from a tiled
+8x8 Bayer matrix; neighbouring pixels thus walk through the plan and their average
+reproduces it. A pixel that equals a palette colour gets a plan of that colour only (no
+noise in flat areas). Every step is a batched nearest-colour search over all pixels of all
+images: ``N`` searches in total, no per-pixel loop.
+
+References:
+    T. Knoll, "Pattern dithering", US patent 6,606,166 (1999).
+    J. Yliluoma, "Joel Yliluoma's arbitrary-palette positional dithering algorithm" (2011),
+    https://bisqwit.iki.fi/story/howto/dither/jy/ (the pattern-dithering description).
+    B. E. Bayer, "An optimum method for two-level rendition of continuous-tone pictures",
+    IEEE Int. Conf. on Communications, 1973.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._dither_space import Features, first_argmin, int_view, palette_coords, srgb_to_linear
+
+PLAN_SIZE = 16  # candidates per pixel (16 levels of mixing between two colours)
+ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
+_CHUNK = 1 << 22  # most pixel-colour distances alive at once (16 MiB of float32)
+_LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 luminance of linear sRGB
+
+
+def bayer(n: int = 8) -> Tensor:
+    """``[n, n]`` Bayer index matrix with values ``0 .. n*n - 1`` (n a power of two)."""
+    m = torch.zeros(1, 1, dtype=torch.int64)
+    while m.shape[0] < n:
+        m = torch.cat([torch.cat([4 * m, 4 * m + 2], 1), torch.cat([4 * m + 3, 4 * m + 1], 1)], 0)
+    return m
+
+
+def _threshold_ranks(h: int, w: int, n_plan: int, device: torch.device) -> Tensor:
+    """Plan rank ``floor(threshold * N)`` of every pixel ``[H * W]`` from the tiled 8x8 map."""
+    b = bayer(8)
+    rank = (b * n_plan) // b.numel()
+    return rank.repeat((h + 7) // 8, (w + 7) // 8)[:h, :w].reshape(-1).to(device)
+
+
+def pattern_dither(
+    rgb: Tensor, pal: Tensor, space: str, n_plan: int = PLAN_SIZE, mult: float = ERROR_MULT
+) -> Tensor:
+    """Knoll pattern-dither labels: ``rgb [B, 3, H, W]`` float sRGB, ``pal [B, K, 3]`` float
+    sRGB (same dtype) -> ``[B, H, W]`` int64."""
+    b, _, h, w = rgb.shape
+    p, k = h * w, pal.shape[1]
+    feat = Features(space, rgb)
+    bias, m = feat.fold(palette_coords(pal, space))
+    q_tab = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2).contiguous()  # [B, K, 3]
+    # luminance order of the colours: ties (equal luminance) by index, so ranks are unique
+    luma = q_tab @ torch.tensor(_LUMA, dtype=q_tab.dtype, device=q_tab.device)  # [B, K]
+    by_luma = torch.sort(luma, dim=1, stable=True).indices  # [B, K] rank -> colour
+    rank_of = torch.argsort(by_luma, dim=1)  # [B, K] colour -> rank
+    thr = _threshold_ranks(h, w, n_plan, rgb.device)
+    ramp = torch.arange(k, dtype=int_view(rgb.dtype), device=rgb.device).view(1, k, 1)
+    out = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
+    step = max(1, _CHUNK // max(1, b * k))
+    flat = rgb.reshape(b, 3, p)
+    for s in range(0, p, step):  # chunks bound memory; each chunk covers every image
+        lin = srgb_to_linear(flat[..., s : s + step]).transpose(1, 2)  # [B, n, 3]
+        plan = _plan(lin, q_tab, feat, bias, m, ramp, n_plan, mult)  # [B, N, n] colours
+        ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan).sort(dim=1).values
+        pick = ranks.gather(1, thr[s : s + step].expand(b, 1, -1)).squeeze(1)  # [B, n] rank
+        out[:, s : s + step] = by_luma.gather(1, pick)
+    return out.view(b, h, w)
+
+
+def _plan(lin, q_tab, feat, bias, m, ramp, n_plan: int, mult: float) -> Tensor:
+    """The mixing plans of pixels ``lin [B, n, 3]`` (linear light): ``[B, N, n]`` colour
+    indices, candidate ``i`` nearest to ``lin + mult * sum_{j<i} (lin - candidate_j)``."""
+    b, n, _ = lin.shape
+    err = torch.zeros_like(lin)
+    plan = torch.empty(b, n_plan, n, dtype=torch.int64, device=lin.device)
+    for i in range(n_plan):
+        target = torch.add(lin, err, alpha=mult).clamp_(0.0, 1.0) if i else lin
+        d = torch.baddbmm(bias, m, feat(target).transpose(1, 2))  # [B, K, n]
+        lab = first_argmin(d, ramp).long()
+        plan[:, i] = lab
+        err += lin - q_tab.gather(1, lab.unsqueeze(-1).expand(b, n, 3))
+    return plan
