@@ -36,6 +36,7 @@ from ._dither_space import Features, first_argmin, int_view, palette_coords, srg
 
 _W_BELOW = (3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0)  # below left, below, below right
 _W_RIGHT = 7.0 / 16.0
+_LO, _HI = 0.0, 1.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -95,7 +96,7 @@ def _run(s: Tensor, ranges, feat, bias: Tensor, m: Tensor, q_tab: Tensor, clamp:
     for t, (y0, y1) in enumerate(ranges):
         v = s[:, t, y0:y1]  # [B, n, 3] value plus received error
         if clamp:
-            v = v.clamp(0.0, 1.0)
+            v = v.clamp(_LO, _HI)
         f = v if feat is None else feat(v)
         d = torch.baddbmm(bias, m, f.transpose(1, 2))  # [B, K, n]
         lab = first_argmin(d, ramp).long()  # [B, n]

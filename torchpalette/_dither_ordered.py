@@ -29,6 +29,7 @@ from ._dither_space import Features, first_argmin, int_view, palette_coords, srg
 PLAN_SIZE = 16  # candidates per pixel (16 levels of mixing between two colours)
 ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
 _CHUNK = 1 << 22  # most pixel-colour distances alive at once (16 MiB of float32)
+_LO, _HI = 0.0, 1.0
 _LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 luminance of linear sRGB
 
 
@@ -82,7 +83,7 @@ def _plan(lin, q_tab, feat, bias, m, ramp, n_plan: int, mult: float) -> Tensor:
     err = torch.zeros_like(lin)
     plan = torch.empty(b, n_plan, n, dtype=torch.int64, device=lin.device)
     for i in range(n_plan):
-        target = torch.add(lin, err, alpha=mult).clamp_(0.0, 1.0) if i else lin
+        target = (torch.add(lin, err, alpha=mult).clamp_(_LO, _HI)) if i else lin
         d = torch.baddbmm(bias, m, feat(target).transpose(1, 2))  # [B, K, n]
         lab = first_argmin(d, ramp).long()
         plan[:, i] = lab
