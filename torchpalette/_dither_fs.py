@@ -32,7 +32,14 @@ import functools
 import torch
 from torch import Tensor
 
-from ._dither_space import Features, first_argmin, int_view, palette_coords, srgb_to_linear
+from ._dither_space import (
+    Features,
+    feature_buffer,
+    first_argmin,
+    int_view,
+    palette_coords,
+    srgb_to_linear,
+)
 
 _W_BELOW = (3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0)  # below left, below, below right
 _W_RIGHT = 7.0 / 16.0
@@ -75,30 +82,35 @@ def floyd_steinberg(rgb: Tensor, pal: Tensor, space: str, diffuse: str = "linear
         feat = Features(space, rgb)
         x = srgb_to_linear(px.transpose(1, 2)).transpose(1, 2)
         q_tab = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2)  # [B, K, 3] linear light
-        bias, m = feat.fold(pal_s)
+        m = feat.fold(pal_s)
     else:
         feat = None
         x, q_tab = palette_coords(px, space), pal_s
-        bias, m = pal_s.square().sum(-1, keepdim=True), -2.0 * pal_s
+        m = torch.cat([-2.0 * pal_s, pal_s.square().sum(-1, keepdim=True)], -1)
     s = _skew(x.reshape(b, h, w, 3), h, w)
     clamp = diffuse == "linear" or space == "srgb"
-    labs = _run(s, ranges, feat, bias, m, q_tab.contiguous(), clamp)
+    labs = _run(s, ranges, feat, m, q_tab.contiguous(), clamp)
     return torch.cat(labs, 1).index_select(1, inv.to(rgb.device)).view(b, h, w)
 
 
-def _run(s: Tensor, ranges, feat, bias: Tensor, m: Tensor, q_tab: Tensor, clamp: bool):
+def _run(s: Tensor, ranges, feat, m: Tensor, q_tab: Tensor, clamp: bool):
     """The front loop: for each front (a column of the skewed buffer ``s``), nearest colour
     and error diffusion; returns the labels of every front ``[B, n_t]`` (int64) in order."""
     b, k = m.shape[:2]
     wb = torch.tensor(_W_BELOW, dtype=s.dtype, device=s.device).view(1, 3, 1, 1)
     ramp = torch.arange(k, dtype=int_view(s.dtype), device=s.device).view(1, k, 1)
+    buf = feature_buffer(b, max(y1 - y0 for y0, y1 in ranges), s)  # features and a 1
     labs = []
     for t, (y0, y1) in enumerate(ranges):
         v = s[:, t, y0:y1]  # [B, n, 3] value plus received error
         if clamp:
             v = v.clamp(_LO, _HI)
-        f = v if feat is None else feat(v)
-        d = torch.baddbmm(bias, m, f.transpose(1, 2))  # [B, K, n]
+        f = buf[:, : y1 - y0]
+        if feat is None:
+            f[..., :3] = v
+        else:
+            feat(v, out=f[..., :3])
+        d = torch.bmm(m, f.transpose(1, 2))  # [B, K, n] distances (up to a per-pixel term)
         lab = first_argmin(d, ramp).long()  # [B, n]
         e = v - q_tab.gather(1, lab.unsqueeze(-1).expand(b, -1, 3))
         # below first, then right: the order in which raster order adds them to a pixel

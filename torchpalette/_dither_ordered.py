@@ -24,7 +24,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._dither_space import Features, first_argmin, int_view, palette_coords, srgb_to_linear
+from ._dither_space import (
+    Features,
+    feature_buffer,
+    first_argmin,
+    int_view,
+    palette_coords,
+    srgb_to_linear,
+)
 
 PLAN_SIZE = 16  # candidates per pixel (16 levels of mixing between two colours)
 ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
@@ -56,7 +63,7 @@ def pattern_dither(
     b, _, h, w = rgb.shape
     p, k = h * w, pal.shape[1]
     feat = Features(space, rgb)
-    bias, m = feat.fold(palette_coords(pal, space))
+    m = feat.fold(palette_coords(pal, space))
     q_tab = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2).contiguous()  # [B, K, 3]
     # luminance order of the colours: ties (equal luminance) by index, so ranks are unique
     luma = q_tab @ torch.tensor(_LUMA, dtype=q_tab.dtype, device=q_tab.device)  # [B, K]
@@ -69,23 +76,25 @@ def pattern_dither(
     flat = rgb.reshape(b, 3, p)
     for s in range(0, p, step):  # chunks bound memory; each chunk covers every image
         lin = srgb_to_linear(flat[..., s : s + step]).transpose(1, 2)  # [B, n, 3]
-        plan = _plan(lin, q_tab, feat, bias, m, ramp, n_plan, mult)  # [B, N, n] colours
-        ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan).sort(dim=1).values
-        pick = ranks.gather(1, thr[s : s + step].expand(b, 1, -1)).squeeze(1)  # [B, n] rank
-        out[:, s : s + step] = by_luma.gather(1, pick)
+        plan = _plan(lin, q_tab, feat, m, ramp, n_plan, mult)  # [B, n, N] colours
+        ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan).sort(dim=-1).values
+        pick = ranks.gather(2, thr[s : s + step].view(1, -1, 1).expand(b, -1, 1))  # [B, n, 1]
+        out[:, s : s + step] = by_luma.gather(1, pick.squeeze(-1))
     return out.view(b, h, w)
 
 
-def _plan(lin, q_tab, feat, bias, m, ramp, n_plan: int, mult: float) -> Tensor:
-    """The mixing plans of pixels ``lin [B, n, 3]`` (linear light): ``[B, N, n]`` colour
+def _plan(lin, q_tab, feat, m, ramp, n_plan: int, mult: float) -> Tensor:
+    """The mixing plans of pixels ``lin [B, n, 3]`` (linear light): ``[B, n, N]`` colour
     indices, candidate ``i`` nearest to ``lin + mult * sum_{j<i} (lin - candidate_j)``."""
     b, n, _ = lin.shape
     err = torch.zeros_like(lin)
-    plan = torch.empty(b, n_plan, n, dtype=torch.int64, device=lin.device)
+    f = feature_buffer(b, n, lin)
+    plan = torch.empty(b, n, n_plan, dtype=torch.int64, device=lin.device)
     for i in range(n_plan):
         target = (torch.add(lin, err, alpha=mult).clamp_(_LO, _HI)) if i else lin
-        d = torch.baddbmm(bias, m, feat(target).transpose(1, 2))  # [B, K, n]
+        feat(target, out=f[..., :3])
+        d = torch.bmm(m, f.transpose(1, 2))  # [B, K, n] distances (up to a per-pixel term)
         lab = first_argmin(d, ramp).long()
-        plan[:, i] = lab
+        plan[..., i] = lab
         err += lin - q_tab.gather(1, lab.unsqueeze(-1).expand(b, n, 3))
     return plan

@@ -2,13 +2,14 @@
 
 Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither_fs`) and choose
 the nearest palette colour in the quantization space (CIELAB, Oklab or sRGB). Inside their
-loops a value ``v [B, 3, n]`` in linear light is mapped by a few element-wise ops to features
+loops a value ``v [B, n, 3]`` in linear light is mapped by a few element-wise ops to features
 ``f`` with ``space(v) = A f + c`` (``A`` a constant 3x3 matrix); the palette side of the squared
-distance is then folded into one ``[B, K, 3]`` matrix and a ``[B, K, 1]`` bias, so that
+distance is then folded into one ``[B, K, 4]`` matrix of rows ``(m_k, bias_k)``, so that
 
-    ``|space(v) - p_k|^2 - |A f|^2 = bias_k + m_k . f``
+    ``|space(v) - p_k|^2 - |A f|^2 = m_k . f + bias_k``
 
-and the nearest colour of every pixel of a front is one ``baddbmm`` and one ``argmin``.
+and the nearest colour of every pixel of a front is one ``bmm`` against ``(f, 1)`` and one
+:func:`first_argmin`.
 
 The formulas and constants are kornia.color's (Lab: D65, threshold 0.008856; sRGB transfer
 function) and Ottosson's Oklab matrices; the tests compare them with ``torchpalette``'s own
@@ -74,28 +75,37 @@ class Features:
             self.slope = torch.tensor(12.92, dtype=like.dtype, device=like.device)
             self.a, self.c = _t(_IDENTITY, like), torch.zeros(3, dtype=like.dtype, device=like.device)
 
-    def __call__(self, v: Tensor) -> Tensor:
-        """Linear light ``[B, n, 3]`` (clamped to [0, 1]) -> features ``[B, n, 3]``."""
+    def __call__(self, v: Tensor, out: Tensor | None = None) -> Tensor:
+        """Linear light ``[B, n, 3]`` (clamped to [0, 1]) -> features ``[B, n, 3]``, written
+        to ``out`` if given (a view of a :func:`feature_buffer`)."""
         if self.space == "lab":
             t = torch.matmul(v, self.m.T)
             # kornia's piecewise cube root (linear below 0.008856), written with clamps
             # instead of a boolean mask: cbrt(max(t, thr)) + 7.787 min(t - thr, 0)
             return torch.addcmul(t.clamp_min(_THR).pow_(1.0 / 3.0),
-                                 t.sub_(_THR).clamp_max_(0.0), self.slope)
+                                 t.sub_(_THR).clamp_max_(0.0), self.slope, out=out)
         if self.space == "oklab":
-            return torch.matmul(v, self.m.T).clamp_min_(0.0).pow_(1.0 / 3.0)
+            return torch.pow(torch.matmul(v, self.m.T).clamp_min_(0.0), 1.0 / 3.0, out=out)
         return torch.addcmul(v.clamp_min(_GTHR).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055),
-                             (v - _GTHR).clamp_max_(0.0), self.slope)
+                             (v - _GTHR).clamp_max_(0.0), self.slope, out=out)
 
     def to_space(self, v: Tensor) -> Tensor:
         """Linear light ``[B, n, 3]`` -> coordinates in the space ``[B, n, 3]``."""
         return torch.matmul(self(v), self.a.T) + self.c
 
-    def fold(self, pal_space: Tensor) -> tuple[Tensor, Tensor]:
-        """Palette in the space ``[B, K, 3]`` -> (bias ``[B, K, 1]``, m ``[B, K, 3]``) with
-        ``bias_k + m_k . f = |A f + c - p_k|^2 - |A f|^2``."""
+    def fold(self, pal_space: Tensor) -> Tensor:
+        """Palette in the space ``[B, K, 3]`` -> ``[B, K, 4]`` rows ``(m_k, bias_k)`` with
+        ``m_k . f + bias_k = |A f + c - p_k|^2 - |A f|^2``: with features ``(f, 1)`` from a
+        :func:`feature_buffer`, all distances of a batch are one ``bmm``."""
         r = self.c - pal_space  # [B, K, 3]
-        return r.square().sum(-1, keepdim=True), 2.0 * torch.matmul(r, self.a)
+        return torch.cat([2.0 * torch.matmul(r, self.a), r.square().sum(-1, keepdim=True)], -1)
+
+
+def feature_buffer(b: int, n: int, like: Tensor) -> Tensor:
+    """``[B, n, 4]`` buffer whose last column is 1: features go to ``[..., :3]``."""
+    buf = like.new_empty(b, n, 4)
+    buf[..., 3] = 1.0
+    return buf
 
 
 def palette_coords(pal: Tensor, space: str) -> Tensor:
