@@ -11,14 +11,16 @@ of out-of-gamut errors cannot grow without bound.
 Pixel ``(x, y)`` depends only on ``(x - 1, y)`` and the three pixels above it, so every pixel
 with the same ``t = x + 2 y`` can be computed at once: ``W + 2 (H - 1)`` fronts, each a
 handful of batched tensor ops over all images of the batch and all pixels of the front.
-The image lives in a skewed buffer ``S[B, 3, H + 1, T + 3]`` with pixel ``(x, y)`` at
-``S[..., y, x + 2 y]``: a front is one column, and the four neighbours of a front's pixels
-are the same rows of the next column (7/16) and the next row of the next three columns
-(3, 5, 1/16), so diffusion is two in-place strided adds and no index tables are needed.
-The loop has no host synchronisation, so it runs unchanged on a GPU.
+The image lives in a skewed buffer ``S[B, T + 3, H + 1, 3]`` (``T`` fronts) with pixel
+``(x, y)`` at ``S[:, x + 2 y, y]``: a front is one contiguous slice, and the four neighbours
+of a front's pixels are the same rows of the next front (7/16) and the next rows of the next
+three fronts (3, 5, 1/16), so diffusion is two in-place strided adds, with no index tables.
+The buffer holds ``(W + 2 H) / W`` times the image's pixels (3x for a square image). The
+loop has no host synchronisation, so it runs unchanged on a GPU.
 
 The labels equal those of the plain sequential algorithm (the tests compare them) except
-where two palette colours are at equal distance up to float rounding.
+where two palette colours are at equal distance up to float rounding (the errors a pixel
+receives are added in raster order, as the reference does).
 
 References:
     R. W. Floyd and L. Steinberg, "An adaptive algorithm for spatial greyscale",
@@ -43,7 +45,6 @@ from ._dither_space import (
 
 _W_BELOW = (3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0)  # below left, below, below right
 _W_RIGHT = 7.0 / 16.0
-_LO, _HI = 0.0, 1.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -94,7 +95,7 @@ def floyd_steinberg(rgb: Tensor, pal: Tensor, space: str, diffuse: str = "linear
 
 
 def _run(s: Tensor, ranges, feat, m: Tensor, q_tab: Tensor, clamp: bool):
-    """The front loop: for each front (a column of the skewed buffer ``s``), nearest colour
+    """The front loop: for each front (a slice ``s[:, t]`` of the skewed buffer), nearest colour
     and error diffusion; returns the labels of every front ``[B, n_t]`` (int64) in order."""
     b, k = m.shape[:2]
     wb = torch.tensor(_W_BELOW, dtype=s.dtype, device=s.device).view(1, 3, 1, 1)
@@ -104,7 +105,7 @@ def _run(s: Tensor, ranges, feat, m: Tensor, q_tab: Tensor, clamp: bool):
     for t, (y0, y1) in enumerate(ranges):
         v = s[:, t, y0:y1]  # [B, n, 3] value plus received error
         if clamp:
-            v = v.clamp(_LO, _HI)
+            v = v.clamp(0.0, 1.0)
         f = buf[:, : y1 - y0]
         if feat is None:
             f[..., :3] = v

@@ -36,7 +36,6 @@ from ._dither_space import (
 PLAN_SIZE = 16  # candidates per pixel (16 levels of mixing between two colours)
 ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
 _CHUNK = 1 << 22  # most pixel-colour distances alive at once (16 MiB of float32)
-_LO, _HI = 0.0, 1.0
 _LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 luminance of linear sRGB
 
 
@@ -91,7 +90,7 @@ def _plan(lin, q_tab, feat, m, ramp, n_plan: int, mult: float) -> Tensor:
     f = feature_buffer(b, n, lin)
     plan = torch.empty(b, n, n_plan, dtype=torch.int64, device=lin.device)
     for i in range(n_plan):
-        target = (torch.add(lin, err, alpha=mult).clamp_(_LO, _HI)) if i else lin
+        target = torch.add(lin, err, alpha=mult).clamp_(0.0, 1.0) if i else lin
         feat(target, out=f[..., :3])
         d = torch.bmm(m, f.transpose(1, 2))  # [B, K, n] distances (up to a per-pixel term)
         lab = first_argmin(d, ramp).long()
