@@ -123,11 +123,10 @@ def first_argmin(d: Tensor, ramp: Tensor) -> Tensor:
     the first index on ties; ``ramp`` is ``arange(K)`` of :func:`int_view` shaped ``[1, K, 1]``.
 
     Two fast reductions instead of ``argmin`` (an order of magnitude slower over a short dim
-    on CPU):
-    with ``s = d - min d >= 0``, exactly 0 at the minima, the integer view of ``s`` is 0 there
-    and at least ``2**23`` (float32; ``2**52`` float64) elsewhere (two distances never differ
-    by a subnormal amount in practice), so ``min_k bits(s) + k`` is the first index of the
-    minimum. ``d`` is overwritten.
+    on CPU): with ``s = d - min d >= 0``, exactly 0 at the minima, the integer view of ``s``
+    is 0 there and at least ``2**23`` (float32; ``2**52`` float64) elsewhere (two distances
+    never differ by a subnormal amount in practice), so ``min_k bits(s) + k`` is the first
+    index of the minimum. ``d`` is overwritten.
     """
     d -= d.amin(1, keepdim=True)
     return d.view(ramp.dtype).add_(ramp).amin(1)
