@@ -161,7 +161,7 @@ def test_errors():
         dither_labels((rgb * 255).to(torch.uint8), pal, "ordered", "lab")
     with pytest.raises(ValueError, match=r"rgb: expected shape \[B, 3, H, W\]"):
         dither_labels(rgb[0], pal, "ordered", "lab")
-    with pytest.raises(ValueError, match=r"palette: expected shape \[1, K, 3\]"):
+    with pytest.raises(ValueError, match=r"palette: expected shape \[1, K, 3\] \(1 <= K"):
         dither_labels(rgb, pal.expand(2, -1, -1), "ordered", "lab")
 
 

@@ -6,10 +6,10 @@ layers / the command line. Two methods, both batched over images and exact on an
 * ``"floyd-steinberg"`` (:mod:`torchpalette._dither_fs`): classic error diffusion in raster
   order, errors in linear light, computed in wavefronts (``W + 2 (H - 1)`` steps of batched
   tensor ops); the labels equal the sequential algorithm's.
-* ``"ordered"`` (:mod:`torchpalette._dither_ordered`): Knoll's pattern dithering: a per-pixel
-  plan of 16 palette colours whose mean approaches the pixel, one of them chosen by an 8x8
-  Bayer threshold map. Mixes any hues, fully parallel, no noise where a pixel already equals
-  a palette colour.
+* ``"ordered"`` (:mod:`torchpalette._dither_ordered`): Knoll's pattern dithering: a plan of
+  16 palette colours whose mean approaches the pixel's colour (one plan per 6-bit colour
+  bin), one of them chosen by an 8x8 Bayer threshold map. Mixes any hues, fully parallel, no
+  noise where a pixel already equals a palette colour.
 
 In both, "nearest" is measured in the quantization space (``"lab"``, ``"oklab"`` or
 ``"srgb"``). Quality and speed against Pillow, pngquant and libimagequant are measured by
@@ -27,6 +27,7 @@ from ._dither_ordered import pattern_dither
 from ._dither_space import SPACES
 
 METHODS = ("floyd-steinberg", "ordered")
+_MAX_K = 32767  # the ordered dither stores its plans as int16 palette ranks
 
 
 def dither_labels(rgb: Tensor, palette: Tensor, method: str, space: str) -> Tensor:
@@ -72,11 +73,11 @@ def dither_labels(rgb: Tensor, palette: Tensor, method: str, space: str) -> Tens
             raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
     if rgb.ndim != 4 or rgb.shape[1] != 3 or 0 in rgb.shape:
         raise ValueError(f"rgb: expected shape [B, 3, H, W], got {v.shape_str(rgb.shape)}")
-    if palette.ndim != 3 or palette.shape[-1] != 3 or palette.shape[0] != rgb.shape[0] or (
-        palette.shape[1] == 0
+    if palette.ndim != 3 or palette.shape[-1] != 3 or palette.shape[0] != rgb.shape[0] or not (
+        1 <= palette.shape[1] <= _MAX_K
     ):
         raise ValueError(
-            f"palette: expected shape [{rgb.shape[0]}, K, 3] (K >= 1), got "
+            f"palette: expected shape [{rgb.shape[0]}, K, 3] (1 <= K <= {_MAX_K}), got "
             f"{v.shape_str(palette.shape)}"
         )
     if palette.device != rgb.device:

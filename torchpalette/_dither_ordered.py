@@ -83,7 +83,8 @@ def pattern_dither(
         lin, slot = _bin_means(rgb.reshape(b, 3, p), lin, bits)  # [B, M, 3], [B * P]
     ramp = torch.arange(k, dtype=int_view(rgb.dtype), device=rgb.device).view(1, k, 1)
     n = lin.shape[1]
-    ranks = torch.empty(b, n, n_plan, dtype=torch.int64, device=rgb.device)
+    # sorted plan ranks of every plan; int16 (K <= 32767) keeps a photo of distinct bins small
+    ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
     step = max(1, _CHUNK // max(1, b * k))
     for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
         plan = _plan(lin[:, s : s + step], q_tab, feat, m, ramp, n_plan, mult)  # [B, n, N]
@@ -93,7 +94,7 @@ def pattern_dither(
         pick = ranks.gather(2, thr.view(1, -1, 1).expand(b, -1, 1)).view(b, p)
     else:
         pick = ranks.view(-1).index_select(0, slot * n_plan + thr.repeat(b)).view(b, p)
-    return by_luma.gather(1, pick).view(b, h, w)
+    return by_luma.gather(1, pick.long()).view(b, h, w)
 
 
 def _bin_means(rgb: Tensor, lin: Tensor, bits: int) -> tuple[Tensor, Tensor]:
