@@ -90,8 +90,11 @@ def test_ordered_dither_keeps_palette_and_mean():
     dith = tp.apply_palette(ramp, bw, space="srgb", dither="ordered")
     assert set(dith.flatten(1).T.unique(dim=0).flatten().tolist()) <= {0.0, 1.0}
     assert not torch.equal(plain, dith)
-    # dithering follows the ramp's local mean much better than a hard threshold
-    pool = lambda x: torch.nn.functional.avg_pool2d(x[None], 8)  # one Bayer tile
+    # dithering follows the ramp's local mean much better than a hard threshold; the eye (and
+    # the dither) averages light, so the means are compared in linear light
+    from kornia.color import rgb_to_linear_rgb
+
+    pool = lambda x: torch.nn.functional.avg_pool2d(rgb_to_linear_rgb(x)[None], 8)  # one tile
     err_plain = (pool(plain) - pool(ramp)).abs().mean()
     err_dith = (pool(dith) - pool(ramp)).abs().mean()
     assert err_dith < err_plain * 0.5
@@ -319,3 +322,42 @@ def test_thread_setting_is_restored_after_small_images():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------ dithering through the API
+@pytest.mark.parametrize("dither", ["ordered", "floyd-steinberg"])
+def test_dithers_through_the_public_functions(dither):
+    """uint8 and float give the same indices, alpha passes through, batch == loop, the output
+    holds palette colours only, and a two-colour hue gradient mixes its two ends."""
+    from torchpalette._dither import dither_labels
+
+    g = torch.Generator().manual_seed(7)
+    rgba = torch.randint(0, 256, (2, 4, 9, 13), generator=g, dtype=torch.uint8)
+    pal = torch.rand(5, 3, generator=g)
+    out = tp.apply_palette(rgba, pal, dither=dither)
+    assert out.shape == rgba.shape and out.dtype == torch.uint8
+    assert torch.equal(out[:, 3], rgba[:, 3])  # alpha untouched
+    idx = tp.palette_indices(rgba, pal, dither=dither)
+    want = dither_labels(rgba[:, :3].float() / 255, pal.expand(2, -1, -1), dither, "lab")
+    assert torch.equal(idx, want)
+    assert torch.equal(idx[1], tp.palette_indices(rgba[1], pal, dither=dither))  # batch == loop
+    floats = tp.apply_palette(rgba.float() / 255, pal, dither=dither)
+    assert torch.equal(tp.palette_indices(rgba.float() / 255, pal, dither=dither), idx)
+    colours = torch.cat([pal, torch.ones(5, 1)], -1)[idx].movedim(-1, 1)
+    torch.testing.assert_close(floats[:, :3], colours[:, :3])
+    # a red -> teal gradient with a palette of its two ends: the share of the second colour
+    # rises along the ramp (no dither would switch once, in the middle)
+    a, b = torch.tensor([217, 61, 54]) / 255, torch.tensor([0, 138, 169]) / 255
+    t = torch.linspace(0, 1, 128)
+    ramp = (a[:, None] + (b - a)[:, None] * t).view(3, 1, 128).expand(3, 32, 128)
+    share = tp.palette_indices(ramp, torch.stack([a, b]), dither=dither).float().mean(0)
+    assert share[:16].mean() < 0.15 and share[-16:].mean() > 0.85
+    assert 0.2 < share[48:80].mean() < 0.8  # the middle mixes both colours
+
+
+def test_reduce_colors_with_floyd_steinberg_keeps_k_colours(photo64):
+    out = tp.reduce_colors(photo64, 6, dither="floyd-steinberg")
+    assert out.shape == photo64.shape and out.dtype == photo64.dtype
+    assert len(out.flatten(1).unique(dim=1).T) <= 6
+    with pytest.raises(ValueError, match="'refined' needs dither='none'"):
+        tp.reduce_colors(photo64, 4, assign="refined", dither="floyd-steinberg")

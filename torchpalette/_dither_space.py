@@ -22,28 +22,15 @@ import kornia.color as kc
 import torch
 from torch import Tensor
 
-SPACES = ("lab", "oklab", "srgb")
+from ._spaces import D65_WHITE as _WHITE
+from ._spaces import F_TO_LAB as _LAB_A
+from ._spaces import LAB_EPSILON as _THR
+from ._spaces import OKLAB_M1 as _OK_M1
+from ._spaces import OKLAB_M2 as _OK_M2
+from ._spaces import SPACES
+from ._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
 
-_SRGB_TO_XYZ = (
-    (0.412453, 0.357580, 0.180423),
-    (0.212671, 0.715160, 0.072169),
-    (0.019334, 0.119193, 0.950227),
-)
-_WHITE = (0.95047, 1.0, 1.08883)
-_LAB_A = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
 _LAB_C = (-16.0, 0.0, 0.0)
-# Ottosson (2020): linear sRGB -> LMS, and cube-rooted LMS -> Oklab.
-_OK_M1 = (
-    (0.4122214708, 0.5363325363, 0.0514459929),
-    (0.2119034982, 0.6806995451, 0.1073969566),
-    (0.0883024619, 0.2817188376, 0.6299787005),
-)
-_OK_M2 = (
-    (0.2104542553, 0.7936177850, -0.0040720468),
-    (1.9779984951, -2.4285922050, 0.4505937099),
-    (0.0259040371, 0.7827717662, -0.8086757660),
-)
-_THR = 0.008856  # Lab: the cube root's linear toe (kornia)
 _GTHR = 0.0031308  # sRGB transfer function: its linear toe
 _IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 

@@ -50,7 +50,7 @@ class PaletteQuantizer(QuantizerTransform):
         straight_through: pass the incoming gradient to the input unchanged.
         learnable: hold the palette as an ``nn.Parameter``.
         temperature: soft assignment in training mode (``None``: always hard).
-        dither: ``"none"`` or ``"ordered"`` (hard assignment only).
+        dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (hard assignment only).
 
     Shape:
         - Input: any pytree sample; images ``[..., 3|4, H, W]`` uint8 or float (clamped into

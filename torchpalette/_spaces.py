@@ -26,32 +26,32 @@ from torch import Tensor
 SPACES = ("lab", "oklab", "srgb")
 
 # sRGB (linear) -> XYZ, rows divided by the D65 white (0.95047, 1, 1.08883), as kornia.color
-_SRGB_TO_XYZ = (
+SRGB_TO_XYZ = (
     (0.412453, 0.357580, 0.180423),
     (0.212671, 0.715160, 0.072169),
     (0.019334, 0.119193, 0.950227),
 )
-_WHITE = (0.95047, 1.0, 1.08883)
-_F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
-_LAB_EPSILON = 0.008856
+D65_WHITE = (0.95047, 1.0, 1.08883)
+F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
+LAB_EPSILON = 0.008856
 
 # Ottosson (2020): linear sRGB -> LMS, and non-linear LMS -> Lab, with their inverses.
-_M1 = (
+OKLAB_M1 = (
     (0.4122214708, 0.5363325363, 0.0514459929),
     (0.2119034982, 0.6806995451, 0.1073969566),
     (0.0883024619, 0.2817188376, 0.6299787005),
 )
-_M2 = (
+OKLAB_M2 = (
     (0.2104542553, 0.7936177850, -0.0040720468),
     (1.9779984951, -2.4285922050, 0.4505937099),
     (0.0259040371, 0.7827717662, -0.8086757660),
 )
-_M2_INV = (
+OKLAB_M2_INV = (
     (1.0, 0.3963377774, 0.2158037573),
     (1.0, -0.1055613458, -0.0638541728),
     (1.0, -0.0894841775, -1.2914855480),
 )
-_M1_INV = (
+OKLAB_M1_INV = (
     (4.0767416621, -3.3077115913, 0.2309699292),
     (-1.2684380046, 2.6097574011, -0.3413193965),
     (-0.0041960863, -0.7034186147, 1.7076147010),
@@ -86,9 +86,9 @@ def srgb_to_lab_cf(
         floats = (torch.float32, torch.float64)
         dtype = rgb.dtype if rgb.dtype in floats else (dtype or torch.float32)
     lin = _linear(rgb, dtype)
-    m = _matrix(_SRGB_TO_XYZ, lin) / _matrix((_WHITE,), lin).T
+    m = _matrix(SRGB_TO_XYZ, lin) / _matrix((D65_WHITE,), lin).T
     t = torch.matmul(m, lin)
-    eps = _LAB_EPSILON
+    eps = LAB_EPSILON
     # cube root as exp(log(t) / 3): ~2x faster than pow(1/3) on the CPU; in place unless
     # autograd needs the intermediates (the same ops either way, so the same values)
     root = t.clamp(min=eps)
@@ -97,7 +97,7 @@ def srgb_to_lab_cf(
     else:
         root = root.log_().mul_(1.0 / 3.0).exp_()
     f = torch.where(t > eps, root, t * 7.787 + 4.0 / 29.0)
-    fm = _matrix(_F_TO_LAB, f)
+    fm = _matrix(F_TO_LAB, f)
     if torch.compiler.is_compiling():  # dynamo cannot trace out= into a slice: plain ops
         lab = torch.matmul(fm, f) - _matrix(((16.0,), (0.0,), (0.0,)), f)
         return torch.cat([lab, torch.ones_like(lab[:, :1])], 1) if append_one else lab
@@ -140,13 +140,13 @@ def lab_to_srgb(lab: Tensor, clip: bool = True) -> Tensor:
 def srgb_to_oklab(colors: Tensor) -> Tensor:
     """sRGB ``[..., 3]`` -> Oklab ``[..., 3]``."""
     lin = kc.rgb_to_linear_rgb(colors[..., None, None])[..., 0, 0]
-    lms = lin @ _matrix(_M1, lin).T
-    return (torch.sign(lms) * lms.abs().pow(1.0 / 3.0)) @ _matrix(_M2, lms).T
+    lms = lin @ _matrix(OKLAB_M1, lin).T
+    return (torch.sign(lms) * lms.abs().pow(1.0 / 3.0)) @ _matrix(OKLAB_M2, lms).T
 
 
 def oklab_to_srgb(oklab: Tensor, clip: bool = True) -> Tensor:
     """Oklab ``[..., 3]`` -> sRGB ``[..., 3]`` (clamped to [0, 1] by ``clip``)."""
-    linear = (oklab @ _matrix(_M2_INV, oklab).T).pow(3) @ _matrix(_M1_INV, oklab).T
+    linear = (oklab @ _matrix(OKLAB_M2_INV, oklab).T).pow(3) @ _matrix(OKLAB_M1_INV, oklab).T
     if clip:
         linear = linear.clamp(0.0, 1.0)
     return kc.linear_rgb_to_rgb(linear[..., None, None])[..., 0, 0]

@@ -77,7 +77,8 @@ class ColorQuantizer(QuantizerTransform):
     Args:
         colors: palette size per image, 1..256 (``k=`` is an alias).
         space: clustering and matching space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"`` or ``"ordered"`` (Bayer 8x8).
+        dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (as
+            :func:`torchpalette.apply_palette`).
         straight_through: pass the incoming gradient to the input unchanged.
         **palette_kw: passed on to :func:`torchpalette.reduce_colors` (``seed``,
             ``max_pixels``, ``assign``, ...).
@@ -174,7 +175,7 @@ class RandomColorReduction(QuantizerTransform):
         colors: ``(low, high)`` with 1 <= low <= high <= 256, or one int (``k=`` is an alias).
         p: probability of reducing each image, in [0, 1].
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"`` or ``"ordered"``.
+        dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"``.
         same_on_batch: one coin and one k for all images of a batch.
         straight_through: pass the incoming gradient to the input unchanged.
         generator: optional CPU ``torch.Generator`` for the draws (eager mode).

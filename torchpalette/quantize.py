@@ -17,14 +17,12 @@ search (``torchpalette._nearest``): chunks loop over pixel positions, never over
   search only for pixels of bins near a decision boundary (+0.005 mean dE00 against
   ``"exact"``).
 
-Ordered dithering (``dither="ordered"``) adds an 8x8 Bayer threshold map to the pixels (in
-sRGB) before the nearest-colour search. Its amplitude is the palette's mean nearest-neighbour
-distance in sRGB divided by sqrt(3) (a per-channel step), so a palette of distant colours
-dithers strongly and a dense palette barely at all. Dithering implies the per-pixel search.
-
-References:
-    B. E. Bayer, "An optimum method for two-level rendition of continuous-tone pictures",
-    IEEE Int. Conf. on Communications, 1973.
+Dithering (``torchpalette._dither``) mixes palette colours so that the image looks right
+from afar: ``"floyd-steinberg"`` diffuses each pixel's error (in linear light) to its
+neighbours in raster order, exactly, batched over images in wavefronts; ``"ordered"`` is Knoll's
+pattern dithering: a plan of palette colours whose mean approaches the pixel, one of them picked
+by an 8x8 Bayer map, so it mixes any hues. Dithering implies the per-pixel search (``assign``
+``"bins"``/``"refined"`` need ``dither="none"``).
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from torch import Tensor
 from . import _policy
 from . import _validate as v
 from ._bins import recolor_by_bin
+from ._dither import dither_labels
 from ._image import float_to_uint8, merge_alpha, split_alpha
 from ._nearest import search, search_near_boundaries
 from ._palette_core import DEFAULT_BITS, check_options, image_palette
@@ -45,16 +44,8 @@ from ._types import Palette
 
 __all__ = ["apply_palette", "palette_indices", "reduce_colors"]
 
-DITHERS = ("none", "ordered")
+DITHERS = ("none", "ordered", "floyd-steinberg")
 ASSIGNS = ("auto", "exact", "bins", "refined")
-
-
-def _bayer(n: int = 8) -> Tensor:
-    """``[n, n]`` Bayer index matrix with values 0 .. n*n - 1 (n a power of two)."""
-    m = torch.zeros(1, 1, dtype=torch.int64)
-    while m.shape[0] < n:
-        m = torch.cat([torch.cat([4 * m, 4 * m + 2], 1), torch.cat([4 * m + 3, 4 * m + 1], 1)], 0)
-    return m
 
 
 def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tensor, tuple[int, ...]]:
@@ -83,30 +74,21 @@ def _search(
 ) -> Tensor:
     """Unchecked nearest-colour search: ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
     ``[B, K, 3]`` sRGB float -> labels ``[B, P]`` int64. Chunked over P, batched over B.
-    ``refine`` (no dither): the per-pixel search only near decision boundaries."""
+    ``refine`` (no dither): the per-pixel search only near decision boundaries; a ``dither``
+    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``."""
     b, _, p = rgb.shape
-    k = pal.shape[-2]
     dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
     pal = pal.to(dtype)
-    ps = to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
-    pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
-    offset = None
-    if dither == "ordered":
-        bayer = (_bayer(8).to(device=rgb.device, dtype=dtype) + 0.5) / 64.0 - 0.5
-        h, w = hw
-        thr = bayer.repeat((h + 7) // 8, (w + 7) // 8)[:h, :w].reshape(1, 1, p)
-        if k > 1:
-            dd = torch.cdist(pal, pal)
-            dd = dd + torch.eye(k, dtype=dtype, device=rgb.device) * (dd.amax() * 2 + 1)
-            # per-channel amplitude: mean nearest-neighbour distance / sqrt(3)
-            amp = dd.amin(-1).mean(-1).view(b, 1, 1) / 3.0**0.5
-        else:
-            amp = torch.zeros(b, 1, 1, dtype=dtype, device=rgb.device)
-        offset = thr * amp  # [B, 1, P]
     with _policy.single_thread_if_small(rgb, b * p, _policy.SMALL_PIXELS):
-        if refine and offset is None:
+        if dither != "none":
+            x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
+            pal = pal.expand(b, -1, -1).contiguous()
+            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space).reshape(b, p)
+        ps = to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
+        pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
+        if refine:
             return search_near_boundaries(rgb, ps, pa, space, dtype)
-        return search(rgb, ps, pa, space, dtype, offset)
+        return search(rgb, ps, pa, space, dtype, None)
 
 
 def palette_indices(
@@ -119,7 +101,8 @@ def palette_indices(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"`` or ``"ordered"`` (8x8 Bayer).
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
 
     Returns:
         ``[..., H, W]`` int64 indices into the palette's K colours.
@@ -149,7 +132,8 @@ def apply_palette(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"`` or ``"ordered"`` (8x8 Bayer).
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
 
     Returns:
         Image of the input's shape and dtype. uint8 output holds exactly the palette
@@ -224,7 +208,7 @@ def reduce_colors(
         colors: palette size (>= 1); ``k=`` is accepted as an alias (the name
             :func:`torchpalette.palette` and the CLI's ``palette -k`` use).
         space: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"`` or ``"ordered"``.
+        dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (see :func:`apply_palette`).
         assign: how pixels find their colour. ``"exact"``: nearest palette colour per pixel
             (:func:`apply_palette`). ``"bins"``: each pixel takes the colour of its
             histogram bin's cluster through a per-image look-up table (no per-pixel

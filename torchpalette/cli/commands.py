@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colours per image, or of the fitted palette (default: 16)")
     s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
                    help="colour space for matching (default: lab)")
-    s.add_argument("--dither", choices=("none", "ordered"), default="none", help="dithering")
+    s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
+                   help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
     s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
     s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
                    help="DataLoader decode workers, 0 = decode in this process (default: "
