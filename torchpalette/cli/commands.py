@@ -18,32 +18,35 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 import torchpalette as tp
 
-from torchpalette import io
-
-from . import report as report_mod
-from . import torchrun
 from .errors import UsageError, one_line
-from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of this module's API)
-    Job,
-    QuantizeStats,
-    fit_palette,
-    list_images,
-    pending_jobs,
-    plan_jobs,
-    run_jobs,
-    shard,
-    write_atomic,
-)
 from .palette_files import FORMATS, format_palettes, load_palette, rgb255
+
+if TYPE_CHECKING:  # the folder pipeline, torchrun glue and report load only for their commands
+    from .folder import Plan, QuantizeStats
+
+_FOLDER_NAMES = {"Job", "QuantizeStats", "list_images", "plan_jobs", "pending_jobs", "run_jobs",
+                 "shard", "fit_palette"}
+
+
+def __getattr__(name: str):
+    """The folder pipeline's names, re-exported here without importing it at start-up."""
+    if name in _FOLDER_NAMES:
+        from . import folder
+
+        return getattr(folder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ----------------------------------------------------------------------------- helpers
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -102,7 +105,7 @@ def swatches(colors: Tensor, *, use_color: bool, width: int = 2) -> str:
 # ----------------------------------------------------------------------------- commands
 def _batched_palettes(paths, compute, device) -> list[tuple[Tensor, Tensor]]:
     """Decode ``paths`` and run ``compute`` once per group of equal-shaped images."""
-    images = [io.read_image(p) for p in paths]
+    images = [tp.read_image(p) for p in paths]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, img in enumerate(images):
         groups[tuple(img.shape)].append(i)
@@ -162,6 +165,8 @@ def cmd_delta_e(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from . import report as report_mod
+
     path = _existing_file(args.image) if args.image else report_mod.SAMPLE
     out = Path(args.output)
     if not args.force:
@@ -182,66 +187,111 @@ def cmd_report(args) -> int:
 
 
 # ----------------------------------------------------------------------------- quantize
-
-def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
-    """The batch function for ``run_jobs`` from the options: a palette per image
+def make_quantizer(args, device: torch.device, jobs, ranks=None):
+    """The :class:`~torchpalette.cli.quantizers.Quantizer` of the options: a palette per image
     (``--colors``), a fixed palette (``--palette``) or one fitted to all images
-    (``--fit-palette``)."""
-    kw = dict(space=args.space, dither=args.dither)
-    if args.palette is None and not args.fit_palette:
-        def per_image(x: Tensor):
-            pal = tp.palette(x, k=args.colors, space=args.space, seed=args.seed).colors
-            return tp.apply_palette(x, pal, **kw), pal
-        return per_image
+    (``--fit-palette``; fewer distinct colours than asked warns and goes on)."""
+    from .folder import Quantizer, fit_palette
+
+    fixed = None
     if args.palette is not None:
-        fixed = load_palette(_existing_file(args.palette, "--palette"))
-    else:
-        fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
-                            seed=args.seed, device=device, batch_size=args.batch_size,
-                            workers=args.workers)
-    fixed = fixed.to(device)
+        fixed = load_palette(Path(args.palette))
+    elif args.fit_palette:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
+                                seed=args.seed, device=device, batch_size=args.batch_size,
+                                workers=args.workers)
+        if ranks is None or ranks.rank == 0:
+            for w in caught:
+                if "--fit-palette" in str(w.message):
+                    print(f"torchpalette quantize: warning: {w.message}", file=sys.stderr)
+    return Quantizer(args.colors, space=args.space, dither=args.dither, seed=args.seed,
+                     fixed=None if fixed is None else fixed.to(device))
 
-    def apply_fixed(x: Tensor):
-        pals = fixed.expand(x.shape[0], *fixed.shape)
-        return tp.apply_palette(x, pals, **kw), pals
-    return apply_fixed
 
-
-def print_summary(stats: QuantizeStats, *, timings: bool = False, world_size: int = 1) -> int:
-    """Print the one-line summary (stdout) and the failures (stderr); return the exit status."""
+def print_summary(stats: QuantizeStats, plan: Plan | None = None, *, world_size: int = 1) -> int:
+    """Print the summary and time split (stdout), then the skipped and failed files (stderr);
+    return the exit status: 1 when anything failed (a file, an unreadable folder), else 0."""
     rate = stats.done / stats.wall_s if stats.wall_s > 0 else 0.0
     on = f" on {world_size} ranks" if world_size > 1 else ""
-    print(f"quantized {stats.done} images, skipped {stats.skipped} finished, "
+    redone = f" ({stats.redone} broken outputs redone)" if stats.redone else ""
+    print(f"quantized {stats.done} images{redone}, skipped {stats.skipped} finished, "
           f"{len(stats.failures)} failed in {stats.wall_s:.1f} s{on} ({rate:.1f} images/s)")
-    if timings:
-        print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
-              f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
-              f"wall {stats.wall_s:.2f} s")
+    print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
+          f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
+          f"idle {stats.idle_s:.2f} s, wall {stats.wall_s:.2f} s")
+    if plan is not None and plan.renamed:
+        eg = ", ".join(f"{a} -> {b}" for a, b in plan.renamed[:3])
+        print(f"renamed {len(plan.renamed)} outputs whose names clash ({eg}"
+              f"{', ...' if len(plan.renamed) > 3 else ''}); see --help")
+    for rel, reason in [] if plan is None else plan.skipped:
+        print(f"skipped: {rel}: {reason}", file=sys.stderr)
     for rel, reason in stats.failures:
         print(f"failed: {rel}: {reason}", file=sys.stderr)
+    if stats.total == 0 and not stats.failures:
+        ignored = 0 if plan is None else plan.ignored
+        print(f"torchpalette quantize: no image files ({', '.join(_suffixes())}) under SRC "
+              f"({ignored} other files ignored)", file=sys.stderr)
+    elif stats.done == 0 and stats.skipped == 0 and stats.failures:
+        print(f"torchpalette quantize: no readable image in SRC: all {len(stats.failures)} "
+              f"failed (listed above)", file=sys.stderr)
     return 1 if stats.failures else 0
+
+
+def _suffixes() -> tuple[str, ...]:
+    from torchpalette import io
+
+    return io.IMAGE_SUFFIXES
 
 
 def cmd_quantize(args) -> int:
     """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
     prints the summary of all ranks, and every rank returns the same exit status."""
+    import contextlib
+
+    from . import torchrun
+    from .folder import DstLock, pending_jobs, plan_jobs, run_jobs, shard
+    from .plan import say_waiting
+
     src, dst = Path(args.src), Path(args.dst)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
-        every = plan_jobs(src, dst)
+        plan = plan_jobs(src, dst)  # clashes, unreadable folders: before any work
         if ranks is not None:
-            ranks.check_same(every)
-        jobs = shard(every, rank, world)
-        todo = pending_jobs(jobs, args.overwrite)
-        fn = make_quantizer(args, device, jobs)
-        stats = run_jobs(todo, fn, device=device, batch_size=args.batch_size,
-                         workers=args.workers, progress=not args.quiet, ranks=ranks)
-        stats.total, stats.skipped = len(jobs), len(jobs) - len(todo)
-        if ranks is not None:
-            stats = ranks.gather_stats(stats)
+            ranks.check_same(plan.jobs)
+        if args.palette is not None:
+            load_palette(Path(args.palette))  # a bad --palette is a usage error before the lock
+        lock = DstLock(dst, say_waiting) if rank == 0 else contextlib.nullcontext()
+        with lock:
+            if ranks is not None:
+                ranks.barrier()  # every rank plans what is left only once rank 0 holds DST
+            jobs = shard(plan.jobs, rank, world)
+            todo, broken = pending_jobs(jobs, args.overwrite)
+            quantizer = make_quantizer(args, device, jobs, ranks)
+            stats = run_jobs(todo, quantizer, device=device, batch_size=args.batch_size,
+                             workers=args.workers, progress=not args.quiet, ranks=ranks,
+                             optimize=args.optimize)
+            stats.total, stats.skipped, stats.redone = len(jobs), len(jobs) - len(todo), broken
+            if rank == 0:
+                stats.failures = sorted(stats.failures + plan.problems)
+            if ranks is not None:
+                stats = ranks.gather_stats(stats)
         if rank == 0:
-            return print_summary(stats, timings=args.timings, world_size=world)
+            return print_summary(stats, plan, world_size=world)
         return 1 if stats.failures else 0
+
+
+QUANTIZE_NOTES = """
+Outputs mirror SRC under DST as indexed PNGs (a.jpg -> a.png). Names that would clash,
+compared case-insensitively (a.png, a.PNG; b.jpg, b.png, b.jpg.png), are made unique up front:
+a source named exactly like its output keeps it, the others take their full name + .png
+(a.PNG.png), then ~2, ~3... (b.jpg~2.png); the summary lists the renamed ones.
+Finished outputs are skipped (broken ones redone), a second run on the same DST waits for the
+first (lock file DST/.torchpalette.lock), each failing file is listed at the end (exit 1);
+RGBA images get palette entries with alpha (--colors counts them). Directory symlinks are
+followed once; .gif files are processed (first frame only if single-frame).
+"""
 
 
 # ----------------------------------------------------------------------------- parser
@@ -328,12 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--timings", action="store_true", help="print the decode/quantize/encode split")
+    s.add_argument("--optimize", action="store_true",
+                   help="smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
+    s.add_argument("--timings", action="store_true", help=argparse.SUPPRESS)  # always printed
     device(s)
+    s.epilog = (s.epilog or "") + "\n" + QUANTIZE_NOTES
     return p
 
 
 def _rank_in_env() -> int | None:
+    from . import torchrun
+
     try:
         env = torchrun.env_ranks()
     except ValueError:
