@@ -245,6 +245,10 @@ def run_jobs(jobs: Sequence[Job], quantizer: Quantizer, *, device: torch.device,
     jobs. ``threads``: encoder threads (default: all cores).
     """
     start = time.perf_counter()
+    if jobs:
+        # the decoder's lazy torchvision import costs seconds: pay it once here, before the
+        # DataLoader forks its workers, rather than once in every worker
+        import torchvision.io  # noqa: F401
     loader = decode_loader([j.src for j in jobs], batch_size, workers)
     bar = (Progress(len(jobs), progress) if ranks is None
            else ranks.progress(len(jobs), len(loader), progress))
