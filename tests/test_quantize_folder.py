@@ -407,12 +407,36 @@ def test_delta_e_start_up_loads_no_dynamo():
     assert res.returncode == 0 and "torch._dynamo" not in res.stderr
 
 
+def test_batched_jpeg_decode_falls_back_per_file(tmp_path):
+    """The --device cuda JPEG path (here on the CPU: decode_jpeg takes a device): a corrupt
+    file in the batch fails alone, the others decode like read_image."""
+    from torchpalette.cli import pipeline
+
+    paths = [save(tmp_path / f"j{i}.jpg", few_colours(8, 8), quality=95) for i in range(3)]
+    (tmp_path / "j1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    items = [(i, "jpeg", torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8), None,
+              0.0) for i, p in enumerate(paths)]
+    got = pipeline.gpu_decode_jpegs(items, paths, torch.device("cpu"))
+    assert [(i, kind, err is None) for i, kind, _, err, _ in got] == [
+        (0, "rgb", True), (1, "", False), (2, "rgb", True)]
+    assert "not a readable image" in got[1][3]
+    for i in (0, 2):
+        assert got[i][2].equal(tp.read_image(paths[i]))
+    fine = [items[0], items[2]]
+    got = pipeline.gpu_decode_jpegs(fine, paths, torch.device("cpu"))  # one batched call
+    assert [g[2].shape for g in got] == [(3, 8, 8)] * 2
+
+
 @pytest.mark.cuda
-def test_cuda_run_equals_cpu_run_for_jpegs(capsys, tmp_path):
+def test_cuda_jpeg_run_isolates_a_corrupt_file(capsys, tmp_path):
     src = tmp_path / "src"
     for i in range(4):
         save(src / f"j{i}.jpg", few_colours(16, 16), quality=95)
-    code, _, _ = run(capsys, "quantize", src, tmp_path / "g", "--device", "cuda", "--workers",
-                     "0", "--quiet")
-    assert code == 0 and len(outputs(tmp_path / "g")) == 4
-    assert torch.cuda.is_available()
+    (src / "j9.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    code, _, err = run(capsys, "quantize", src, tmp_path / "g", "--device", "cuda",
+                       "--workers", "0", "--quiet")
+    assert code == 1 and set(failed(err)) == {"j9.jpg"}
+    assert outputs(tmp_path / "g") == {f"j{i}.png" for i in range(4)}
+    for i in range(4):  # 3 colours, so the GPU decode's rounding barely matters
+        want = tp.read_image(src / f"j{i}.jpg").permute(1, 2, 0).numpy().astype(int)
+        assert np.abs(pixels(tmp_path / "g" / f"j{i}.png")[..., :3] - want).mean() < 3
