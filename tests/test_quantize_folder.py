@@ -190,6 +190,18 @@ def test_alpha_at_16_colours_bounds_entries(capsys, tmp_path):
         assert len(np.unique(got[..., 3])) >= 4  # partial alpha approximated, not dropped
 
 
+@pytest.mark.parametrize("colors", [2, 3, 5, 16])
+def test_rgba_entries_bounded_for_small_palettes(colors):
+    x = torch.from_numpy(np.dstack([few_colours(6, 12, 6), np.repeat(
+        np.array([0, 0, 60, 128, 200, 255], np.uint8), 2)[None].repeat(6, 0)])).permute(2, 0, 1)
+    idx, pal = quantizers.Quantizer(colors).rgba_one(x)
+    assert pal.shape[1] == 4 and len(pal) <= colors and int(idx.max()) < len(pal)
+    a = x[3]
+    got = (pal[idx][..., 3] * 255).round()
+    assert (got[a == 0] == 0).all()
+    assert (got[a == 255] == 255).all()  # opaque entries only for opaque pixels
+
+
 def test_alpha_with_fixed_palette(capsys, tmp_path):
     a = np.tile(np.linspace(0, 255, 30).astype(np.uint8), (6, 1))
     save(tmp_path / "src" / "fade.png", np.dstack([few_colours(6, 30), a]))

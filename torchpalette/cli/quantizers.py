@@ -80,7 +80,7 @@ class Quantizer:
         n_clear, n_solid, n_part = (int(m.sum()) for m in (clear, solid, part))
         if self.fixed is not None:
             return self._rgba_fixed(x, clear, solid, part)
-        budget = max(self.colors - (n_clear > 0), 1)
+        budget = max(self.colors - (n_clear > 0), 1)  # colors=1 with transparency: 2 entries
         k_part = _share(budget, n_solid, n_part)
         entries, idx = [], torch.zeros(alpha.shape, dtype=torch.int64, device=x.device)
         if n_clear:
@@ -97,16 +97,14 @@ class Quantizer:
         if n_part:
             points, counts, inverse = _unique_points(x, part)
             k = min(k_part, len(points))
-            gen = torch.Generator(device=x.device).manual_seed(self.seed)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*fewer distinct.*")
-                cent = tp.kmeans(points, k, weights=counts.float(), generator=gen).centroids
-            entries.append(_from_points(cent))
-            pal4 = torch.cat(entries)
-            idx[part] = _nearest(points, _to_points(pal4))[inverse]
-        else:
-            pal4 = torch.cat(entries)
-        return idx, pal4
+            if k > 0:  # else (no entry left) partial pixels take the nearest other entry
+                gen = torch.Generator(device=x.device).manual_seed(self.seed)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*fewer distinct.*")
+                    cent = tp.kmeans(points, k, weights=counts.float(), generator=gen).centroids
+                entries.append(_from_points(cent))
+            idx[part] = _nearest(points, _to_points(torch.cat(entries)))[inverse]
+        return idx, torch.cat(entries)
 
     def _rgba_fixed(self, x: Tensor, clear: Tensor, solid: Tensor, part: Tensor):
         pal = self.fixed.to(x.device)
