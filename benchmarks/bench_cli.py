@@ -12,7 +12,8 @@ folder, then times in one run, per folder, 16 colours, no dithering unless said:
 * libimagequant (the ``imagequant`` package: Pillow decode, quantize without dithering, Pillow
   save) and Pillow ``quantize(16)`` (median cut) + save, over a process pool of ``--jobs``.
 
-For each: seconds, images/s, mean CIEDE2000 of output vs input over all pixels of a sample of
+For each: seconds, images/s, CPU milliseconds per image (user + system of all its processes,
+start-up included: the figure a busy shared machine distorts least), mean CIEDE2000 of output vs input over all pixels of a sample of
 images, and total output bytes. Target (issue 13): torchpalette on CPU >= pngquant
 ``--speed 10 --nofs`` images/s with mean ΔE00 at least 0.3 lower and no more bytes.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -100,27 +102,35 @@ def _pngquant_one(pair: tuple[str, str], extra: tuple[str, ...] = ()) -> None:
     subprocess.run(["pngquant", "16", *extra, "--force", "--output", out, src], check=True)
 
 
-def pooled(fn, src: Path, dst: Path, jobs: int, **kw) -> float:
+def child_cpu() -> float:
+    """CPU seconds (user + system) of every finished, waited-for descendant process: on a
+    shared machine this is the fairer figure (wall time depends on the neighbours' load)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def pooled(fn, src: Path, dst: Path, jobs: int, **kw) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``fn`` over every file, ``jobs`` processes at a time."""
     from functools import partial
 
     pairs = _pairs(src, dst)
-    t0 = time.perf_counter()
+    c0, t0 = child_cpu(), time.perf_counter()
     with ProcessPoolExecutor(jobs) as ex:
         list(ex.map(partial(fn, **kw), pairs, chunksize=4))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, child_cpu() - c0
 
 
 def torchpalette_cmd(src: Path, dst: Path, colors: int, device: str, workers: int,
-                     batch: int) -> tuple[float, str]:
+                     batch: int) -> tuple[float, float, str]:
     cmd = [sys.executable, "-m", "torchpalette", "quantize", str(src), str(dst), "--colors",
            str(colors), "--device", device, "--workers", str(workers), "--batch-size",
            str(batch), "--quiet"]
-    t0 = time.perf_counter()
+    c0, t0 = child_cpu(), time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"torchpalette quantize failed: {res.stderr.strip()}")
-    return seconds, res.stdout
+    return seconds, child_cpu() - c0, res.stdout
 
 
 def mean_de(src: Path, dst: Path, sample: int) -> float:
@@ -139,15 +149,17 @@ def out_bytes(dst: Path) -> int:
     return sum(p.stat().st_size for p in dst.rglob("*.png") if not p.name.startswith("."))
 
 
-def run_folder(root: Path, fmt: str, args) -> list[tuple[str, float, float, int, str]]:
+def run_folder(root: Path, fmt: str, args) -> list[tuple[str, float, float, float, int, str]]:
+    """Rows ``(method, wall s, CPU s, mean dE00, output bytes, torchpalette's split)``."""
     src = root / f"src-{fmt}"
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dev in devices:
         dst = root / f"tp-{dev}-{fmt}"
-        secs, out = torchpalette_cmd(src, dst, args.colors, dev, args.workers, args.batch_size)
+        secs, cpu, out = torchpalette_cmd(src, dst, args.colors, dev, args.workers,
+                                          args.batch_size)
         split = re.search(r"timings: (.*)", out)
-        rows.append((f"torchpalette --device {dev}", secs, mean_de(src, dst, args.sample),
+        rows.append((f"torchpalette --device {dev}", secs, cpu, mean_de(src, dst, args.sample),
                      out_bytes(dst), split.group(1) if split else ""))
     peers = [("Pillow quantize (median cut)", _pillow_one, {}),
              ("libimagequant, no dither", _liq_one, {})]
@@ -157,8 +169,8 @@ def run_folder(root: Path, fmt: str, args) -> list[tuple[str, float, float, int,
                   ("pngquant --nofs (default speed)", _pngquant_one, {"extra": ("--nofs",)})]
     for name, fn, kw in peers:
         dst = root / f"{fn.__name__}-{len(rows)}-{fmt}"
-        secs = pooled(fn, src, dst, args.jobs, **kw)
-        rows.append((name, secs, mean_de(src, dst, args.sample), out_bytes(dst), ""))
+        secs, cpu = pooled(fn, src, dst, args.jobs, **kw)
+        rows.append((name, secs, cpu, mean_de(src, dst, args.sample), out_bytes(dst), ""))
     return rows
 
 
@@ -192,10 +204,12 @@ def main() -> None:
             print(f"{args.n} {fmt.upper()} images {args.size}x{args.size} -> indexed PNG, "
                   f"{args.colors} colours, {args.jobs} processes for peers, torchpalette "
                   f"workers={args.workers} batch={args.batch_size} (end to end)")
-            print(f"{'method':34s} {'seconds':>8s} {'img/s':>7s} {'mean dE00':>10s} {'MB':>7s}")
-            for name, secs, de, size, _ in rows:
-                print(f"{name:34s} {secs:8.2f} {args.n / secs:7.1f} {de:10.2f} {size / 1e6:7.2f}")
-            for name, _, _, _, split in rows:
+            print(f"{'method':34s} {'seconds':>8s} {'img/s':>7s} {'CPU ms/img':>11s} "
+                  f"{'mean dE00':>10s} {'MB':>7s}")
+            for name, secs, cpu, de, size, _ in rows:
+                print(f"{name:34s} {secs:8.2f} {args.n / secs:7.1f} {1000 * cpu / args.n:11.1f} "
+                      f"{de:10.2f} {size / 1e6:7.2f}")
+            for name, _, _, _, _, split in rows:
                 if split:
                     print(f"{name}: {split}")
         warn_if_busy(busy)
