@@ -303,9 +303,12 @@ def run_jobs(jobs: Sequence[Job], quantizer: Quantizer, *, device: torch.device,
         while True:
             t0 = time.perf_counter()
             items = next(batches, None)
-            run.stats.idle_s += time.perf_counter() - t0
             if items is None:
                 break
+            waited = time.perf_counter() - t0
+            if workers == 0:  # this thread decoded the batch itself: that is not idle time
+                waited -= sum(item[4] for item in items)
+            run.stats.idle_s += max(waited, 0.0)
             run.batch(items)
             run.settle(2 * batch_size)
             bar.batch_done()
