@@ -3,7 +3,7 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in its environment (what tor
 
 Usage: python _dist_worker.py OUT MODE SRC DST PALETTE
 
-Every ``folder.write_atomic`` call is logged; stdout/stderr and exit status of each step go to
+Every ``pipeline.write_atomic`` call is logged; stdout/stderr and exit status of each step go to
 ``OUT/rank-RANK.json``. Modes:
 
 * ``cli``: ``torchpalette quantize SRC DST --palette PALETTE`` through ``cli.main`` (the
@@ -28,7 +28,8 @@ import torch
 import torch.distributed as dist
 
 from torchpalette.cli import commands as cli
-from torchpalette.cli import folder
+from torchpalette.cli import folder, pipeline
+import torchpalette as tp
 from torchpalette import nn as tpnn
 
 out, mode, src, dst, pal = Path(sys.argv[1]), sys.argv[2], *sys.argv[3:6]
@@ -37,29 +38,19 @@ rank = int(os.environ["RANK"])
 writes: list[str] = []
 steps: dict[str, dict] = {}
 
-real_write_atomic = folder.write_atomic
+real_write_atomic = pipeline.write_atomic
+limit = int(mode[4:]) if mode.startswith("die:") and rank == 1 else None
 
 
-def logged_write_atomic(image, dst, palette):
-    seconds = real_write_atomic(image, dst, palette)
+def logged_write_atomic(data, dst):
+    if limit is not None and len(writes) >= limit:  # half a temp file, then die at once
+        pipeline.temp_path(dst).write_bytes(data[: len(data) // 2])
+        os._exit(9)
+    real_write_atomic(data, dst)
     writes.append(str(dst))
-    return seconds
 
 
-folder.write_atomic = logged_write_atomic
-
-if mode.startswith("die:") and rank == 1:
-    limit, real_write_image = int(mode[4:]), folder.io.write_image
-
-    def dying_write_image(image, path, *, palette=None):
-        if len(writes) >= limit:
-            real_write_image(image, path, palette=palette)
-            data = Path(path).read_bytes()
-            Path(path).write_bytes(data[: len(data) // 2])
-            os._exit(9)
-        return real_write_image(image, path, palette=palette)
-
-    folder.io.write_image = dying_write_image
+pipeline.write_atomic = logged_write_atomic
 
 
 def step(name: str, args: list[str]) -> None:
@@ -73,11 +64,11 @@ step("cli", ["quantize", src, dst, "--palette", pal, *common])
 if mode == "fit":
     os.environ["MASTER_PORT"] = os.environ["MASTER_PORT2"]
     dist.init_process_group("gloo")
-    jobs = folder.shard(folder.plan_jobs(Path(src), Path(dst)), rank, dist.get_world_size())
+    jobs = folder.shard(folder.plan_jobs(Path(src), Path(dst)).jobs, rank, dist.get_world_size())
     images = []
     for job in jobs:
         try:
-            images.append(cli.io.read_image(job.src))
+            images.append(tp.read_image(job.src))
         except ValueError:
             pass
     q = tpnn.PaletteQuantizer.fit(images, colors=4, seed=0)

@@ -69,8 +69,9 @@ FAILED = {"a/corrupt.jpg", "zero.png"}
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Visible files (the lock file DST/.torchpalette.lock stays, hidden, between runs)."""
     return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_ino)
-            for p in root.rglob("*") if p.is_file()}
+            for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
 # ----------------------------------------------------------------------------- usage
@@ -217,11 +218,14 @@ def test_quantize_tree(capsys, tree):
         src_img = Image.open(src / src_rel)
         assert out_img.size == src_img.size
         rgba = np.asarray(out_img.convert("RGBA"))
-        assert len(np.unique(rgba[..., :3].reshape(-1, 3), axis=0)) <= 4
-        if rel == "a/rgba.png":  # alpha passes through
-            assert np.array_equal(rgba[..., 3], np.asarray(src_img)[..., 3])
+        assert out_img.mode == "P"  # indexed PNG, alpha entries included in the 4 colours
+        assert len(out_img.getpalette()) // 3 <= 4
+        assert len(np.unique(rgba.reshape(-1, 4), axis=0)) <= 4
+        if rel == "a/rgba.png":  # transparent stays transparent, opaque stays opaque
+            a = np.asarray(src_img)[..., 3]
+            assert (rgba[..., 3][a == 0] == 0).all() and (rgba[..., 3][a == 255] == 255).all()
+            assert (a == 0).any()
         else:
-            assert out_img.mode == "P"  # indexed PNG
             assert (rgba[..., 3] == 255).all()
 
 
@@ -237,16 +241,18 @@ def test_quantize_workers_give_same_bytes(capsys, tree, tmp_path):
 
 def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
     src, dst = tree
-    real_write, calls = folder.io.write_image, []
+    from torchpalette.cli import pipeline
 
-    def dying_write(image, path, *, palette=None):
-        calls.append(path)
+    real_write, calls = pipeline.write_atomic, []
+
+    def dying_write(data, dst):
+        calls.append(dst)
         if len(calls) == 3:  # half a file on disk, then the process "dies"
-            Path(path).write_bytes(b"\x89PNG partial")
+            pipeline.temp_path(dst).write_bytes(data[: len(data) // 2])
             raise KeyboardInterrupt
-        real_write(image, path, palette=palette)
+        real_write(data, dst)
 
-    monkeypatch.setattr(folder.io, "write_image", dying_write)
+    monkeypatch.setattr(pipeline, "write_atomic", dying_write)
     code, _, err = run(capsys, "quantize", src, dst, "--workers", "0", "--batch-size", "1",
                        "--quiet")
     assert code == 130 and "interrupted" in err
@@ -259,7 +265,7 @@ def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
     stale = dst / "a" / ".two.png.99999.tmp.png"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"partial")
-    monkeypatch.setattr(folder.io, "write_image", real_write)
+    monkeypatch.setattr(pipeline, "write_atomic", real_write)
     code, out, _ = run(capsys, "quantize", src, dst, "--workers", "0", "--quiet")
     assert code == 1 and f"skipped {len(first)} finished" in out
     second = snapshot(dst)
@@ -282,8 +288,8 @@ def test_quantize_palette_file_roundtrip(capsys, tree, photo, tmp_path):
                      "--quiet")
     assert code == 1
     for rel in OUTPUTS:
-        rgb = np.asarray(Image.open(dst / rel).convert("RGBA"))[..., :3].reshape(-1, 3)
-        assert {tuple(c) for c in np.unique(rgb, axis=0)} <= allowed
+        rgba = np.asarray(Image.open(dst / rel).convert("RGBA")).reshape(-1, 4)
+        assert {tuple(c) for c in np.unique(rgba[rgba[:, 3] > 0, :3], axis=0)} <= allowed
 
 
 @pytest.mark.parametrize("fmt", ["gpl", "hex"])
@@ -302,8 +308,8 @@ def test_quantize_fit_palette_shares_one_palette(capsys, tree):
     assert code == 1
     seen = set()
     for rel in OUTPUTS:
-        rgb = np.asarray(Image.open(dst / rel).convert("RGBA"))[..., :3].reshape(-1, 3)
-        seen |= {tuple(c) for c in np.unique(rgb, axis=0)}
+        rgba = np.asarray(Image.open(dst / rel).convert("RGBA")).reshape(-1, 4)
+        seen |= {tuple(c) for c in np.unique(rgba[rgba[:, 3] > 0, :3], axis=0)}
     assert len(seen) <= 6
 
 
@@ -311,7 +317,7 @@ def test_plan_jobs_collisions_and_shard(tmp_path):
     src = tmp_path / "s"
     for name in ["a.jpg", "a.png", "b.JPG", "c/d.tiff"]:
         save(src / name, np.zeros((2, 2, 3), np.uint8))
-    jobs = folder.plan_jobs(src, tmp_path / "d")
+    jobs = folder.plan_jobs(src, tmp_path / "d").jobs
     assert [(j.rel, j.dst.relative_to((tmp_path / "d").resolve()).as_posix()) for j in jobs] == [
         ("a.jpg", "a.jpg.png"), ("a.png", "a.png"), ("b.JPG", "b.png"), ("c/d.tiff", "c/d.png")]
     for world in (1, 2, 3, 5):

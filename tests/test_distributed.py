@@ -87,7 +87,9 @@ def tree(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Visible files (not the hidden lock file DST/.torchpalette.lock, which outlives a run)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def single(src: Path, dst: Path, *extra: str) -> int:
@@ -115,7 +117,7 @@ def test_union_equals_single_process_byte_for_byte(tree, two_ranks, tmp_path, ca
 def test_every_file_written_once_by_its_shard(tree, two_ranks):
     src, _ = tree
     root, ranks = two_ranks
-    jobs = cli.plan_jobs(src, root / "dst")
+    jobs = cli.plan_jobs(src, root / "dst").jobs
     for rank, rec in enumerate(ranks):
         mine = {str(j.dst) for j in cli.shard(jobs, rank, 2) if j.rel != CORRUPT}
         assert sorted(rec["writes"][: len(mine)]) == sorted(mine)

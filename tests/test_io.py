@@ -128,6 +128,91 @@ def test_read_errors(tmp_path, sample_path):
         tp.read_image(tmp_path / "anim.gif")
 
 
+def test_read_16_bit_and_float_tiff_scaled_like_16_bit_png(tmp_path):
+    grey16 = np.array([[0, 257, 32768, 65535], [128, 40000, 65534, 1000]], np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.tif")
+    assert Image.open(tmp_path / "g16.tif").mode.startswith("I;16")  # the case under test
+    out = tp.read_image(tmp_path / "g16.tif")
+    want = np.round(grey16.astype(np.float64) * 255 / 65535).astype(np.uint8)  # NumPy reference
+    assert out.shape == (3, 2, 4) and out.equal(_chw(want[..., None]).expand(3, -1, -1))
+    assert int(out[0, 0, 2]) == 128
+    f = np.array([[0.0, 0.5, 1.0, 0.25], [1.5, -0.2, 0.002, 0.999]], np.float32)
+    Image.fromarray(f, mode="F").save(tmp_path / "f.tif")
+    out = tp.read_image(tmp_path / "f.tif")
+    want = np.round(np.clip(f, 0, 1) * 255).astype(np.uint8)
+    assert out.equal(_chw(want[..., None]).expand(3, -1, -1)) and int(out[0, 0, 1]) == 128
+
+
+def test_read_trns_colour_key_png_becomes_alpha(tmp_path):
+    rgb = RGB.copy()
+    rgb[0, :3] = (10, 20, 30)
+    Image.fromarray(rgb).save(tmp_path / "key.png", transparency=(10, 20, 30))
+    out = tp.read_image(tmp_path / "key.png")
+    ref = np.asarray(Image.open(tmp_path / "key.png").convert("RGBA"))  # Pillow reference
+    assert out.shape == (4, 5, 7) and out.equal(_chw(ref))
+    key = (rgb == (10, 20, 30)).all(-1)
+    assert out[3].eq(0).equal(torch.from_numpy(key)) and key.sum() >= 3
+    grey = RGB[..., 0].copy()
+    grey[1, :2] = 7
+    Image.fromarray(grey).save(tmp_path / "gkey.png", transparency=7)
+    out = tp.read_image(tmp_path / "gkey.png")
+    assert out.shape == (4, 5, 7) and out[3].eq(0).equal(torch.from_numpy(grey == 7))
+    assert out[:3].equal(_chw(grey[..., None]).expand(3, -1, -1))
+
+
+def test_read_transparent_gif_becomes_alpha(tmp_path):
+    idx = RNG.integers(0, 4, (6, 5)).astype(np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    im.save(tmp_path / "t.gif", transparency=2)
+    out = tp.read_image(tmp_path / "t.gif")
+    assert out.shape == (4, 6, 5)
+    assert out[3].eq(0).equal(torch.from_numpy(idx == 2))
+    opaque = torch.from_numpy(idx != 2)
+    pal = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], dtype=torch.uint8)
+    assert out[:3].permute(1, 2, 0)[opaque].equal(pal[torch.from_numpy(idx).long()][opaque])
+
+
+def test_read_webp_honours_exif_orientation(tmp_path):
+    arr = np.zeros((4, 8, 3), np.uint8)
+    arr[:, :4] = 255  # left half white
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    im.save(tmp_path / "rot.webp", exif=exif, lossless=True)
+    out = tp.read_image(tmp_path / "rot.webp")
+    assert out.equal(_chw(np.rot90(arr, k=-1)))  # NumPy reference: clockwise, white on top
+
+
+@pytest.mark.parametrize("k, bits", [(1, 1), (2, 1), (3, 2), (4, 2), (16, 4), (17, 8), (256, 8)])
+def test_encode_indexed_png_smallest_bit_depth(tmp_path, k, bits):
+    pal = torch.from_numpy(RNG.integers(0, 256, (k, 4), dtype=np.uint8))
+    pal[0, 3] = 0
+    idx = torch.from_numpy(RNG.integers(0, k, (9, 11)))
+    data = tp.io.encode_indexed_png(idx, pal)
+    assert data[24] == bits  # IHDR bit depth
+    (tmp_path / "p.png").write_bytes(data)
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.mode == "P" and ("transparency" in im.info) == (k > 0)
+    assert tp.read_image(tmp_path / "p.png").equal(pal[idx].permute(2, 0, 1))
+    small = tp.io.encode_indexed_png(idx, pal, optimize=True)
+    assert len(small) <= len(data)
+    with pytest.raises(ValueError, match=r"indices: expected values in \[0, "):
+        tp.io.encode_indexed_png(idx + k, pal)
+
+
+def test_write_image_with_alpha_palette(tmp_path):
+    pal = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1], [1, 0, 0, 0.5], [0, 0, 1, 1]])
+    idx = torch.from_numpy(RNG.integers(0, 4, (8, 6)))
+    img = (pal[idx].permute(2, 0, 1) * 255).round().to(torch.uint8)
+    tp.write_image(img, tmp_path / "a.png", palette=pal)
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "P" and len(im.getpalette()) // 3 == 4
+    assert tp.read_image(tmp_path / "a.png").equal(img)
+    with pytest.raises(ValueError, match="palette: expected \\[K, 3\\] for a 3-channel"):
+        tp.write_image(img[:3], tmp_path / "b.png", palette=pal)
+
+
 # ------------------------------------------------------------------ write_image
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 @pytest.mark.parametrize("channels", [3, 4])
@@ -213,7 +298,7 @@ def test_iter_image_files(tmp_path):
         (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / n).write_bytes(b"")
     got = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
-    assert got == ["a.jpeg", "b/a/y.JPG", "b/z.png", "c.webp", "d.bmp", "e.tif", "f.TIFF"]
+    assert got == ["a.jpeg", "b/a/y.JPG", "b/z.png", "c.webp", "d.bmp", "e.tif", "f.TIFF", "g.gif"]
     assert iter_image_files(str(tmp_path)) == iter_image_files(tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         iter_image_files(tmp_path / "nowhere")

@@ -77,7 +77,7 @@ def test_report_html_has_every_section(capsys, tmp_path, photo, monkeypatch):
     assert section(html, "palette").count("<tr") - 1 == 7
     # the reduced section: plain and every dither per count, each with its palette under it
     reduced = section(html, "reduced")
-    figures = re.findall(r'<figure class="reduced[^"]*" data-colors="(\d+)" data-dither="(\w+)"'
+    figures = re.findall(r'<figure class="reduced[^"]*" data-colors="(\d+)" data-dither="([\w-]+)"'
                          r'(.*?)</figure>', reduced, re.S)
     assert [(int(n), d) for n, d, _ in figures] == [
         (n, d) for n in report.REDUCED_COLORS for d in ("none", *report.DITHERS)]
@@ -114,7 +114,10 @@ def test_reduced_images_are_indexed_pngs_with_n_colours(photo):
     des = [r.mean_de for r in rep.reductions]
     assert all(d >= 0 for d in des) and des[-1] < des[0]
     # dithering mixes palette colours: other images (where the palette allows), same palettes
-    pairs = list(zip(rep.reductions, rep.dithered))
+    per_count = len(report.DITHERS)
+    pairs = [(p, d) for i, p in enumerate(rep.reductions)
+             for d in rep.dithered[i * per_count : (i + 1) * per_count]]
+    assert len(pairs) == len(rep.dithered)
     assert all(torch.equal(d.palette, p.palette) for p, d in pairs)
     assert any(d.png != p.png for p, d in pairs)
 
@@ -188,7 +191,7 @@ def test_single_colour_image_gives_a_report(tmp_path, capsys, size):
     assert "No neighbouring pairs" in section(html, "neighbours")
     assert "nothing to sort" in section(html, "sorted") and "<table" not in section(html, "palette")
     assert "fewer distinct colours" in section(html, "image")  # the warning, as a note
-    assert section(html, "reduced").count("<img") == 12
+    assert section(html, "reduced").count("<img") == 6 * (1 + len(report.DITHERS))
 
 
 @pytest.mark.parametrize(("option", "sid"), [("--colors", "palette"), ("--top-n", "sorted")])

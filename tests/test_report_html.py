@@ -62,7 +62,7 @@ def test_page_interaction_is_inline(built):
     for needle in ("navigator.clipboard", 'execCommand("copy")', "mouseover", "focusin",
                    '"--pos"', 'id="logscale" checked', ".scale-log"):
         assert needle in html
-    assert html.count('type="range"') == 2 * len(report.REDUCED_COLORS)
+    assert html.count('type="range"') == (1 + len(report.DITHERS)) * len(report.REDUCED_COLORS)
     assert '<meta name="viewport"' in html
     assert not re.search(r'(src|href)="(?!data:)', html) and "http://" not in html.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")

@@ -1,17 +1,24 @@
 """Image files <-> uint8 tensors ``[3|4, H, W]``, and walking a folder of images.
 
-Decoding goes through ``torchvision.io.decode_image`` with an explicit mode: in its default mode
-it returns palette *indices* for paletted PNGs and uint16 for 16-bit PNGs, so we ask for
-``ImageReadMode.RGB`` (or ``RGB_ALPHA`` when the file has transparency, found from the header
-by Pillow without decoding) and scale 16-bit samples to 8 bits with rounding. EXIF orientation
-is applied. Formats torchvision cannot decode (BMP, TIFF) go through Pillow. Every failure names
-the path: ``FileNotFoundError`` for a missing file, ``ValueError`` for an empty, truncated or
-non-image file.
+Decoding: JPEG and PNG go through ``torchvision.io.decode_image`` with an explicit mode (in
+its default mode it returns palette *indices* for paletted PNGs and uint16 for 16-bit PNGs),
+``ImageReadMode.RGB`` or ``RGB_ALPHA`` when the header (read by Pillow, without decoding) says
+the file has an alpha channel; 16-bit samples are scaled to 8 bits with rounding. Pillow decodes
+what torchvision gets wrong or lacks: PNGs with a tRNS chunk (colour-key or palette
+transparency), GIF (its transparent index), WebP (whose EXIF orientation torchvision ignores),
+BMP and TIFF, including 16-bit and float TIFFs, scaled like 16-bit PNG (32768 -> 128, float
+0.5 -> 128). EXIF orientation is applied everywhere. Every failure names the path:
+``FileNotFoundError`` for a missing file, ``ValueError`` for an empty, truncated or non-image
+file.
 
 Encoding: PNG (``encode_png``, 3 channels), JPEG (``encode_jpeg``, quality 95, no alpha), and
 through Pillow the cases ``encode_png`` rejects: RGBA PNGs and indexed PNGs (mode "P") written
-from a palette. The whole file is encoded in memory before the path is opened, so a bad
-argument never leaves a half-written file (writing atomically is the caller's job).
+from a palette, at the smallest bit depth that holds the palette (1, 2, 4 or 8) and zlib level
+``PNG_LEVEL`` (``optimize=True`` for Pillow's slow, smallest search). The whole file is encoded
+in memory before the path is opened, so a bad argument never leaves a half-written file
+(writing atomically is the caller's job). torchvision is imported on first use only: its
+package import pulls in ``torchvision.ops`` and ``torch._dynamo``, seconds that a command which
+never decodes should not pay.
 """
 
 from __future__ import annotations
@@ -22,19 +29,25 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png
 
 from . import _validate as v
 from ._image import float_to_uint8
 
-__all__ = ["read_image", "write_image", "iter_image_files", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "write_image", "encode_indexed_png", "iter_image_files",
+           "IMAGE_SUFFIXES", "PNG_LEVEL"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg")
 JPEG_QUALITY = 95
+PNG_LEVEL = 4
+"""zlib level of indexed PNGs: the knee of time vs size on 512x512 16-colour photos (see
+benchmarks/RESULTS.md): about 2x faster than level 6 for ~2% more bytes; 9 is 20x slower."""
+
+_TORCHVISION_FORMATS = ("PNG", "JPEG")
 
 
 @contextlib.contextmanager
@@ -65,24 +78,48 @@ def _jpeg_truncated(data: bytes) -> bool:
     return False
 
 
+def _high_depth_to_uint8(im: Image.Image) -> np.ndarray:
+    """16-bit and 32-bit integer samples scale like 16-bit PNG (``round(x * 255 / 65535)``,
+    32768 -> 128); float samples are taken as [0, 1] (clipped; 0.5 -> 128). -> ``[H, W]``."""
+    arr = np.asarray(im)
+    if arr.dtype.kind == "f":
+        return np.round(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    x = np.clip(arr.astype(np.int64), 0, 65535)
+    return ((x * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def _pillow_decode(data: bytes, path: str) -> Tensor:
-    """Fallback decoder for formats torchvision lacks (BMP, TIFF): Pillow, EXIF applied."""
+    """Decoder for what torchvision lacks or gets wrong (BMP, TIFF, GIF, WebP, PNG with tRNS):
+    Pillow, EXIF orientation applied, transparency (tRNS, GIF's transparent index) as alpha."""
     try:
         with Image.open(_io.BytesIO(data)) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1 and im.format != "TIFF":
+                raise ValueError(
+                    f"{path}: expected a single image, got an animation of {frames} frames")
             im = ImageOps.exif_transpose(im)
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                grey = _high_depth_to_uint8(im)
+                return torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
             im = im.convert("RGBA" if _has_alpha(im) else "RGB")
             arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             return arr.reshape(im.height, im.width, len(im.mode)).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise ValueError(f"{path}: not a readable image ({_why(err)})") from None
+    except ValueError as err:
+        if str(err).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a readable image ({err})") from None
 
 
 def read_image(path: str | os.PathLike) -> Tensor:
     """Read an image file as a uint8 tensor ``[3, H, W]`` (RGB) or ``[4, H, W]`` (RGBA).
 
-    Grey and paletted images become RGB (RGBA when they carry transparency), 16-bit samples
-    become 8-bit (rounded), and the EXIF orientation is applied. PNG, JPEG, WebP through
-    ``torchvision.io.decode_image``; BMP and TIFF through Pillow.
+    Grey and paletted images become RGB (RGBA when they carry transparency: an alpha channel,
+    a PNG tRNS colour key or palette entry, a GIF transparent index), 16-bit and float samples
+    become 8-bit (``round(x * 255 / 65535)`` for 16-bit, ``round(255 x)`` for float in [0, 1]),
+    and the EXIF orientation is applied (JPEG, PNG, WebP, TIFF). PNG and JPEG through
+    ``torchvision.io.decode_image``; the rest, and PNGs with tRNS, through Pillow.
 
     Args:
         path: the image file.
@@ -112,15 +149,21 @@ def read_image(path: str | os.PathLike) -> Tensor:
         raise ValueError(f"{name}: expected an image file, got an empty (0-byte) file")
     try:
         with Image.open(_io.BytesIO(data)) as im:
-            alpha, fmt = _has_alpha(im), im.format
+            alpha, fmt, trns = _has_alpha(im), im.format, "transparency" in im.info
             im.verify()  # cheap structural check (PNG CRCs, truncation at the chunk level)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise ValueError(f"{name}: not a readable image ({_why(err)})") from None
-    if fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
+    if fmt not in _TORCHVISION_FORMATS or trns:
         return _pillow_decode(data, name)
     if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9") and _jpeg_truncated(data):
         # libjpeg only warns on a truncated JPEG and fills the rest with grey: refuse instead
         raise ValueError(f"{name}: truncated JPEG (image data ends early)")
+    return _torchvision_decode(data, name, alpha)
+
+
+def _torchvision_decode(data: bytes, name: str, alpha: bool) -> Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
     mode = ImageReadMode.RGB_ALPHA if alpha else ImageReadMode.RGB
     try:
         with _tv_quiet():
@@ -131,23 +174,86 @@ def read_image(path: str | os.PathLike) -> Tensor:
             )
     except RuntimeError as err:
         raise ValueError(f"{name}: not a readable image ({err})") from None
-    if image.ndim == 4:  # animated GIF/WebP: [frames, C, H, W]
+    if image.ndim == 4:  # animated PNG: [frames, C, H, W]
         if image.shape[0] != 1:
-            raise ValueError(
-                f"{name}: expected a single image, got an animation of {image.shape[0]} frames"
-            )
+            raise ValueError(f"{name}: expected a single image, got an animation of "
+                             f"{image.shape[0]} frames")
         image = image[0]
     if image.dtype == torch.uint16:  # 16-bit PNG: round 0..65535 to 0..255
         image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
     return image
 
 
-def _palette_png(rgb: Tensor, alpha: Tensor | None, palette: Tensor) -> Image.Image:
-    """uint8 image ``[3, H, W]`` whose pixels are all palette colours -> Pillow "P" image."""
-    pal8 = float_to_uint8(palette.detach().cpu()).to(torch.int64)  # [K, 3]
-    pal_key = pal8[:, 0] << 16 | pal8[:, 1] << 8 | pal8[:, 2]
-    px = rgb.to(torch.int64)
-    key = (px[0] << 16 | px[1] << 8 | px[2]).flatten()
+def png_bits(k: int) -> int:
+    """The smallest PNG bit depth (1, 2, 4 or 8) whose indices address ``k`` palette entries."""
+    return next(b for b in (1, 2, 4, 8) if k <= 1 << b)
+
+
+def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = False) -> bytes:
+    """Encode palette indices as an indexed PNG (mode "P") in memory.
+
+    Args:
+        indices: ``[H, W]`` integer indices into ``palette``.
+        palette: ``[K, 3]`` (RGB) or ``[K, 4]`` (RGBA, written with a tRNS chunk), uint8 or float
+            in [0, 1] (rounded), 1 <= K <= 256.
+        optimize: Pillow's ``optimize=True`` (zlib level 9 and a search): the smallest files,
+            ~20x slower than the default level ``PNG_LEVEL``.
+
+    Returns:
+        The PNG file's bytes, at bit depth ``png_bits(K)``.
+
+    Raises:
+        TypeError: ``indices`` not an integer tensor.
+        ValueError: wrong shapes, K out of range, or an index >= K.
+
+    Example:
+        >>> import torch
+        >>> data = encode_indexed_png(torch.tensor([[0, 1]]), torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]]))
+        >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[24]  # bit depth 1
+        (True, 1)
+    """
+    if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.ndim != 2:
+        raise TypeError(f"indices: expected an integer tensor [H, W], got {_describe(indices)}")
+    if not isinstance(palette, Tensor) or palette.ndim != 2 or palette.shape[1] not in (3, 4) \
+            or not 1 <= palette.shape[0] <= 256:
+        raise ValueError(f"palette: expected shape [K, 3|4] with 1 <= K <= 256, got "
+                         f"{_describe(palette)}")
+    pal8 = palette.detach().cpu()
+    pal8 = pal8 if pal8.dtype == torch.uint8 else float_to_uint8(pal8)
+    k = pal8.shape[0]
+    idx = indices.detach().cpu()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= k):
+        raise ValueError(f"indices: expected values in [0, {k - 1}], got "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    h, w = idx.shape
+    im = Image.frombytes("P", (w, h), idx.to(torch.uint8).contiguous().numpy().tobytes())
+    im.putpalette(pal8.contiguous().numpy().tobytes(), rawmode="RGBA" if pal8.shape[1] == 4 else "RGB")
+    buf = _io.BytesIO()
+    opts = {"optimize": True} if optimize else {"compress_level": PNG_LEVEL}
+    im.save(buf, format="PNG", bits=png_bits(k), **opts)
+    return buf.getvalue()
+
+
+def _describe(x: object) -> str:
+    return f"{x.dtype} {v.shape_str(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _palette_indices(img8: Tensor, palette: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 image ``[3|4, H, W]`` whose pixels are all palette entries -> (indices ``[H, W]``,
+    uint8 palette ``[K', 3|4]``). A ``[K, 4]`` palette is matched on RGBA; a ``[K, 3]`` one on
+    RGB, and with an RGBA image each used (colour, alpha) pair becomes one entry."""
+    pal8 = float_to_uint8(palette.detach().cpu()).to(torch.int64)  # [K, 3|4]
+    rgba_pal = pal8.shape[1] == 4
+    chans = img8[:4] if rgba_pal else img8[:3]
+    px = chans.to(torch.int64).flatten(1)
+
+    def pack(c: Tensor) -> Tensor:  # [C, N] -> [N] one integer per colour
+        key = c[0]
+        for row in c[1:]:
+            key = key << 8 | row
+        return key
+
+    key, pal_key = pack(px), pack(pal8.T)
     sorted_key, order = torch.sort(pal_key, stable=True)  # stable: first entry wins duplicates
     pos = torch.searchsorted(sorted_key, key).clamp_max(len(sorted_key) - 1)
     missing = sorted_key[pos] != key
@@ -155,26 +261,24 @@ def _palette_png(rgb: Tensor, alpha: Tensor | None, palette: Tensor) -> Image.Im
         bad = int(key[missing.nonzero()[0, 0]])
         raise ValueError(
             f"image: expected every pixel to be a palette colour (apply_palette first), got "
-            f"{int(missing.sum())} pixels that are not, e.g. #{bad:06x}"
+            f"{int(missing.sum())} pixels that are not, e.g. #{bad:0{2 * len(chans)}x}"
         )
     index = order[pos]  # [H*W] palette index of each pixel
     colors = pal8
-    if alpha is not None:  # one entry per (colour, alpha) pair actually used
-        pairs, index = torch.unique(index * 256 + alpha.flatten().to(torch.int64), return_inverse=True)
+    if img8.shape[0] == 4 and not rgba_pal:  # one entry per (colour, alpha) pair actually used
+        pairs, index = torch.unique(index * 256 + img8[3].flatten().to(torch.int64),
+                                    return_inverse=True)
         if len(pairs) > 256:
             raise ValueError(
                 f"image: expected at most 256 (palette colour, alpha) pairs for an indexed PNG, "
-                f"got {len(pairs)}"
+                f"got {len(pairs)}; quantize with a [K, 4] palette that carries alpha"
             )
         colors = torch.cat([pal8[pairs // 256], (pairs % 256)[:, None]], dim=1)
-    h, w = rgb.shape[-2:]
-    im = Image.frombytes("P", (w, h), index.to(torch.uint8).numpy().tobytes())
-    raw = colors.to(torch.uint8).numpy().tobytes()
-    im.putpalette(raw, rawmode="RGBA" if alpha is not None else "RGB")
-    return im
+    return index.reshape(img8.shape[-2:]), colors.to(torch.uint8)
 
 
-def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | None = None) -> None:
+def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | None = None,
+                optimize: bool = False) -> None:
     """Write an image ``[3|4, H, W]`` to a PNG or JPEG file, chosen by the suffix.
 
     Args:
@@ -182,10 +286,13 @@ def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | Non
             only for PNG.
         path: destination ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case); its folder must
             exist. An existing file is replaced.
-        palette: optional ``[K, 3]`` float sRGB, K <= 256, PNG only: write an indexed PNG
-            (Pillow mode "P"), each pixel stored as the index of its exact palette colour. With
-            alpha, the palette holds each used (colour, alpha) pair (PNG tRNS). Every pixel,
-            rounded to uint8, must equal a palette colour rounded to uint8.
+        palette: optional ``[K, 3]`` or ``[K, 4]`` float sRGB(A) in [0, 1], K <= 256, PNG only:
+            write an indexed PNG (mode "P", bit depth 1, 2, 4 or 8 as K needs), each pixel
+            stored as the index of its exact palette entry (rounded to uint8). A ``[K, 4]``
+            palette carries alpha (written as PNG tRNS) and needs a 4-channel image; with a
+            ``[K, 3]`` palette and an RGBA image, each used (colour, alpha) pair becomes one
+            entry (at most 256).
+        optimize: indexed PNG only: the smallest file (Pillow's ``optimize``), ~20x slower.
 
     Raises:
         TypeError: ``image``/``palette`` not tensors or of a wrong dtype.
@@ -213,32 +320,41 @@ def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | Non
     if jpeg and image.shape[0] == 4:
         raise ValueError("image: expected 3 channels for JPEG (no alpha), got 4; use .png")
     if palette is not None:
-        if jpeg:
-            raise ValueError(f"palette: expected None for JPEG, got a palette (use .png): {name!r}")
-        v.check_colors(palette, "palette", min_ndim=2)
-        if palette.ndim != 2 or palette.shape[0] > 256:
-            raise ValueError(
-                f"palette: expected shape [K, 3] with K <= 256, got {v.shape_str(palette.shape)}"
-            )
+        _check_palette(palette, image, name, jpeg)
     img8 = image.detach().cpu()
     img8 = img8 if img8.dtype == torch.uint8 else float_to_uint8(img8)  # as apply_palette
-    rgb, alpha = img8[:3], (img8[3] if img8.shape[0] == 4 else None)
     if palette is not None:
-        buf = _io.BytesIO()
-        _palette_png(rgb, alpha, palette).save(buf, format="PNG", optimize=True)
-        data = buf.getvalue()
-    elif alpha is not None:
+        data = encode_indexed_png(*_palette_indices(img8, palette), optimize=optimize)
+    elif img8.shape[0] == 4:
         buf = _io.BytesIO()
         Image.fromarray(img8.permute(1, 2, 0).contiguous().numpy(), "RGBA").save(buf, format="PNG")
         data = buf.getvalue()
-    elif jpeg:
-        with _tv_quiet():
-            data = encode_jpeg(rgb.contiguous(), quality=JPEG_QUALITY).numpy().tobytes()
     else:
+        from torchvision.io import encode_jpeg, encode_png
+
         with _tv_quiet():
-            data = encode_png(rgb.contiguous()).numpy().tobytes()
+            rgb = img8.contiguous()
+            data = (encode_jpeg(rgb, quality=JPEG_QUALITY) if jpeg else encode_png(rgb))
+            data = data.numpy().tobytes()
     with open(name, "wb") as f:
         f.write(data)
+
+
+def _check_palette(palette: Tensor, image: Tensor, name: str, jpeg: bool) -> None:
+    if jpeg:
+        raise ValueError(f"palette: expected None for JPEG, got a palette (use .png): {name!r}")
+    if isinstance(palette, Tensor) and palette.ndim == 2 and palette.shape[-1] == 4:
+        v.check_colors(palette[:, :3], "palette", min_ndim=2)
+        v.check_colors(palette[:, 1:], "palette", min_ndim=2)  # alpha: same range check
+        if image.shape[0] != 4:
+            raise ValueError(f"palette: expected [K, 3] for a 3-channel image, got "
+                             f"{v.shape_str(palette.shape)} (alpha entries need RGBA)")
+    else:
+        v.check_colors(palette, "palette", min_ndim=2)
+    if palette.ndim != 2 or palette.shape[0] > 256:
+        raise ValueError(
+            f"palette: expected shape [K, 3] with K <= 256, got {v.shape_str(palette.shape)}"
+        )
 
 
 def iter_image_files(root: str | os.PathLike) -> list[Path]:

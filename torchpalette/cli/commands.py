@@ -18,8 +18,9 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,25 +28,24 @@ from torch import Tensor
 
 import torchpalette as tp
 
-from torchpalette import io
-
-from . import report as report_mod
-from . import torchrun
 from .errors import UsageError, one_line
-from .folder import (  # noqa: F401  (Job, QuantizeStats, shard, ...: part of this module's API)
-    Job,
-    QuantizeStats,
-    fit_palette,
-    list_images,
-    pending_jobs,
-    plan_jobs,
-    run_jobs,
-    shard,
-    write_atomic,
-)
 from .palette_files import FORMATS, format_palettes, load_palette
+from .quantize_cmd import add_quantize_arguments
 from .terminal import color_mode as _use_color
 from .terminal import swatches
+
+_FOLDER_NAMES = {"Job", "QuantizeStats", "list_images", "plan_jobs", "pending_jobs", "run_jobs",
+                 "shard", "fit_palette"}
+
+
+def __getattr__(name: str):
+    """The folder pipeline's names, re-exported here without importing it at start-up."""
+    if name in _FOLDER_NAMES:
+        from . import folder
+
+        return getattr(folder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ----------------------------------------------------------------------------- helpers
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -86,7 +86,7 @@ def _existing_file(path: str, name: str = "IMAGE") -> Path:
 # ----------------------------------------------------------------------------- commands
 def _batched_palettes(paths, compute, device) -> list[tuple[Tensor, Tensor]]:
     """Decode ``paths`` and run ``compute`` once per group of equal-shaped images."""
-    images = [io.read_image(p) for p in paths]
+    images = [tp.read_image(p) for p in paths]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, img in enumerate(images):
         groups[tuple(img.shape)].append(i)
@@ -146,6 +146,8 @@ def cmd_delta_e(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from . import report as report_mod
+
     path = _existing_file(args.image) if args.image else report_mod.SAMPLE
     out = Path(args.output)
     if not args.force:
@@ -168,69 +170,13 @@ def cmd_report(args) -> int:
 
 
 # ----------------------------------------------------------------------------- quantize
-
-def make_quantizer(args, device: torch.device, jobs: Sequence[Job]):
-    """The batch function for ``run_jobs`` from the options: a palette per image
-    (``--colors``), a fixed palette (``--palette``) or one fitted to all images
-    (``--fit-palette``)."""
-    kw = dict(space=args.space, dither=args.dither)
-    if args.palette is None and not args.fit_palette:
-        def per_image(x: Tensor):
-            pal = tp.palette(x, k=args.colors, space=args.space, seed=args.seed).colors
-            return tp.apply_palette(x, pal, **kw), pal
-        return per_image
-    if args.palette is not None:
-        fixed = load_palette(_existing_file(args.palette, "--palette"))
-    else:
-        fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
-                            seed=args.seed, device=device, batch_size=args.batch_size,
-                            workers=args.workers)
-    fixed = fixed.to(device)
-
-    def apply_fixed(x: Tensor):
-        pals = fixed.expand(x.shape[0], *fixed.shape)
-        return tp.apply_palette(x, pals, **kw), pals
-    return apply_fixed
-
-
-def print_summary(stats: QuantizeStats, *, timings: bool = False, world_size: int = 1) -> int:
-    """Print the one-line summary (stdout) and the failures (stderr); return the exit status."""
-    rate = stats.done / stats.wall_s if stats.wall_s > 0 else 0.0
-    on = f" on {world_size} ranks" if world_size > 1 else ""
-    print(f"quantized {stats.done} images, skipped {stats.skipped} finished, "
-          f"{len(stats.failures)} failed in {stats.wall_s:.1f} s{on} ({rate:.1f} images/s)")
-    if timings:
-        print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
-              f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
-              f"wall {stats.wall_s:.2f} s")
-    for rel, reason in stats.failures:
-        print(f"failed: {rel}: {reason}", file=sys.stderr)
-    return 1 if stats.failures else 0
-
-
 def cmd_quantize(args) -> int:
-    """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
-    prints the summary of all ranks, and every rank returns the same exit status."""
-    src, dst = Path(args.src), Path(args.dst)
-    with torchrun.session(resolve_device(args.device)) as (ranks, device):
-        rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
-        every = plan_jobs(src, dst)
-        if ranks is not None:
-            ranks.check_same(every)
-        jobs = shard(every, rank, world)
-        todo = pending_jobs(jobs, args.overwrite)
-        fn = make_quantizer(args, device, jobs)
-        stats = run_jobs(todo, fn, device=device, batch_size=args.batch_size,
-                         workers=args.workers, progress=not args.quiet, ranks=ranks)
-        stats.total, stats.skipped = len(jobs), len(jobs) - len(todo)
-        if ranks is not None:
-            stats = ranks.gather_stats(stats)
-        if rank == 0:
-            return print_summary(stats, timings=args.timings, world_size=world)
-        return 1 if stats.failures else 0
+    """``torchpalette quantize``: see :mod:`torchpalette.cli.quantize_cmd`."""
+    from .quantize_cmd import run_quantize
+
+    return run_quantize(args)
 
 
-# ----------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints the usage too)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -297,30 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("quantize", cmd_quantize, "reduce the colours of every image in a folder tree to "
             "indexed PNGs (resumable)", "torchpalette quantize photos/ photos-16/ --colors 16 "
             "--device cuda --workers 8")
-    s.add_argument("src", metavar="SRC", help="folder of images (read only)")
-    s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--palette", metavar="FILE", help="fixed palette: JSON of `palette`, .gpl or hex")
-    g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
-    s.add_argument("--colors", type=_int_in(1, 256), default=16,
-                   help="colours per image, or of the fitted palette (default: 16)")
-    s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
-                   help="colour space for matching (default: lab)")
-    s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
-                   help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
-    s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
-    s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
-                   help="DataLoader decode workers, 0 = decode in this process (default: "
-                        "min(8, CPUs))")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    s.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--timings", action="store_true", help="print the decode/quantize/encode split")
-    device(s)
+    add_quantize_arguments(s, _int_in, device)
     return p
 
 
 def _rank_in_env() -> int | None:
+    from . import torchrun
+
     try:
         env = torchrun.env_ranks()
     except ValueError:

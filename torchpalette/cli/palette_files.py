@@ -67,28 +67,45 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
 
 def load_palette(path: Path) -> Tensor:
     """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
-    of ``#rrggbb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256."""
-    text = path.read_text(encoding="utf-8")
+    of ``#rrggbb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256.
+
+    Raises:
+        UsageError: the file is missing, unreadable, not UTF-8 text, malformed, or holds no
+            or too many colours; the one-line message starts with ``--palette:``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"--palette: expected a readable UTF-8 text file, got {str(path)!r} "
+                         f"({why})") from None
+    try:
+        rgb = _parse_palette(text, path)
+    except UsageError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise UsageError(f"--palette: expected a palette file (JSON of `torchpalette palette`, "
+                         f".gpl or #rrggbb lines), got malformed {str(path)!r} ({what})") from None
+    if not 1 <= len(rgb) <= 256 or any(len(c) != 3 or not all(0 <= x <= 255 for x in c)
+                                       for c in rgb):
+        raise UsageError(f"--palette: expected 1..256 colours of 0-255 RGB in {str(path)!r}, "
+                         f"got {len(rgb)} colours")
+    return torch.tensor(rgb, dtype=torch.float32) / 255.0
+
+
+def _parse_palette(text: str, path: Path) -> list[list[int]]:
     stripped = text.lstrip()
-    rgb: list[list[int]]
-    if path.suffix.lower() == ".json" or stripped[:1] in "[{" and stripped:
+    if path.suffix.lower() == ".json" or stripped[:1] in ("[", "{"):
         data = json.loads(text)
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list) or len(data) != 1 or "colors" not in data[0]:
             got = f"{len(data)} palettes" if isinstance(data, list) else type(data).__name__
-            raise UsageError(f"--palette: expected one palette in {path}, got {got}")
-        rgb = [list(c["rgb"]) for c in data[0]["colors"]]
-    elif stripped.startswith("GIMP Palette"):
-        rgb = [
-            [int(x) for x in m.groups()]
-            for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+(\d+)", text, re.M)
-        ]
-    else:
-        rgb = [[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in re.findall(
-            r"#([0-9a-fA-F]{6})\b", text)]
-    if not 1 <= len(rgb) <= 256 or any(len(c) != 3 or not all(0 <= x <= 255 for x in c)
-                                       for c in rgb):
-        raise UsageError(f"--palette: expected 1..256 colours of 0-255 RGB in {path}, "
-                         f"got {len(rgb)} colours")
-    return torch.tensor(rgb, dtype=torch.float32) / 255.0
+            raise UsageError(f"--palette: expected one palette in {str(path)!r}, got {got}")
+        return [[int(x) for x in c["rgb"]] for c in data[0]["colors"]]
+    if stripped.startswith("GIMP Palette"):
+        return [[int(x) for x in m.groups()]
+                for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+(\d+)", text, re.M)]
+    return [[int(h[i : i + 2], 16) for i in (0, 2, 4)]
+            for h in re.findall(r"#([0-9a-fA-F]{6})\b", text)]

@@ -46,7 +46,7 @@ __all__ = ["Report", "Reduction", "make_report", "render_html", "write_report",
            "ANALYSIS_PIXELS", "SAMPLE"]
 
 REDUCED_COLORS = (2, 4, 8, 16, 32, 64)
-# every dither shown next to the plain reduction; add "floyd-steinberg" here once it exists
+# every dither shown next to the plain reduction
 DITHERS = ("ordered", "floyd-steinberg")
 ANALYSIS_PIXELS = 512 * 512  # the bundled sample is analysed at full size
 _BAND_PIXELS = 1 << 21  # histogram scratch is ~40 bytes a pixel: count 2M pixels at a time

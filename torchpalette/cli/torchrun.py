@@ -87,6 +87,13 @@ class Ranks:
             raise UsageError(f"SRC: expected the same files on every rank, got different "
                              f"lists ({counts} files)")
 
+    def barrier(self) -> None:
+        """Wait for every rank (a collective on the group's backend, CPU objects for gloo)."""
+        import torch.distributed as dist
+
+        seen: list[Any] = [None] * self.world_size
+        dist.all_gather_object(seen, self.rank, group=self.group)
+
     def gather_stats(self, stats: QuantizeStats) -> QuantizeStats:
         """Every rank's stats merged, on every rank (failures tagged with their rank)."""
         import torch.distributed as dist
