@@ -100,7 +100,7 @@ PUBLIC_SIGNATURES = {
     "kmeans": [("points", _EMPTY), ("k", _EMPTY), ("weights", None), ("init", "k-means++"),
                ("max_iter", 100), ("tol", 1e-4), ("n_init", 1), ("generator", None)],
     "palette": [("image", _EMPTY), ("k", 16), ("space", "lab"), ("max_pixels", None),
-                ("seed", 0), ("method", "hist"), ("bits", 5)],
+                ("seed", 0), ("method", "hist"), ("bits", None)],
     "dominant_colors": [("image", _EMPTY), ("top_n", 32), ("bins", 16)],
     "histogram": [("image", _EMPTY), ("bins", 256)],
     "sort_colors": [("colors", _EMPTY), ("repetitions", 8)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +210,108 @@ def test_integer_sums_match_float_sums():
     want = _bins.sum_by(flat, w.float(), 30, torch.float32, scatter=False)
     for scatter in (False, True):
         assert torch.equal(_bins.sum_by(flat, w, 30, torch.float32, scatter=scatter), want)
+
+
+# --------------------------------------------------------------------------- adaptive bins
+def _exact_colours_image(n: int, size: int, seed: int, spread: int = 256) -> torch.Tensor:
+    """``[3, size, size]`` uint8 image of exactly ``n`` distinct colours drawn from a cube of
+    ``spread`` levels (small spreads put many colours in one coarse bin)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 256 - spread + 1, (3,), generator=g)
+    while True:
+        cols = (base + torch.randint(0, spread, (n, 3), generator=g)).to(torch.uint8)
+        if torch.unique(cols, dim=0).shape[0] == n:
+            break
+    idx = torch.cat([torch.arange(n), torch.randint(0, n, (size * size - n,), generator=g)])
+    idx = idx[torch.randperm(size * size, generator=g)]
+    return cols[idx].T.reshape(3, size, size).contiguous()
+
+
+def test_sixteen_grey_levels_are_reproduced_exactly():
+    img = torch.arange(120, 136, dtype=torch.uint8).repeat_interleave(64).view(1, 32, 32)
+    img = img.expand(3, -1, -1).contiguous()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 16 distinct colours: no "fewer than k" warning
+        out = tp.reduce_colors(img, colors=16)
+        assert torch.equal(out, img)
+        out = tp.reduce_colors(img.float() / 255, 16)  # float: the level within rounding
+        torch.testing.assert_close(out, img.float() / 255, atol=1e-5, rtol=0)
+
+
+def test_small_saturated_objects_on_noisy_grey_are_exact():
+    g = torch.Generator().manual_seed(0)
+    img = (124 + torch.randint(0, 21, (1, 96, 96), generator=g)).to(torch.uint8).repeat(3, 1, 1)
+    objects = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
+               (0, 255, 255), (255, 128, 0), (128, 0, 255)]
+    for i, c in enumerate(objects):  # 8 small objects of 3x3 pixels
+        img[:, 10 * i + 4 : 10 * i + 7, 40:43] = torch.tensor(c, dtype=torch.uint8).view(3, 1, 1)
+    assert torch.unique(img.flatten(1), dim=1).shape[1] == 29
+    with pytest.warns(UserWarning, match="fewer distinct colours than k=64"):
+        out = tp.reduce_colors(img, 64)
+    assert torch.equal(out, img)
+
+
+@pytest.mark.parametrize("spread", [256, 6])
+def test_images_with_at_most_k_colours_are_reproduced_exactly(spread):
+    for k in range(2, 65):
+        for n in sorted({max(1, k // 3), k}):
+            img = _exact_colours_image(n, 12, seed=k * 100 + n, spread=spread)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = tp.reduce_colors(img, k)
+            assert torch.equal(out, img), (k, n)
+
+
+def test_warning_counts_colours_not_bins():
+    img = _exact_colours_image(5, 8, seed=1, spread=4)  # 5 colours in one or two coarse bins
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tp.palette(img, 5)
+    with pytest.warns(UserWarning, match="fewer distinct colours"):
+        tp.palette(img, 6)
+    with pytest.warns(UserWarning, match="fewer distinct colours"):  # fixed bits: bins count
+        tp.palette(img, 5, bits=5)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64])
+def test_adaptive_bins_batch_equals_loop(photo, dtype):
+    grey = torch.arange(120, 136, dtype=torch.uint8).repeat_interleave(64).view(1, 32, 32)
+    imgs = [photo[:, :32, :32], _exact_colours_image(7, 32, seed=3, spread=8),
+            grey.expand(3, -1, -1), photo[:, 32:, 32:]]  # coarse-to-fine and direct images
+    batch = as_dtype(torch.stack(imgs), dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pal = tp.palette(batch, 12, seed=4)
+        out = tp.reduce_colors(batch, 12, seed=4)
+        for i in range(len(imgs)):
+            one = tp.palette(batch[i], 12, seed=4)
+            torch.testing.assert_close(pal.colors[i], one.colors)
+            torch.testing.assert_close(pal.weights[i], one.weights)
+            torch.testing.assert_close(out[i], tp.reduce_colors(batch[i], 12, seed=4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_colour_table_is_exact_with_and_without_sorting(photo, monkeypatch, dtype):
+    img = as_dtype(crops(photo, (3,)), dtype).reshape(3, 3, -1)
+    weights = (torch.arange(img.shape[-1]) % 4 != 0).float().expand(3, -1)
+    sorted_ = _bins.color_table(img, weights, torch.float64)
+    monkeypatch.setattr(_policy, "SORT_PIXELS", 0)  # counting inside the coarse bins
+    counted = _bins.color_table(img, weights, torch.float64)
+    levels = img if dtype == torch.uint8 else (img * 255).round()
+    for t in (sorted_, counted):
+        for i in range(3):
+            got = (t.colors[i][t.slot[i]] * 255).round().T
+            assert torch.equal(got, levels[i].double())
+            n = torch.unique(levels[i].T, dim=0).shape[0]
+            assert int((t.counts[i] > 0).sum()) == int(t.distinct[i]) <= n
+        torch.testing.assert_close(t.counts.sum(-1), weights.sum(-1).double())
+    same = [torch.equal(a.sort(0).values, b.sort(0).values) for a, b in
+            zip(sorted_.colors.reshape(-1, 3).T, counted.colors.reshape(-1, 3).T)]
+    assert all(same)
+
+
+def test_auto_assignment_is_the_exact_search(photo):
+    for img in (photo, photo.float() / 255):
+        auto = tp.reduce_colors(img, 16, seed=1)
+        exact = tp.reduce_colors(img, 16, seed=1, assign="exact")
+        assert torch.equal(auto, exact)

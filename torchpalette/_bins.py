@@ -14,6 +14,8 @@ so atomics in any order give the same bits (same seed, same palette).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,8 @@ from . import _policy
 from ._image import to_levels
 
 _FIXED = float(1 << 24)  # fixed-point step of the GPU bin sums (2**-24 of one sRGB unit)
+#: Bits per channel of the coarse bins inside which :func:`color_table` finds exact colours.
+COARSE_BITS = 5
 
 
 def pack3(q: Tensor, shift: int, bits: int, mask: int | None, itype: torch.dtype) -> Tensor:
@@ -197,3 +201,125 @@ def recolor_by_bin(
         for c in range(3):  # lut[c, group] is a contiguous block: a flat view, no copy
             out[g0 : g0 + g, c] = lut[c, g0 : g0 + g].reshape(-1)[code]
     return out
+
+
+class ColorTable(NamedTuple):
+    """Every image's distinct colours (8-bit levels) and their coarse bins, rows padded with
+    count 0. ``colors [B, U, 3]`` float sRGB (the level / 255 for uint8 pixels, the mean of
+    the pixels of the level for float ones); ``counts [B, U]`` weighted pixel counts;
+    ``coarse [B, U]`` int64 index of each colour's :data:`COARSE_BITS` bin within its row
+    (``M`` bins per row at most); ``slot [B, P]`` int64 index of each pixel's colour in its
+    row; ``distinct [B]`` int64 number of colours with weight."""
+
+    colors: Tensor
+    counts: Tensor
+    coarse: Tensor
+    m: int
+    slot: Tensor
+    distinct: Tensor
+
+
+def _rows(img: Tensor, b: int) -> tuple[Tensor, int]:
+    """Image index of each entry of an image-major list -> (position in its row, row width)."""
+    n = torch.bincount(img, minlength=b)
+    pos = torch.arange(img.numel(), device=img.device) - (n.cumsum(0) - n)[img]
+    return pos, int(n.max()) if b else 0
+
+
+def color_table(rgb: Tensor, weights: Tensor | None, dtype: torch.dtype) -> ColorTable:
+    """Exact colours of images ``rgb [B, 3, P]`` (uint8 or float sRGB), pixel weights
+    ``[B, P]`` or None, without a dense ``2**24`` table or a sort: pixels are first counted in
+    coarse bins (:data:`COARSE_BITS` per channel), then in a table of the occupied coarse bins
+    times the ``2**(3 (8 - COARSE_BITS))`` levels inside each, so the work is a few passes over
+    the pixels and the memory follows the occupied bins. Weight-0 pixels get a slot (for
+    look-ups) but no count. Images are handled in groups, as :func:`bin_pixels`."""
+    b, _, p = rgb.shape
+    group = max(1, _policy.bin_group(rgb) // max(p, 1 << (3 * COARSE_BITS)))
+    parts = [_color_table(rgb[g0 : g0 + group], None if weights is None
+                          else weights[g0 : g0 + group], dtype) for g0 in range(0, b, group)]
+    if len(parts) == 1:
+        return parts[0]
+    f = torch.nn.functional
+    u = max(t.colors.shape[1] for t in parts)
+    return ColorTable(
+        torch.cat([f.pad(t.colors, (0, 0, 0, u - t.colors.shape[1])) for t in parts]),
+        torch.cat([f.pad(t.counts, (0, u - t.counts.shape[1])) for t in parts]),
+        torch.cat([f.pad(t.coarse, (0, u - t.coarse.shape[1])) for t in parts]),
+        max(t.m for t in parts),
+        torch.cat([t.slot for t in parts]),
+        torch.cat([t.distinct for t in parts]),
+    )
+
+
+def _distinct(q: Tensor) -> tuple[Tensor, Tensor]:
+    """Levels ``[g, 3, P]`` uint8 -> (``codes [U]`` int64 ``image * 2**24 + (r << 16 | g << 8 |
+    b)`` of every distinct colour, image-major; ``index [g * P]`` int64 of each pixel's colour).
+
+    Few pixels: one sort of the codes. Many: no sort; pixels are counted in the occupied
+    coarse bins (:data:`COARSE_BITS`) times the levels inside each, so the passes stay linear
+    in the pixels and the table follows the occupied bins."""
+    g, _, p = q.shape
+    dev = q.device
+    if g * p <= _policy.SORT_PIXELS:
+        itype = torch.int32 if g < 128 else torch.int64  # int32 sorts several times faster
+        code = pack3(q, 0, 8, None, itype)
+        code += torch.arange(g, device=dev, dtype=itype).unsqueeze(-1) << 24
+        vals, perm = code.view(-1).sort()
+        new = torch.ones_like(vals, dtype=torch.bool)
+        torch.ne(vals[1:], vals[:-1], out=new[1:])
+        rank = new.cumsum(0).sub_(1)
+        return vals[new].long(), torch.empty_like(rank).scatter_(0, perm, rank)
+    cb, fb = COARSE_BITS, 8 - COARSE_BITS
+    nb, sub = 1 << (3 * cb), 1 << (3 * fb)
+    code = pack3(q, fb, cb, None, torch.int64)  # coarse bin, offset by image
+    code += torch.arange(g, device=dev).unsqueeze(-1) * nb
+    (coarse,) = (sum_by(code.view(-1), None, g * nb, torch.float32) > 0).nonzero(as_tuple=True)
+    lut = torch.zeros(g * nb, dtype=torch.int64, device=dev)
+    lut[coarse] = torch.arange(coarse.numel(), device=dev)
+    flat = lut[code].mul_(sub).add_(pack3(q, 0, fb, (1 << fb) - 1, torch.int64)).view(-1)
+    nf = coarse.numel() * sub
+    (idx,) = (sum_by(flat, None, nf, torch.float32) > 0).nonzero(as_tuple=True)
+    lut8 = torch.zeros(nf, dtype=torch.int64, device=dev)
+    lut8[idx] = torch.arange(idx.numel(), device=dev)
+    c5 = coarse[idx // sub]
+    off = idx % sub
+    fm = (1 << fb) - 1
+    codes = (c5 // nb) << 24
+    for c in range(3):  # r, g, b levels: coarse bits above the offset bits
+        lv = ((c5 >> (cb * (2 - c))) & ((1 << cb) - 1)) << fb | ((off >> (fb * (2 - c))) & fm)
+        codes |= lv << (8 * (2 - c))
+    return codes, lut8[flat]
+
+
+def _color_table(rgb: Tensor, weights: Tensor | None, dtype: torch.dtype) -> ColorTable:
+    """:func:`color_table` of one group of images."""
+    b, _, p = rgb.shape
+    dev = rgb.device
+    codes, index = _distinct(to_levels(rgb))
+    img = codes >> 24
+    pos, u = _rows(img, b)
+    n = codes.numel()
+    ones = sum_by(index, None, n, dtype)
+    cnt = ones if weights is None else sum_by(index, weights.reshape(-1).to(dtype), n, dtype)
+    if rgb.dtype == torch.uint8:
+        col = torch.stack([(codes >> (8 * (2 - c))) & 255 for c in range(3)], -1).to(dtype) / 255
+    else:  # float pixels: the mean of the pixels of each level
+        col = torch.stack([sum_by(index, rgb[:, c].reshape(-1).to(dtype), n, dtype)
+                           for c in range(3)], -1) / ones.unsqueeze(-1)
+    cb, fb = COARSE_BITS, 8 - COARSE_BITS
+    nb = 1 << (3 * cb)
+    c5 = img * nb
+    for c in range(3):
+        c5 |= ((codes >> (8 * (2 - c) + fb)) & ((1 << cb) - 1)) << (cb * (2 - c))
+    (occ,) = (sum_by(c5, None, b * nb, torch.float32) > 0).nonzero(as_tuple=True)
+    c_pos, m = _rows(occ // nb, b)
+    lut = torch.zeros(b * nb, dtype=torch.int64, device=dev)
+    lut[occ] = c_pos
+    colors = torch.zeros(b, u, 3, dtype=dtype, device=dev)
+    colors[img, pos] = col
+    out_counts = torch.zeros(b, u, dtype=dtype, device=dev)
+    out_counts[img, pos] = cnt
+    out_coarse = torch.zeros(b, u, dtype=torch.int64, device=dev)
+    out_coarse[img, pos] = lut[c5]
+    distinct = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(0, img, (cnt > 0).long())
+    return ColorTable(colors, out_counts, out_coarse, m, pos[index].view(b, p), distinct)

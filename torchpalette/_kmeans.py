@@ -65,15 +65,20 @@ def cluster(
         else torch.broadcast_to(weights, (*batch, n)).reshape(b, n).to(x.dtype)
     )
     xx = (x * x).sum(-1)  # [B, N]
-    # tol relative to the spread of the data (as scikit-learn): mean per-dim weighted variance
-    wsum = w.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    mean = (w.unsqueeze(-1) * x).sum(1, keepdim=True) / wsum.unsqueeze(-1)
-    var = (w.unsqueeze(-1) * (x - mean).square()).sum(1) / wsum  # [B, D]
-    thr = (tol * tol) * var.mean(-1)  # squared-shift threshold [B]
+    thr = _threshold(x, w, tol)
 
     work = n_init * b * n * k
     with _policy.single_thread_if_small(x, work, _policy.KMEANS_SMALL_WORK):
         return _cluster_batch(x, batch, k, w, xx, thr, init, max_iter, n_init, generator)
+
+
+def _threshold(x: Tensor, w: Tensor, tol: float) -> Tensor:
+    """Squared-shift threshold ``[B]`` of ``tol``, relative to the spread of the data (as
+    scikit-learn): ``tol**2`` times the mean per-dimension weighted variance."""
+    wsum = w.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    mean = (w.unsqueeze(-1) * x).sum(1, keepdim=True) / wsum.unsqueeze(-1)
+    var = (w.unsqueeze(-1) * (x - mean).square()).sum(1) / wsum  # [B, D]
+    return (tol * tol) * var.mean(-1)
 
 
 def _cluster_batch(
@@ -179,8 +184,10 @@ def _lloyd(
     thr: Tensor,
     max_iter: int,
     sync_free: bool | None = None,
+    active: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``).
+    ``active [R]`` bool: the elements to move (None: all); the others keep ``cent``.
 
     Converged elements are frozen; once at most half of the live ones are still moving, the
     batch is compacted to those (a batch of photos has a long tail: at k=16 the median image
@@ -197,7 +204,8 @@ def _lloyd(
     # On CPU a host check costs nothing: test convergence every step and skip the re-seeding
     # work when no cluster is empty. On a GPU the loop syncs only every few steps.
     check_every = 1 if on_cpu else _policy.KMEANS_CHECK_EVERY
-    active = torch.ones(r, dtype=torch.bool, device=x.device)
+    if active is None:
+        active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
     n_far = min(k, n)
     rows: Tensor | None = None  # batch index of each live element (None: all of them)
@@ -208,7 +216,10 @@ def _lloyd(
         new, empty = _weighted_means(xw, labels, k, onehot_update)
         if not on_cpu or bool(empty.any()):  # re-seed empty clusters from the farthest points
             far = torch.where(w > 0, (m + xx).clamp_min_(0.0), -1.0).topk(n_far, dim=-1).indices
-            rank = (empty.cumsum(-1) - 1).clamp(0, n_far - 1)
+            # the i-th empty cluster takes the i-th farthest point, among points with weight
+            # only (so padding of a batch never becomes a centroid)
+            n_pos = (w > 0).sum(-1, keepdim=True).clamp(1, n_far)
+            rank = torch.minimum((empty.cumsum(-1) - 1).clamp_min(0), n_pos - 1)
             seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
             new = torch.where(empty.unsqueeze(-1), seeds, new)
         shift = (new - cent).square().sum(-1).amax(-1)  # [R]
@@ -258,3 +269,19 @@ def _put_rows(
     full_cent[rows] = cent
     full_iter[rows] = n_iter
     return full_cent, full_iter
+
+
+def refine(
+    points: Tensor, weights: Tensor, cent: Tensor, tol: float, max_iter: int, active: Tensor
+) -> Tensor:
+    """Lloyd steps on ``points [B, N, D]`` (weights ``[B, N]``) from ``cent [B, k, D]`` for the
+    elements marked ``active [B]`` (the others keep ``cent``), stopping as :func:`cluster` does
+    at ``tol``: the fine stage of coarse-to-fine palettes. Returns the centroids."""
+    x = points
+    w = weights.to(x.dtype)
+    xx = (x * x).sum(-1)
+    thr = _threshold(x, w, tol)
+    with _policy.single_thread_if_small(x, x.shape[0] * x.shape[1] * cent.shape[1],
+                                        _policy.KMEANS_SMALL_WORK):
+        return _lloyd(x, xx, w, cent.to(x.dtype), thr, max_iter, active=active)[0]
+

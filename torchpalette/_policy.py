@@ -78,6 +78,9 @@ BIN_GROUP_GPU = 1 << 24
 BIN_PIXEL_CHUNK = 1 << 18
 #: Pixels (over a batch) whose channel histograms are counted at once (~40 bytes a pixel).
 HISTOGRAM_CHUNK = 1 << 22
+#: Pixels (over a group of images) up to which exact colours are found by one sort of their
+#: codes; beyond, by counting inside the occupied coarse bins (no sort, linear passes).
+SORT_PIXELS = 1 << 20
 #: Pixels per chunk of images when dominant colours are counted on the torch path.
 DOMINANT_IMAGE_CHUNK = 1 << 26
 #: CPU: pixels per chunk of one large image when dominant colours are counted.

@@ -38,7 +38,7 @@ from ._bins import recolor_by_bin
 from ._dither import dither_labels
 from ._image import float_to_uint8, merge_alpha, split_alpha
 from ._nearest import search, search_near_boundaries
-from ._palette_core import DEFAULT_BITS, check_options, image_palette
+from ._palette_core import check_options, image_palette
 from ._spaces import SPACES, to_space
 from ._types import Palette
 
@@ -218,8 +218,11 @@ def reduce_colors(
             colour of each 5-bit bin's centre through a look-up table, and the exact search
             for the pixels of bins near a boundary between two colours (about a quarter of a
             photo's pixels at 16 colours; +0.005 mean dE00 against ``"exact"`` on the
-            benchmark photos; needs ``dither="none"``). ``"auto"`` (default): ``"bins"`` on
-            CUDA where allowed, else ``"exact"``.
+            benchmark photos; needs ``dither="none"``). ``"auto"`` (default): with the
+            default adaptive ``bits`` and ``dither="none"`` (no ``max_pixels``), the nearest
+            colour of each exact colour of the image through a look-up table: the labels of
+            ``"exact"`` without a per-pixel search; with a fixed ``bits``, ``"bins"`` on CUDA
+            where allowed, else ``"exact"``.
         **palette_kw: passed to :func:`torchpalette.palette` (``seed``, ``method``,
             ``max_pixels``, ``bits``, k-means options).
 
@@ -249,11 +252,12 @@ def reduce_colors(
     v.check_choice(dither, "dither", DITHERS)
     v.check_choice(assign, "assign", ASSIGNS)
     method = palette_kw.pop("method", "hist")
-    use_bins = _use_bins(image, assign, dither, method, palette_kw.get("max_pixels"))
+    use_bins = _use_bins(image, assign, dither, method, palette_kw.get("max_pixels"),
+                         palette_kw.get("bits"))
     v.check_image(image, "image")
     opt = check_options(
         colors, space, palette_kw.pop("max_pixels", None), palette_kw.pop("seed", 0), method,
-        palette_kw.pop("bits", DEFAULT_BITS), palette_kw, caller="reduce_colors",
+        palette_kw.pop("bits", None), palette_kw, caller="reduce_colors",
     )
     with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
         out, alpha = _reduce(image.detach(), opt, space, dither, use_bins, assign == "refined")
@@ -281,16 +285,20 @@ def _reduce(
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
     table = pal.colors.reshape(rgb.shape[0], opt.k, 3)
-    if binned is None:
-        labels = _search(rgb, table, space, dither, (h, w), refine=refine)
+    if binned is None or isinstance(binned, Tensor):  # labels: searched, or looked up by colour
+        labels = binned if binned is not None else _search(
+            rgb, table, space, dither, (h, w), refine=refine)
         return _gather(table, labels, image.dtype), alpha
     table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
     with _policy.single_thread_if_small(rgb, rgb.numel() // 3, _policy.SMALL_PIXELS):
         return recolor_by_bin(rgb, binned.codes, binned.labels, table, binned.bits), alpha
 
 
-def _use_bins(image: Any, assign: str, dither: str, method: str, max_pixels: Any) -> bool:
-    """Whether ``reduce_colors`` maps pixels through the bins' table (see ``assign``)."""
+def _use_bins(
+    image: Any, assign: str, dither: str, method: str, max_pixels: Any, bits: Any = None
+) -> bool:
+    """Whether ``reduce_colors`` maps pixels through the bins' table (see ``assign``); with
+    adaptive bits the table holds every exact colour, so ``"auto"`` uses it on any device."""
     bins_ok = dither == "none" and method == "hist"
     if assign == "refined" and dither != "none":
         raise ValueError(
@@ -304,5 +312,5 @@ def _use_bins(image: Any, assign: str, dither: str, method: str, max_pixels: Any
         )
     if assign == "auto":
         on_gpu = isinstance(image, Tensor) and image.device.type != "cpu"
-        return bins_ok and on_gpu and max_pixels is None
+        return bins_ok and (on_gpu or bits is None) and max_pixels is None
     return assign == "bins"
