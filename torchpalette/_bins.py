@@ -204,17 +204,14 @@ def recolor_by_bin(
 
 
 class ColorTable(NamedTuple):
-    """Every image's distinct colours (8-bit levels) and their coarse bins, rows padded with
-    count 0. ``colors [B, U, 3]`` float sRGB (the level / 255 for uint8 pixels, the mean of
-    the pixels of the level for float ones); ``counts [B, U]`` weighted pixel counts;
-    ``coarse [B, U]`` int64 index of each colour's :data:`COARSE_BITS` bin within its row
-    (``M`` bins per row at most); ``slot [B, P]`` int64 index of each pixel's colour in its
-    row; ``distinct [B]`` int64 number of colours with weight."""
+    """Every image's distinct colours (8-bit levels), rows padded with count 0:
+    ``colors [B, U, 3]`` float sRGB (the level / 255 for uint8 pixels, the mean of the pixels
+    of the level for float ones); ``counts [B, U]`` weighted pixel counts; ``slot [B, P]``
+    int64 index of each pixel's colour in its row; ``distinct [B]`` int64 number of colours
+    with weight."""
 
     colors: Tensor
     counts: Tensor
-    coarse: Tensor
-    m: int
     slot: Tensor
     distinct: Tensor
 
@@ -228,11 +225,9 @@ def _rows(img: Tensor, b: int) -> tuple[Tensor, int]:
 
 def color_table(rgb: Tensor, weights: Tensor | None, dtype: torch.dtype) -> ColorTable:
     """Exact colours of images ``rgb [B, 3, P]`` (uint8 or float sRGB), pixel weights
-    ``[B, P]`` or None, without a dense ``2**24`` table or a sort: pixels are first counted in
-    coarse bins (:data:`COARSE_BITS` per channel), then in a table of the occupied coarse bins
-    times the ``2**(3 (8 - COARSE_BITS))`` levels inside each, so the work is a few passes over
-    the pixels and the memory follows the occupied bins. Weight-0 pixels get a slot (for
-    look-ups) but no count. Images are handled in groups, as :func:`bin_pixels`."""
+    ``[B, P]`` or None, never through a dense ``2**24`` table (see :func:`_distinct`).
+    Weight-0 pixels get a slot (for look-ups) but no count. Images are handled in groups, as
+    :func:`bin_pixels`."""
     b, _, p = rgb.shape
     group = max(1, _policy.bin_group(rgb) // max(p, 1 << (3 * COARSE_BITS)))
     parts = [_color_table(rgb[g0 : g0 + group], None if weights is None
@@ -244,8 +239,6 @@ def color_table(rgb: Tensor, weights: Tensor | None, dtype: torch.dtype) -> Colo
     return ColorTable(
         torch.cat([f.pad(t.colors, (0, 0, 0, u - t.colors.shape[1])) for t in parts]),
         torch.cat([f.pad(t.counts, (0, u - t.counts.shape[1])) for t in parts]),
-        torch.cat([f.pad(t.coarse, (0, u - t.coarse.shape[1])) for t in parts]),
-        max(t.m for t in parts),
         torch.cat([t.slot for t in parts]),
         torch.cat([t.distinct for t in parts]),
     )
@@ -306,20 +299,9 @@ def _color_table(rgb: Tensor, weights: Tensor | None, dtype: torch.dtype) -> Col
     else:  # float pixels: the mean of the pixels of each level
         col = torch.stack([sum_by(index, rgb[:, c].reshape(-1).to(dtype), n, dtype)
                            for c in range(3)], -1) / ones.unsqueeze(-1)
-    cb, fb = COARSE_BITS, 8 - COARSE_BITS
-    nb = 1 << (3 * cb)
-    c5 = img * nb
-    for c in range(3):
-        c5 |= ((codes >> (8 * (2 - c) + fb)) & ((1 << cb) - 1)) << (cb * (2 - c))
-    (occ,) = (sum_by(c5, None, b * nb, torch.float32) > 0).nonzero(as_tuple=True)
-    c_pos, m = _rows(occ // nb, b)
-    lut = torch.zeros(b * nb, dtype=torch.int64, device=dev)
-    lut[occ] = c_pos
     colors = torch.zeros(b, u, 3, dtype=dtype, device=dev)
     colors[img, pos] = col
     out_counts = torch.zeros(b, u, dtype=dtype, device=dev)
     out_counts[img, pos] = cnt
-    out_coarse = torch.zeros(b, u, dtype=torch.int64, device=dev)
-    out_coarse[img, pos] = lut[c5]
     distinct = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(0, img, (cnt > 0).long())
-    return ColorTable(colors, out_counts, out_coarse, m, pos[index].view(b, p), distinct)
+    return ColorTable(colors, out_counts, pos[index].view(b, p), distinct)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
-from ._bins import ColorTable, bin_pixels, color_table
+from ._bins import bin_pixels, color_table
 from ._image import split_alpha
 from ._kmeans import cluster, refine
 from ._nearest import nearest_centroid
@@ -28,8 +28,9 @@ METHODS = ("hist", "exact")
 DEFAULT_BITS = 5
 # Adaptive histogram (``bits=None``): an image with at most DIRECT_COLORS distinct colours, or
 # fewer than COARSE_PER_K occupied coarse bins per palette colour, is clustered on its exact
-# colours; any other is clustered on its coarse bins first, then refined by Lloyd steps on its
-# exact colours to FINE_TOL times the coarse tolerance (coarse-to-fine k-means).
+# colours; any other on its coarse bins (photos: a fine stage costs several times the palette).
+# ``bits=8`` clusters every image on its exact colours: the others coarse-to-fine, refined by
+# Lloyd steps on the exact colours to FINE_TOL times the coarse tolerance.
 DIRECT_COLORS = 1024
 COARSE_PER_K = 8
 FINE_TOL = 0.1
@@ -167,8 +168,9 @@ def palette_of_pixels(
         adaptive bits (``bits=None``) and ``want_labels`` the nearest palette colour
         ``[B, P]`` of every pixel in ``space``; else None.
     """
-    if method == "hist" and bits is None:
-        return _adaptive_palette(rgb, k, weights, space, generator, want_labels, kmeans_kw)
+    if method == "hist" and bits in (None, 8):
+        return _adaptive_palette(rgb, k, weights, space, generator, want_labels, kmeans_kw,
+                                 fine=bits == 8)
     codes = None
     if method == "hist":
         pts, w, codes = bin_pixels(rgb, weights, bits)
@@ -193,51 +195,58 @@ def palette_of_pixels(
 def _adaptive_palette(
     rgb: Tensor, k: int, weights: Tensor | None, space: str,
     generator: torch.Generator | None, want_labels: bool, kmeans_kw: dict[str, Any],
+    fine: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """:func:`palette_of_pixels` with adaptive bins: every image's exact colours, clustered
-    directly or coarse-to-fine (see :data:`DIRECT_COLORS`), each image decided alone."""
-    dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
-    t = color_table(rgb, weights, dtype)
-    # uint8 colours are exact levels: converted through the space's uint8 path (a table)
-    src = t.colors.mul(255).round_().to(torch.uint8) if rgb.dtype == torch.uint8 else t.colors
-    x = to_space_cf(src.transpose(1, 2), space, dtype).transpose(1, 2)  # [B, U, 3]
-    w = t.counts
-    coarse_x, coarse_w = _coarse_points(t, x)
-    direct = (t.distinct <= DIRECT_COLORS) | ((coarse_w > 0).sum(-1) < COARSE_PER_K * k)
-    first_x, first_w = coarse_x, coarse_w
-    if bool(direct.any()):  # rows of exact colours, as wide as the direct images need
-        used = (w > 0) * torch.arange(1, w.shape[1] + 1, device=w.device)
-        width = max(t.m, int(used[direct].amax()))
-        pad = (0, width - t.m)
-        first_x = torch.where(direct.view(-1, 1, 1), x[:, :width],
-                              torch.nn.functional.pad(coarse_x, (0, 0, *pad)))
-        first_w = torch.where(direct.view(-1, 1), w[:, :width],
-                              torch.nn.functional.pad(coarse_w, pad))
+    """:func:`palette_of_pixels` with adaptive bins: each image, decided alone, is clustered on
+    its exact colours or on its coarse bins (refined on its exact colours with ``fine``), see
+    :data:`DIRECT_COLORS`. Exact colours are found only where some image may need them."""
+    b = rgb.shape[0]
+    means, cw, _ = bin_pixels(rgb, weights, DEFAULT_BITS)
+    cx = to_space(means, space)
+    n_bins = (cw > 0).sum(-1)
+    few_bins = n_bins < COARSE_PER_K * k
+    direct = few_bins  # an image with more bins than DIRECT_COLORS has more colours too
+    t = None
+    if fine or bool((few_bins | (n_bins <= DIRECT_COLORS)).any()):
+        dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
+        t = color_table(rgb, weights, dtype)
+        # uint8 colours are exact levels: converted through the space's uint8 (table) path
+        src = t.colors.mul(255).round_().to(torch.uint8) if rgb.dtype == torch.uint8 else t.colors
+        x = to_space_cf(src.transpose(1, 2), space, dtype).transpose(1, 2)  # [B, U, 3]
+        direct = few_bins | (t.distinct <= DIRECT_COLORS)
+    first_x, first_w = cx, cw
+    if t is not None and bool(direct.any()):  # exact colours, as wide as direct images need
+        used = (t.counts > 0) * torch.arange(1, t.counts.shape[1] + 1, device=cw.device)
+        width = max(cw.shape[1], int(used[direct].amax()))
+        pad = (0, width - cw.shape[1])
+        f = torch.nn.functional
+        first_x = torch.where(direct.view(-1, 1, 1), x[:, :width], f.pad(cx, (0, 0, *pad)))
+        first_w = torch.where(direct.view(-1, 1), t.counts[:, :width].to(cw.dtype),
+                              f.pad(cw, pad))
     res, _ = cluster(first_x, k, weights=first_w, generator=generator, **kmeans_kw)
     cent = res.centroids
-    if not bool(direct.all()):
+    exact_rows = direct | fine
+    if t is not None and fine and not bool(direct.all()):
         tol = kmeans_kw.get("tol", TOL) * FINE_TOL
-        cent = refine(x, w, cent, tol, kmeans_kw.get("max_iter", 100), ~direct)
+        cent = refine(x, t.counts, cent, tol, kmeans_kw.get("max_iter", 100), ~direct)
     colors = from_space(cent, space)
-    labels = nearest_centroid(to_space(colors, space), x.transpose(1, 2))[0]  # [B, U]
-    mass = torch.zeros(w.shape[0], k, dtype=w.dtype, device=w.device).scatter_add_(1, labels, w)
+    # weights: the k-means labels of the clustered points; exact colours' where they were
+    # clustered (so an image's weights never depend on what its batch needed)
+    mass = torch.zeros(b, k, dtype=cw.dtype, device=cw.device)
+    mass.scatter_add_(1, res.labels, first_w)
+    labels = None
+    if t is not None:
+        labels = nearest_centroid(to_space(colors, space), x.transpose(1, 2))[0]  # [B, U]
+        exact_mass = torch.zeros_like(mass).scatter_add_(1, labels, t.counts.to(mass.dtype))
+        mass = torch.where(exact_rows.view(-1, 1), exact_mass, mass)
     mass = mass / mass.sum(-1, keepdim=True)
     mass, order = mass.sort(dim=-1, descending=True, stable=True)
     colors = colors.gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
     # colours nothing maps to (fewer colours than k) repeat the heaviest: which point an empty
     # cluster was re-seeded on must not show (it may depend on the batch's padding)
     colors = torch.where(mass.unsqueeze(-1) > 0, colors, colors[:, :1])
+    degenerate = n_bins < k if t is None else t.distinct < k
     pixel_labels = None
-    if want_labels:
+    if want_labels and labels is not None:
         pixel_labels = order.argsort(-1).gather(1, labels).gather(1, t.slot)
-    return colors, mass, t.distinct < k, pixel_labels
-
-
-def _coarse_points(t: ColorTable, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted mean (in the clustering space) and weight of the exact colours ``x [B, U, 3]``
-    of each coarse bin: ``[B, M, 3]``, ``[B, M]``."""
-    b, m = x.shape[0], t.m
-    cw = torch.zeros(b, m, dtype=x.dtype, device=x.device).scatter_add_(1, t.coarse, t.counts)
-    cs = torch.zeros(b, m, 3, dtype=x.dtype, device=x.device)
-    cs.scatter_add_(1, t.coarse.unsqueeze(-1).expand(-1, -1, 3), x * t.counts.unsqueeze(-1))
-    return cs / cw.clamp_min(torch.finfo(x.dtype).tiny).unsqueeze(-1), cw
+    return colors, mass, degenerate, pixel_labels
