@@ -7,19 +7,19 @@ weight.
 
 Two methods:
 
-* ``"hist"`` (default): pixels are counted by colour and the colours clustered as weighted
-  points. With ``bits=None`` (default) the resolution follows the image: every image's exact
-  (8-bit) colours are found (a sort of the pixel codes, or counting inside the occupied 5-bit
-  bins for large images: no dense ``2**24`` table); an image with at most 1,024 distinct
-  colours, or fewer than 8 occupied 5-bit bins per palette colour, is clustered directly on
-  its exact colours, so an image with ``<= k`` colours comes back exactly; any other is
-  clustered on its 5-bit bins (each the mean of its colours), then refined by Lloyd steps on
-  its exact colours (coarse-to-fine k-means). Each image is decided alone, so a batch gives
-  the same palettes as a loop. Measured quality (``benchmarks/RESULTS.md``): mean dE00
-  against scikit-learn's KMeans in Lab (n_init=1, 3 seeds) on 8 photos of ~100k pixels,
-  -0.00 / +0.02 / -0.00 / +0.01 at k = 8 / 16 / 32 / 64; the fine stage costs time (several
-  times today's 5-bit palette on photos, see the benchmark). An explicit ``bits`` (1..8)
-  clusters fixed ``2**(3 bits)`` bins only, as before: 5 bits is +0.05 to +0.06 at k >= 16.
+* ``"hist"`` (default): pixels are counted in colour bins and the bins clustered as weighted
+  points (each the mean of its pixels). With ``bits=None`` (default) the resolution follows
+  the image, each image decided alone (a batch gives the palettes of a loop): an image with
+  at most 1,024 distinct colours, or fewer than 8 occupied 5-bit bins per palette colour, is
+  clustered on its exact (8-bit) colours, found by a sort of the pixel codes or by counting
+  inside the occupied 5-bit bins (never a dense ``2**24`` table), so an image with ``<= k``
+  colours comes back exactly; any other image (a photo) is clustered on its 5-bit bins, at
+  the speed of the fixed histogram. ``bits=8`` clusters every image on its exact colours:
+  photos coarse-to-fine (5-bit bins, then Lloyd steps on the exact colours). Measured mean
+  dE00 against scikit-learn's KMeans in Lab (n_init=1, 3 seeds) on 8 photos of ~100k pixels
+  (``benchmarks/RESULTS.md``) at k = 8 / 16 / 32 / 64: default +0.01 / +0.05 / +0.06 / +0.06;
+  ``bits=8`` +0.01 / +0.02 / +0.01 / +0.01, at 4-9x the time of the default. Other
+  ``bits`` (1..7) cluster fixed ``2**(3 bits)`` bins, as before.
 * ``"exact"``: every pixel is a point (``max_pixels`` bounds the cost by subsampling).
 
 The engine (binning, clustering, sorting) is ``torchpalette._palette_core``, shared with
@@ -65,7 +65,8 @@ def palette(
         method: ``"hist"`` (3-D histogram bins as weighted points, fast) or ``"exact"``
             (every pixel a point).
         bits: bits per channel of the ``"hist"`` bins: ``None`` (default) adapts to the image
-            up to exact colours (above); 1..8 fixes them (5 was the default before).
+            up to exact colours; 8: exact colours, coarse-to-fine (above); 1..7 fixes them
+            (5 was the default before).
         **kmeans_kw: passed to :func:`torchpalette.kmeans` (``max_iter``, ``tol``,
             ``n_init``); ``tol`` defaults to 1e-2 here and ``n_init`` to 3 for ``k <= 4``
             (small palettes: one seeding can land in a clearly worse local optimum), else 1.

@@ -218,11 +218,11 @@ def reduce_colors(
             colour of each 5-bit bin's centre through a look-up table, and the exact search
             for the pixels of bins near a boundary between two colours (about a quarter of a
             photo's pixels at 16 colours; +0.005 mean dE00 against ``"exact"`` on the
-            benchmark photos; needs ``dither="none"``). ``"auto"`` (default): with the
-            default adaptive ``bits`` and ``dither="none"`` (no ``max_pixels``), the nearest
-            colour of each exact colour of the image through a look-up table: the labels of
-            ``"exact"`` without a per-pixel search; with a fixed ``bits``, ``"bins"`` on CUDA
-            where allowed, else ``"exact"``.
+            benchmark photos; needs ``dither="none"``). ``"auto"`` (default): where the
+            palette found the image's exact colours (adaptive ``bits`` on images with few
+            colours, or ``bits=8``; ``dither="none"``, no ``max_pixels``) the nearest colour
+            of each exact colour through a look-up table, the labels of ``"exact"`` without a
+            per-pixel search; else ``"bins"`` on CUDA where allowed, else ``"exact"``.
         **palette_kw: passed to :func:`torchpalette.palette` (``seed``, ``method``,
             ``max_pixels``, ``bits``, k-means options).
 
