@@ -273,21 +273,22 @@ def test_warning_counts_colours_not_bins():
         tp.palette(img, 5, bits=5)
 
 
+@pytest.mark.parametrize("bits", [None, 8])  # 8: photos coarse-to-fine on exact colours
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float64])
-def test_adaptive_bins_batch_equals_loop(photo, dtype):
+def test_adaptive_bins_batch_equals_loop(photo, dtype, bits):
     grey = torch.arange(120, 136, dtype=torch.uint8).repeat_interleave(64).view(1, 32, 32)
     imgs = [photo[:, :32, :32], _exact_colours_image(7, 32, seed=3, spread=8),
             grey.expand(3, -1, -1), photo[:, 32:, 32:]]  # coarse-to-fine and direct images
     batch = as_dtype(torch.stack(imgs), dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pal = tp.palette(batch, 12, seed=4)
-        out = tp.reduce_colors(batch, 12, seed=4)
+        pal = tp.palette(batch, 12, seed=4, bits=bits)
+        out = tp.reduce_colors(batch, 12, seed=4, bits=bits)
         for i in range(len(imgs)):
-            one = tp.palette(batch[i], 12, seed=4)
+            one = tp.palette(batch[i], 12, seed=4, bits=bits)
             torch.testing.assert_close(pal.colors[i], one.colors)
             torch.testing.assert_close(pal.weights[i], one.weights)
-            torch.testing.assert_close(out[i], tp.reduce_colors(batch[i], 12, seed=4))
+            torch.testing.assert_close(out[i], tp.reduce_colors(batch[i], 12, seed=4, bits=bits))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -315,3 +316,11 @@ def test_auto_assignment_is_the_exact_search(photo):
         auto = tp.reduce_colors(img, 16, seed=1)
         exact = tp.reduce_colors(img, 16, seed=1, assign="exact")
         assert torch.equal(auto, exact)
+
+
+def test_bits8_looks_pixels_up_by_exact_colour(photo):
+    # bits=8: photos clustered coarse-to-fine on their exact colours, then every pixel takes
+    # its exact colour's nearest palette colour: the labels of the exact search
+    for img in (photo, photo.double() / 255):
+        assert torch.equal(tp.reduce_colors(img, 16, bits=8),
+                           tp.reduce_colors(img, 16, bits=8, assign="exact"))
