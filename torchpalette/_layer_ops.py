@@ -51,7 +51,7 @@ def image_palette_op(image: Tensor, k: int, space: str, options: str) -> Tensor:
     kw = json.loads(options)
     opt = check_options(
         k, space, kw.pop("max_pixels", None), kw.pop("seed", 0), kw.pop("method", "hist"),
-        kw.pop("bits", DEFAULT_BITS), kw, caller="ColorQuantizer",
+        kw.pop("bits", None), kw, caller="ColorQuantizer",  # reduce_colors's default
     )
     with torch.no_grad(), _policy.no_autocast(image):
         colors = image_palette(image, opt)[0].colors
