@@ -156,8 +156,22 @@ def test_bad_images():
         tp.palette(torch.full((3, 4, 4), torch.nan))
     with pytest.raises(TypeError, match="dtype"):
         tp.palette(torch.zeros(3, 4, 4, dtype=torch.int32))
-    with pytest.raises(ValueError, match="transparent"):
-        tp.palette(torch.zeros(4, 4, 4))
+
+
+def test_fully_transparent_image_does_not_fail_its_batch():
+    g = torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 256, (3, 4, 8, 8), generator=g, dtype=torch.uint8)
+    batch[:, 3] = 255
+    batch[1, 3] = 0  # the middle image is fully transparent
+    pal = tp.palette(batch, 4)
+    assert bool((pal.weights[1] == 0).all())  # documented: its colours carry no weight
+    for i in (0, 2):  # its neighbours are as alone
+        alone = tp.palette(batch[i], 4)
+        torch.testing.assert_close(pal.colors[i], alone.colors)
+        torch.testing.assert_close(pal.weights[i], alone.weights)
+    out = tp.reduce_colors(batch, 4)
+    assert torch.equal(out[:, 3], batch[:, 3])  # alpha passes through, 0 stays 0
+    assert (out[0].int() - tp.reduce_colors(batch[0], 4).int()).abs().max() <= 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -361,3 +361,19 @@ def test_reduce_colors_with_floyd_steinberg_keeps_k_colours(photo64):
     assert len(out.flatten(1).unique(dim=1).T) <= 6
     with pytest.raises(ValueError, match="'refined' needs dither='none'"):
         tp.reduce_colors(photo64, 4, assign="refined", dither="floyd-steinberg")
+
+
+def test_bins_assignment_keeps_the_coarse_table_on_photos():
+    """assign='bins' (the CUDA default) maps a photo through its 5-bit bins' table with the
+    adaptive default as with bits=5; the CPU default stays the exact search."""
+    import torch.nn.functional as F
+
+    from tests.conftest import SAMPLE
+
+    img = F.interpolate(tp.read_image(SAMPLE)[None].float(), size=(256, 256), mode="area")
+    img = img.round().to(torch.uint8)
+    lut = tp.reduce_colors(img, 16, assign="bins")
+    assert torch.equal(lut, tp.reduce_colors(img, 16, assign="bins", bits=5))
+    exact = tp.reduce_colors(img, 16)
+    assert torch.equal(exact, tp.apply_palette(img, tp.palette(img, 16)))
+    assert not torch.equal(lut, exact)

@@ -95,22 +95,23 @@ def check_options(
 
 
 def image_palette(
-    image: Tensor, opt: PaletteOptions, *, want_bin_labels: bool = False
+    image: Tensor, opt: PaletteOptions, *, want_bin_labels: bool | str = False
 ) -> tuple[Palette, BinLabels | Tensor | None]:
     """Palette of each image of a checked ``image [..., 3|4, H, W]``; with ``want_bin_labels``
-    and the ``"hist"`` method also the :class:`BinLabels` of its bins (fixed ``bits``) or the
-    palette index ``[B, H*W]`` of every pixel (adaptive bits, all pixels used), else None."""
+    and the ``"hist"`` method also the :class:`BinLabels` of its bins or the palette index
+    ``[B, H*W]`` of every pixel looked up by exact colour (adaptive bits, all pixels used),
+    else None. ``want_bin_labels="exact"`` asks for the exact-colour labels only."""
     batch = image.shape[:-3]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, rgb.shape[-2] * rgb.shape[-1])
-    weights = None
+    weights, invisible = None, None
     if alpha is not None:
         weights = (alpha.reshape(rgb.shape[0], -1) > 0).float()
-        if bool((weights.sum(-1) == 0).any()):
-            raise ValueError(
-                "image: expected at least one pixel with alpha > 0 in every image, "
-                "got an image whose pixels are all transparent"
-            )
+        invisible = weights.sum(-1) == 0  # [B]: every pixel transparent
+        if bool(invisible.any()):  # clustered on its hidden colours, given weight 0 below
+            weights = torch.where(invisible[:, None], 1.0, weights)
+        else:
+            invisible = None
     generator = torch.Generator().manual_seed(opt.seed)
     rgb_all = rgb
     if opt.max_pixels is not None and rgb.shape[-1] > opt.max_pixels:
@@ -130,11 +131,13 @@ def image_palette(
             UserWarning,
             stacklevel=3,
         )
+    if invisible is not None:
+        wts = torch.where(invisible[:, None], 0.0, wts)
     if image.is_floating_point() and image.dtype in (torch.float32, torch.float64):
         colors, wts = colors.to(image.dtype), wts.to(image.dtype)
     pal = Palette(colors.reshape(*batch, opt.k, 3), wts.reshape(*batch, opt.k))
-    if want_bin_labels and isinstance(bins, tuple) and opt.bits is not None:
-        return pal, BinLabels(rgb_all, bins[0], bins[1], opt.bits)
+    if want_bin_labels and isinstance(bins, tuple) and (opt.bits or want_bin_labels is True):
+        return pal, BinLabels(rgb_all, bins[0], bins[1], opt.bits or DEFAULT_BITS)
     return pal, bins if isinstance(bins, Tensor) else None
 
 
@@ -147,7 +150,7 @@ def palette_of_pixels(
     method: str = "hist",
     bits: int | None = DEFAULT_BITS,
     generator: torch.Generator | None = None,
-    want_labels: bool = False,
+    want_labels: bool | str = False,
     **kmeans_kw: Any,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | Tensor | None]:
     """Unchecked palette of pixels: one batched k-means for all B images.
@@ -166,7 +169,8 @@ def palette_of_pixels(
         ``(codes [B, M], labels [B, M])`` for the ``"hist"`` method with fixed ``bits`` (each
         occupied bin's code and palette index, renumbered to the sorted palette); with
         adaptive bits (``bits=None``) and ``want_labels`` the nearest palette colour
-        ``[B, P]`` of every pixel in ``space``; else None.
+        ``[B, P]`` of every pixel in ``space`` where the exact colours were counted, else (with
+        ``want_labels=True``) the coarse bins' ``(codes, labels)``; else None.
     """
     if method == "hist" and bits in (None, 8):
         return _adaptive_palette(rgb, k, weights, space, generator, want_labels, kmeans_kw,
@@ -194,14 +198,14 @@ def palette_of_pixels(
 
 def _adaptive_palette(
     rgb: Tensor, k: int, weights: Tensor | None, space: str,
-    generator: torch.Generator | None, want_labels: bool, kmeans_kw: dict[str, Any],
+    generator: torch.Generator | None, want_labels: bool | str, kmeans_kw: dict[str, Any],
     fine: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """:func:`palette_of_pixels` with adaptive bins: each image, decided alone, is clustered on
     its exact colours or on its coarse bins (refined on its exact colours with ``fine``), see
     :data:`DIRECT_COLORS`. Exact colours are found only where some image may need them."""
     b = rgb.shape[0]
-    means, cw, _ = bin_pixels(rgb, weights, DEFAULT_BITS)
+    means, cw, codes = bin_pixels(rgb, weights, DEFAULT_BITS)
     cx = to_space(means, space)
     n_bins = (cw > 0).sum(-1)
     few_bins = n_bins < COARSE_PER_K * k
@@ -249,4 +253,6 @@ def _adaptive_palette(
     pixel_labels = None
     if want_labels and labels is not None:
         pixel_labels = order.argsort(-1).gather(1, labels).gather(1, t.slot)
+    elif want_labels is True and t is None:  # photos: the coarse bins' look-up table
+        return colors, mass, degenerate, (codes, order.argsort(-1).gather(1, res.labels))
     return colors, mass, degenerate, pixel_labels

@@ -78,7 +78,10 @@ def palette(
     Raises:
         TypeError: not a tensor, wrong dtype, non-int ``k``/``seed``/``bits``.
         ValueError: bad shape, empty, NaN, float values outside [0, 1], ``k < 1``, unknown
-            ``space``/``method``, or an image whose pixels all have alpha 0.
+            ``space``/``method``.
+
+    An image whose pixels all have alpha 0 does not fail its batch: it gets the palette of its
+    (invisible) colours with all weights 0.
 
     Example:
         >>> import torch, torchpalette as tp

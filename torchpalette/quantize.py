@@ -296,7 +296,7 @@ def _reduce(
 
 def _use_bins(
     image: Any, assign: str, dither: str, method: str, max_pixels: Any, bits: Any = None
-) -> bool:
+) -> bool | str:
     """Whether ``reduce_colors`` maps pixels through the bins' table (see ``assign``); with
     adaptive bits the table holds every exact colour, so ``"auto"`` uses it on any device."""
     bins_ok = dither == "none" and method == "hist"
@@ -310,7 +310,10 @@ def _use_bins(
             f"assign: expected 'exact' or 'auto' with dither={dither!r}, method={method!r} "
             "('bins' needs dither='none' and method='hist'), got 'bins'"
         )
-    if assign == "auto":
-        on_gpu = isinstance(image, Tensor) and image.device.type != "cpu"
-        return bins_ok and (on_gpu or bits is None) and max_pixels is None
+    if assign == "auto":  # the look-up table on GPUs; on the CPU only where it is exact
+        if not bins_ok or max_pixels is not None:
+            return False
+        if isinstance(image, Tensor) and image.device.type != "cpu":
+            return True
+        return "exact" if bits is None else False
     return assign == "bins"
