@@ -6,6 +6,7 @@ measures how busy the CPUs are (from /proc/stat) before it times anything and sa
 
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -48,3 +49,20 @@ def warn_if_busy(busy: float, where: str = "") -> None:
     if busy > 0.15:
         print(f"WARNING: the machine was busy: timings {where}are not valid (run on a quiet "
               "machine)")
+
+
+def median_seconds(fn, repeats: int, sync=None, warmup=None) -> float:
+    """Median seconds of ``fn`` over ``repeats`` runs, after one call of ``warmup`` (None: no
+    warm-up call); ``sync`` (e.g. ``torch.cuda.synchronize``) runs around each timed call."""
+    if warmup is not None:
+        warmup()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

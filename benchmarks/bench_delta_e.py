@@ -26,7 +26,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 import torchpalette as tp
-from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import median_seconds, report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 BYTES_PER_PAIR = 2 * 3 * 4 + 4  # float32: two Lab colours read, one ΔE written
 
@@ -48,16 +47,7 @@ def random_lab(n: int, seed: int, device="cpu") -> torch.Tensor:
 
 
 def median_time(fn, repeats: int, sync=None) -> float:
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, sync)
 
 
 def row(name, seconds, n, base=None, err=None):

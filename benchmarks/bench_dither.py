@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 import torchpalette as tp
-from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import median_seconds, report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 from bench_palette import load_photos  # noqa: E402
 from torchpalette._dither import dither_labels
 from torchpalette._dither_fs import floyd_steinberg
@@ -193,17 +193,7 @@ def speed_batch(n: int, size: int) -> torch.Tensor:
 def timed(fn, repeats: int, sync=None, warmup=None) -> float:
     """Median seconds of ``fn`` over ``repeats`` runs after one call of ``warmup`` (default
     ``fn``; a small call warms the code paths without paying for a full batch)."""
-    (warmup or fn)()
-    ts = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return median_seconds(fn, repeats, sync, warmup or fn)
 
 
 def speed_cpu(repeats: int) -> None:

@@ -78,7 +78,7 @@ _PRUNE_BITS = 5  # bins (8 sRGB levels wide) of the refined search's look-up tab
 _PRUNE_SLACK = 1e-2  # extra distance (space units) a bin must clear, for float32 rounding
 # Fraction of a bin's radius its centre must clear from every decision boundary to skip the
 # per-pixel search: the trade between pixels searched and mean dE00 against the exact search
-# (table in benchmarks/RESULTS.md, "refined assignment").
+# (table in benchmarks/RESULTS.md, "Refined assignment").
 REFINE_ALPHA = 0.25
 
 
