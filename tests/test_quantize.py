@@ -263,7 +263,7 @@ def test_pruned_search_with_full_radius_is_exact(space, dtype):
         pal = tp.palette(img.reshape(1, 3, 128, 128), k, seed=0).colors
         ps = _spaces.to_space(pal, space)
         pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)
-        want = _nearest.search(img, ps, pa, space, torch.float32, None)
+        want = _nearest.search(img, ps, pa, space, torch.float32)
         got = _nearest.search_near_boundaries(img, ps, pa, space, torch.float32, 1.0)
         assert torch.equal(got, want)
 

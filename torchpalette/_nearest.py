@@ -47,12 +47,10 @@ def argmin_over_k(dist: Tensor, single_pass: bool | None = None) -> tuple[Tensor
     return labels.long(), m.squeeze(1)
 
 
-def search(
-    rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype, offset: Tensor | None
-) -> Tensor:
+def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
     """Chunked nearest-colour search: pixels ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
-    ``ps [B, K, 3]`` in ``space`` and ``pa = [-2 ps, |ps|^2] [B, K, 4]``, optional sRGB offset
-    ``[B, 1, P]`` added to the pixels first (ordered dither) -> labels ``[B, P]`` int64."""
+    ``ps [B, K, 3]`` in ``space`` and ``pa = [-2 ps, |ps|^2] [B, K, 4]`` -> labels ``[B, P]``
+    int64."""
     b, _, p = rgb.shape
     k = ps.shape[1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
@@ -63,9 +61,6 @@ def search(
         x = rgb[..., s : s + step]
         if x.is_floating_point():
             x = x.to(dtype)
-        if offset is not None:
-            x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
-            x = (x + offset[..., s : s + step]).clamp_(0.0, 1.0)
         if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
             dist = torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True))
             labels[:, s : s + step] = argmin_over_k(dist)[0]
@@ -156,7 +151,7 @@ def search_near_boundaries(
         if px.is_floating_point():
             px = px.to(dtype)
         if b == 1:
-            labels[amb] = search(px.unsqueeze(0), ps, pa, space, dtype, None)[0]
+            labels[amb] = search(px.unsqueeze(0), ps, pa, space, dtype)[0]
         else:  # each pixel against its own image's palette, in chunks of the budget
             step = max(1, _policy.nearest_chunk(rgb) // (4 * k))
             for s in range(0, amb.numel(), step):

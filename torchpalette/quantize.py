@@ -88,7 +88,7 @@ def _search(
         pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
         if refine:
             return search_near_boundaries(rgb, ps, pa, space, dtype)
-        return search(rgb, ps, pa, space, dtype, None)
+        return search(rgb, ps, pa, space, dtype)
 
 
 def palette_indices(
