@@ -26,7 +26,6 @@ Usage: ``python benchmarks/bench_dither.py [--quick] [--gpu] [--skip-speed]``.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import statistics
 import subprocess

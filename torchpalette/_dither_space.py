@@ -27,7 +27,7 @@ from ._spaces import F_TO_LAB as _LAB_A
 from ._spaces import LAB_EPSILON as _THR
 from ._spaces import OKLAB_M1 as _OK_M1
 from ._spaces import OKLAB_M2 as _OK_M2
-from ._spaces import SPACES
+from ._spaces import SPACES  # noqa: F401 (the dithers' spaces, re-exported)
 from ._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
 
 _LAB_C = (-16.0, 0.0, 0.0)

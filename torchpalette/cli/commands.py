@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import traceback
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +27,7 @@ from torch import Tensor
 import torchpalette as tp
 
 from .errors import UsageError, one_line
-from .palette_files import FORMATS, format_palettes, load_palette
+from .palette_files import FORMATS, format_palettes, load_palette  # noqa: F401 (re-exported)
 from .quantize_cmd import add_quantize_arguments
 from .terminal import color_mode as _use_color
 from .terminal import swatches
