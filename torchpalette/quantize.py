@@ -115,7 +115,7 @@ def palette_indices(
     Example:
         >>> import torch, torchpalette as tp
         >>> img = torch.tensor([[[0.1, 0.9]], [[0.1, 0.9]], [[0.1, 0.9]]])  # [3, 1, 2]
-        >>> tp.quantize.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+        >>> tp.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         tensor([[1, 0]])
     """
     _, labels, _ = _labels(image, palette, space, dither)
