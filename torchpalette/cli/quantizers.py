@@ -17,20 +17,30 @@ RGBA images with transparency are quantized one by one with palette entries that
 
 The N entries are split between opaque and partial pixels in proportion to the square root of
 their pixel counts (thin anti-aliased edges get a fair share), at least one each when present.
-With a fixed palette, partial pixels take (nearest colour, alpha) pairs, alpha rounded coarser
-until the pairs fit in the 256 entries of a PNG palette. A fully transparent image needs no
-clustering at all: one transparent entry.
+With a fixed palette (``--palette``, ``--fit-palette``), transparency is kept: fully
+transparent pixels take one transparent entry, which is always there (an image that uses all
+256 colours of a full palette gives its least used colour's pixels to their next nearest
+colour to make room), and partially transparent pixels map to the nearest (colour, alpha)
+entry, in the premultiplied space above, among the opaque colours, the transparent entry and
+the pairs (nearest colour, alpha) most frequent in the image that fit in the 256 entries of a
+PNG palette (alpha rounded coarser, then the least frequent pairs left out).
+A fully transparent image needs no clustering at all: one transparent entry.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 import torchpalette as tp
+
+from .decode import DEFAULT_QUEUE_MIB, Decoder
 
 ALPHA_SCALE = 100.0
 _CHUNK = 1 << 16  # pixels per distance block: [65536, 256] float32 is 64 MiB
@@ -99,27 +109,44 @@ class Quantizer:
         return idx, torch.cat(entries)
 
     def _rgba_fixed(self, x: Tensor, clear: Tensor, solid: Tensor, part: Tensor):
+        """A fixed palette ``[K, 3]`` on RGBA: opaque pixels take the nearest colour, fully
+        transparent ones the one transparent entry (always kept), partial ones the nearest
+        (colour, alpha) entry in the premultiplied space; those entries are the pairs
+        (nearest colour, alpha rounded coarser until they fit), the most frequent first."""
         pal = self.fixed.to(x.device)
         k = len(pal)
         near = tp.palette_indices(x[:3], pal, space=self.space, dither=self.dither)
-        entries = [torch.cat([pal, torch.ones(k, 1, device=x.device)], 1)]
-        idx = near.clone()
-        if bool(clear.any()) and k < 256:
-            entries.append(torch.zeros(1, 4, device=x.device))
-            idx[clear] = k
-        room = 256 - sum(len(e) for e in entries)
-        if bool(part.any()) and room > 0:
+        idx = torch.where(solid | part, near, torch.full_like(near, k))  # k: transparent
+        used = torch.bincount(idx[solid].flatten(), minlength=k + 1)[:k]
+        has_clear = bool(clear.any()) or bool(part.any())  # partial may round to clear
+        over = int((used > 0).sum()) + has_clear - 256
+        if over > 0:  # the image uses every colour: its least used give way to transparency
+            drop = used.masked_fill(used == 0, used.max() + 1).argsort()[:over]
+            keep = torch.ones(k, dtype=torch.bool, device=x.device)
+            keep[drop] = False
+            moved = solid & ~keep[near.clamp_max(k - 1)]
+            remap = tp.palette_indices(x[:3, moved][:, :, None], pal[keep], space=self.space)
+            idx[moved] = keep.nonzero().squeeze(1)[remap[:, 0]]
+            used[drop] = 0
+        entries = [torch.cat([pal, torch.ones(k, 1, device=x.device)], 1),
+                   torch.zeros(1, 4, device=x.device)]
+        room = 256 - int((used > 0).sum()) - has_clear
+        if bool(part.any()):
             a = x[3][part].to(torch.int64)
             for shift in range(8):  # coarser alpha until the (colour, alpha) pairs fit
                 level = ((a >> shift) << shift) + ((1 << shift) - 1) // 2
-                pairs, inv = torch.unique(near[part] * 256 + level.clamp(1, 254),
-                                          return_inverse=True)
+                pairs, counts = torch.unique(near[part] * 256 + level.clamp(1, 254),
+                                             return_counts=True)
                 if len(pairs) <= room:
                     break
-            if len(pairs) <= room:
-                base = sum(len(e) for e in entries)
-                entries.append(torch.cat([pal[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
-                idx[part] = inv + base
+            pairs = pairs[counts.argsort(descending=True, stable=True)[:max(room, 0)]]
+            entries.append(torch.cat([pal[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
+            every = torch.cat(entries)
+            live = torch.cat([used > 0, torch.ones(1 + len(pairs), dtype=torch.bool,
+                                                   device=x.device)])
+            points, _, inverse = _unique_points(x, part)
+            ids = live.nonzero().squeeze(1)
+            idx[part] = ids[_nearest(points, _to_points(every[ids]))][inverse]
         return idx, torch.cat(entries)
 
 
@@ -160,3 +187,37 @@ def _from_points(points: Tensor) -> Tensor:
 def _nearest(points: Tensor, entries: Tensor) -> Tensor:
     """Index ``[N]`` of the nearest entry ``[K, 4]`` of each point ``[N, 4]``, in blocks."""
     return torch.cat([torch.cdist(p, entries).argmin(1) for p in points.split(_CHUNK)])
+
+
+def fit_palette(paths: Sequence[Path], *, colors: int, space: str, seed: int,
+                device: torch.device, batch_size: int = 32, workers: int = 0,
+                queue_bytes: int = DEFAULT_QUEUE_MIB << 20) -> Tensor | None:
+    """One palette ``[K, 3]`` for all ``paths`` via ``tp.nn.PaletteQuantizer.fit`` (which
+    all-reduces its statistics across ranks under torch.distributed), K <= ``colors``.
+
+    Unreadable files are skipped here and reported by the quantize pass. Fewer distinct colours
+    than ``colors`` warns and fits that many instead; no pixel at all (no readable image, or only
+    fully transparent ones) returns ``None``.
+    """
+    from torchpalette import nn as tpnn
+
+    def images():
+        decoder = Decoder(paths, workers=workers, batch_size=batch_size, budget=queue_bytes)
+        for batch in decoder:
+            yield from (d.image for d in batch if d.error is None and d.image is not None)
+            decoder.release(batch)
+
+    try:
+        q = tpnn.PaletteQuantizer.fit(images(), colors=colors, space=space, seed=seed,
+                                      device=device)
+    except ValueError as exc:
+        if "at least one pixel" in str(exc):
+            return None
+        few = re.search(r"colors: expected at most (\d+)", str(exc))
+        if few is None:
+            raise
+        warnings.warn(f"--fit-palette: the images hold only {few.group(1)} distinct colours; "
+                      f"fitting {few.group(1)} instead of --colors {colors}", stacklevel=2)
+        q = tpnn.PaletteQuantizer.fit(images(), colors=int(few.group(1)), space=space,
+                                      seed=seed, device=device)
+    return q.palette.detach().float()
