@@ -4,8 +4,9 @@
   files ahead of the device, holding at most ``--queue-mib`` of decoded images, and sort each
   image into a kind: ``rgb``, ``clear`` (fully transparent: one transparent entry, without the
   library) or ``rgba`` (some transparency: quantized with alpha entries);
-* quantize (this thread): ``rgb`` images of one shape as one batch on the device; if a batch
-  fails, each member is retried alone so only the culprit fails; ``rgba`` images one by one;
+* quantize (this thread): ``rgb`` images of one shape moved to the device together, each
+  quantized by its own library call (so no output depends on ``--batch-size``), each failing
+  alone; ``rgba`` images one by one;
 * write: a thread pool over all cores (zlib and torch release the GIL) hands each result to
   the :class:`~torchpalette.cli.sink.Sink` (indexed PNGs, written atomically); each output the
   sink reports durable is passed to ``on_written`` (the provenance record).
@@ -142,20 +143,28 @@ class _Runner:
         self.stats.idle_s += time.perf_counter() - t0
 
     def rgb(self, members: list[tuple[int, Tensor]]) -> None:
-        """Quantize equal-shaped RGB images as one batch; on failure, each alone."""
+        """Quantize equal-shaped RGB images, moved to the device together, each by its own
+        library call: the library's float reductions differ in the last bit between batch
+        sizes (a near tie then flips a pixel), and an output must not depend on its batch
+        (measured: no slower on the CPU, see benchmarks/RESULTS.md). A failure fails its
+        image only."""
         try:
             x = torch.stack([img for _, img in members]).to(self.device, non_blocking=True)
-            idx, pals = self.q.rgb_batch(x)
-            idx, pals = idx.to(torch.uint8).cpu(), pals.float().cpu()
-        except Exception:
+        except Exception as exc:  # e.g. out of device memory: each image alone
             if len(members) > 1:
                 for m in members:
                     self.rgb([m])
             else:
-                self.fail(members[0][0], one_line(sys.exc_info()[1]))
+                self.fail(members[0][0], one_line(exc))
             return
-        for (i, _), one_idx, pal in zip(members, idx, pals, strict=True):
-            self.submit(i, one_idx, pal)
+        for j, (i, _) in enumerate(members):
+            try:
+                idx, pal = self.q.rgb_batch(x[j:j + 1].clone())  # aligned like a lone image
+                idx, pal = idx[0].to(torch.uint8).cpu(), pal[0].float().cpu()
+            except Exception as exc:
+                self.fail(i, one_line(exc))
+                continue
+            self.submit(i, idx, pal)
 
     def rgba(self, i: int, image: Tensor) -> None:
         try:
