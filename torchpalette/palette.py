@@ -40,6 +40,10 @@ from ._types import Palette
 __all__ = ["Palette", "palette", "SPACES", "METHODS"]
 
 
+MAX_PADDED_K = 1 << 16
+"""``k`` may exceed an image's pixel count (padding with weight-0 colours) up to this."""
+
+
 def palette(
     image: Tensor,
     k: int = 16,
@@ -94,4 +98,10 @@ def palette(
     """
     v.check_image(image, "image")
     opt = check_options(k, space, max_pixels, seed, method, bits, kmeans_kw)
+    pixels = image.shape[-1] * image.shape[-2]
+    if isinstance(k, int) and k > max(pixels, MAX_PADDED_K):
+        # beyond the pixel count every extra entry is weight-0 padding: refuse before
+        # allocating it (k=10**8 on an 8x8 image needed gigabytes)
+        raise ValueError(f"k: expected at most the pixels per image ({pixels}) or "
+                         f"{MAX_PADDED_K}, got {k}")
     return image_palette(image, opt)[0]

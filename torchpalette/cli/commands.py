@@ -237,6 +237,14 @@ def _rank_in_env() -> int | None:
     return None if env is None else env[0]
 
 
+def _show_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"torchpalette {command}: warning: {' '.join(str(message).split())}",
+              file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``torchpalette`` and ``python -m torchpalette``; returns the exit status."""
     parser = build_parser()
@@ -245,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # one plain line each, never a library path
+            warnings.showwarning = _show_warning(args.command)
+            return args.func(args)
     except (UsageError, FileExistsError) as exc:
         if args.debug:
             traceback.print_exc()

@@ -152,12 +152,33 @@ def _sorted_with_de(colors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Te
     return s, weights[order], de
 
 
+def _fit_alpha(reduced: Tensor) -> Tensor:
+    """An RGBA reduction whose (colour, alpha) pairs fit the 256 entries of a PNG palette:
+    partial alpha (not 0, not 255) rounded to coarser levels until they fit, else to 0 or 255
+    (so an indexed PNG of any semi-transparent image can be written)."""
+    if reduced.shape[0] != 4:
+        return reduced
+    a = reduced[3].to(torch.int64)
+    key = _rgb24(reduced).reshape(a.shape) << 8
+    partial = (a > 0) & (a < 255)
+    for shift in range(9):
+        level = ((a >> shift) << shift) + ((1 << shift) - 1) // 2
+        level = torch.where(partial, level.clamp(1, 254), a)
+        if len(torch.unique(key | level)) <= 256:
+            break
+    else:
+        level = torch.where(partial, torch.where(a >= 128, 255, 0), a)
+    out = reduced.clone()
+    out[3] = level.to(torch.uint8)
+    return out
+
+
 def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
     """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all."""
     colors, weights = _used(tp.palette(work, k=n, seed=seed))
     out = []
     for dither in ("none", *DITHERS):
-        reduced = tp.apply_palette(work, colors, dither=dither)
+        reduced = _fit_alpha(tp.apply_palette(work, colors, dither=dither))
         out.append(Reduction(n, _png(reduced, colors), _mean_de(work, reduced), dither,
                              colors.cpu(), weights.cpu()))
     return out
