@@ -208,11 +208,13 @@ def _sorted_with_de(colors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Te
 
 
 def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
-    """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all."""
-    colors, weights = _used(tp.palette(work, k=n, seed=seed))
+    """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all:
+    the plain one is ``tp.quantize``'s own (one search), the dithered ones reuse its palette."""
+    q = tp.quantize(work, n, seed=seed)
+    colors, weights = _used(tp.Palette(q.palette, q.weights))
     out = []
     for dither in ("none", *DITHERS):
-        reduced = tp.apply_palette(work, colors, dither=dither)
+        reduced = q.image() if dither == "none" else tp.apply_palette(work, colors, dither=dither)
         out.append(Reduction(n, _png(reduced, colors), _mean_de(work, reduced), dither,
                              colors.cpu(), weights.cpu()))
     return out
