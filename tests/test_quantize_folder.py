@@ -198,7 +198,7 @@ def test_rgba_entries_bounded_for_small_palettes(colors):
     idx, pal = quantizers.Quantizer(colors).rgba_one(x)
     assert pal.shape[1] == 4 and len(pal) <= colors and int(idx.max()) < len(pal)
     a = x[3]
-    got = (pal[idx][..., 3] * 255).round()
+    got = (pal[idx.long()][..., 3] * 255).round()
     assert (got[a == 0] == 0).all()
     assert (got[a == 255] == 255).all()  # opaque entries only for opaque pixels
 
