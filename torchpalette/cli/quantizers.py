@@ -8,19 +8,21 @@ searched once), with alpha handled like pngquant.
   semi-transparent ones, ``max(--colors, 2)`` entries in all.
 * RGBA images with transparency, fixed palette (``--palette``, ``--fit-palette``):
   transparency is kept. The RGBA palette given to ``tp.quantize`` is the fixed colours
-  (opaque), one transparent entry (always there: a full 256-colour palette gives up, for this
-  image, its least used colour, whose pixels take their next nearest colour), and as many
+  (opaque), one transparent entry (always there), and as many
   (colour, alpha) entries as fit the 256 of a PNG palette: the pairs (nearest colour,
   alpha) most frequent among the semi-transparent pixels, alpha rounded coarser until they
-  fit. Each semi-transparent pixel then takes the nearest of all these entries in the
-  library's premultiplied space (a nearly opaque pixel may take an opaque colour, a nearly
-  transparent one the transparent entry). Only the semi-transparent pixels are searched twice
-  (once to count the pairs).
+  fit. When the fixed colours leave too little room, semi-transparent pixels get a share of
+  the 255 entries by the square root of their count against the opaque ones (as an own
+  palette splits them), and only the image's most used colours stay. Each pixel then takes
+  the nearest of these entries in the library's premultiplied space (opaque ones an opaque
+  colour; a nearly transparent one may take the transparent entry). These images are searched
+  twice (once to count colours and pairs).
 * A fully transparent image needs no palette at all: one transparent entry.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -83,25 +85,41 @@ class Quantizer:
         assert self.fixed is not None
         pal = self.fixed.to(x.device).float()
         a = x[3]
-        part = (a > 0) & (a < 255)
-        if len(pal) >= PNG_ENTRIES:  # no room for the transparent entry: drop the least used
-            near = self._quantize(x[:3], palette=pal).indices[a == 255].long()
-            used = torch.bincount(near, minlength=len(pal))
-            pal = pal[used.argsort(descending=True, stable=True)[:PNG_ENTRIES - 1]]
-        entries = [torch.cat([pal, torch.ones(len(pal), 1, device=x.device)], 1),
-                   torch.zeros(1, 4, device=x.device)]
-        room = PNG_ENTRIES - len(pal) - 1
-        if room > 0 and bool(part.any()):
-            near = self._quantize(x[:3, part][:, :, None], palette=pal).indices[:, 0].long()
+        solid, part = a == 255, (a > 0) & (a < 255)
+        near = self._quantize(x[:3], palette=pal).indices.long()
+        used = torch.bincount(near[solid], minlength=len(pal))
+        n_solid, n_part = int(solid.sum()), int(part.sum())
+        budget = PNG_ENTRIES - 1  # the transparent entry is always there
+        n_keep = min(len(pal), budget - _share(budget, n_solid, n_part))
+        near = near[part]
+        if n_keep < len(pal):  # this image's most used colours stay; the library remaps
+            pal = pal[used.argsort(descending=True, stable=True)[:n_keep]]  # the others
+            if n_part:
+                near = self._quantize(x[:3, part][:, :, None], palette=pal).indices[:, 0].long()
+        entries = [torch.cat([pal, torch.ones(len(pal), 1, device=x.device)], 1)]
+        k_part = budget - len(pal)
+        entries.append(torch.zeros(1, 4, device=x.device))
+        if n_part and k_part > 0:
             alpha = a[part].long()
             for shift in range(8):  # coarser alpha until the (colour, alpha) pairs fit
                 level = (((alpha >> shift) << shift) + ((1 << shift) - 1) // 2).clamp(1, 254)
                 pairs, counts = torch.unique(near * 256 + level, return_counts=True)
-                if len(pairs) <= room:
+                if len(pairs) <= k_part:
                     break
-            pairs = pairs[counts.argsort(descending=True, stable=True)[:room]]
+            pairs = pairs[counts.argsort(descending=True, stable=True)[:k_part]]
             entries.append(torch.cat([pal[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
         return torch.cat(entries)
+
+
+def _share(budget: int, n_solid: int, n_part: int) -> int:
+    """Entries for semi-transparent pixels out of ``budget``: by the square root of the pixel
+    counts (thin anti-aliased edges get a fair share), at least 1 when there are any."""
+    if n_part == 0:
+        return 0
+    if n_solid == 0:
+        return budget
+    share = math.sqrt(n_part) / (math.sqrt(n_part) + math.sqrt(n_solid))
+    return min(max(round(budget * share), 1), budget - 1)
 
 
 def fit_palette(paths: Sequence[Path], *, colors: int, space: str, seed: int,
