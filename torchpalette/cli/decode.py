@@ -95,6 +95,17 @@ def header_bytes(path: str | Path) -> int:
     return 4 * w * h
 
 
+def _preload_codecs() -> None:
+    """Import the decoders once here, before the workers fork, instead of once in each (the
+    torchvision import alone costs seconds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import torchvision.io  # noqa: F401
+        except ImportError:  # Pillow decodes then
+            pass
+
+
 def _worker_init() -> None:
     torch.set_num_threads(1)  # the workers decode; the quantizer owns the cores
 
@@ -127,6 +138,7 @@ class Decoder:
 
     def __iter__(self) -> Iterator[list[Decoded]]:
         if self.workers > 0 and self.paths:
+            _preload_codecs()
             self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("fork"),
                                             initializer=_worker_init)
         # in-process decoding only reads ahead one batch; workers may run further ahead
