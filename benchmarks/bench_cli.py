@@ -13,11 +13,13 @@ folder, then times in one run, per folder, 16 colours, no dithering unless said:
   save) and Pillow ``quantize(16)`` (median cut) + save, over a process pool of ``--jobs``.
 
 For each: seconds, images/s, CPU milliseconds per image (user + system of all its processes,
-start-up included: the figure a busy shared machine distorts least), mean CIEDE2000 of output vs input over all pixels of a sample of
-images, and total output bytes. Target (issue 13): torchpalette on CPU >= pngquant
-``--speed 10 --nofs`` images/s with mean ΔE00 at least 0.3 lower and no more bytes.
+start-up included: the figure a busy shared machine distorts least), mean CIEDE2000 of output
+vs input over all pixels of a sample of images, and total output bytes. Target (issue 13):
+torchpalette on CPU >= pngquant ``--speed 10 --nofs`` images/s with mean ΔE00 at least 0.3
+lower and no more bytes.
 
-Usage: python benchmarks/bench_cli.py [--quick] [--n 200] [--size 512] [--jobs N] [--formats png,jpg]
+Usage: python benchmarks/bench_cli.py [--quick] [--n 200] [--size 512] [--jobs N]
+       [--formats png,jpg]
 
 ``--scale`` runs the dataset-scale figures of issue 21 instead (benchmarks/bench_cli_scale.py):
 the provenance record's formats, the planning time of a resume over 100,000 outputs and the
@@ -40,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 from PIL import Image
 
 import torchpalette as tp
-from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def make_images(root: Path, n: int, size: int, fmt: str, seed: int = 0) -> None:

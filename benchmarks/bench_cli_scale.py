@@ -11,8 +11,9 @@ the code before issue 21 (extracted with ``git archive`` from ``--before``).
   its planning alone in this process. The old planning (a glob per output, every output
   decoded by ``verify``) is timed on smaller trees: it grows with files x files-per-folder;
 * memory: peak PSS (resident memory, pages shared after fork counted once) summed over the
-  command and its worker processes (sampled from /proc every 50 ms) for ``--workers 8 --batch-size 32`` on ``--photos`` photo-like images of ``--mp``
-  megapixels, new (default queue, and a 256 MiB one) against old at batch 32 and batch 1.
+  command and its worker processes (sampled from /proc every 50 ms) for ``--workers 8
+  --batch-size 32`` on ``--photos`` photo-like images of ``--mp`` megapixels, new (default
+  queue, and a 256 MiB one) against old at batch 32 and batch 1.
 
 Usage: PYTHONPATH=. python benchmarks/bench_cli.py --scale [--files 100000] [--photos 64] [--mp 3]
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -239,8 +239,9 @@ def before_tree(ref: str, root: Path) -> Path:
 
 
 def main(args) -> None:
-    import torchpalette
     from _common import report_machine
+
+    import torchpalette
 
     if not Path(torchpalette.__file__).resolve().is_relative_to(ROOT):
         sys.exit(f"run with PYTHONPATH={ROOT} (this imports {torchpalette.__file__})")
