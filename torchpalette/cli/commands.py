@@ -113,7 +113,7 @@ def cmd_delta_e(args) -> int:
     a, b = (_parse_color_arg(c) for c in args.colors)
     d = float(tp.delta_e(a, b, method=args.method))
     under = d < tp.JND
-    ha, hb = tp.to_hex(torch.stack([a, b]))
+    ha, hb = tp.to_hex(a), tp.to_hex(b)
     if args.format == "json":
         print(json.dumps({"a": ha, "b": hb, "method": args.method, "delta_e": d,
                           "jnd": tp.JND, "under_jnd": under}))

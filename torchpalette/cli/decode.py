@@ -155,7 +155,8 @@ class Decoder:
                     self.peak = max(self.peak, self.held)
                     pending.append((est, self._submit(nxt)))
                     nxt += 1
-                batch, size = [], 0
+                batch: list[Decoded] = []
+                size = 0
                 while pending and len(batch) < self.batch_size:
                     est, fut = pending[0]
                     if batch and size + est > self.budget // 4:
