@@ -44,7 +44,7 @@ import torchpalette as tp
 from _common import median_seconds, report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 from bench_palette import load_photos  # noqa: E402
 from torchpalette._dither import dither_labels
-from torchpalette._dither_fs import floyd_steinberg
+from torchpalette._dither.fs import floyd_steinberg
 
 
 def blur_metric(orig: torch.Tensor, out: torch.Tensor, sigma: float) -> float:

@@ -9,7 +9,7 @@ import torch
 
 import torchpalette as tp
 from torchpalette._dither import dither_labels
-from torchpalette._dither_space import Features, palette_coords
+from torchpalette._dither.space import Features, palette_coords
 
 METHODS = ["floyd-steinberg", "ordered"]
 SPACES = ["lab", "oklab", "srgb"]

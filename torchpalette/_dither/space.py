@@ -1,6 +1,6 @@
 """The colour maths shared by the dithers: where errors live and how "nearest" is measured.
 
-Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither_fs`) and choose
+Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither.fs`) and choose
 the nearest palette colour in the quantization space (CIELAB, Oklab or sRGB). Inside their
 loops a value ``v [B, n, 3]`` in linear light is mapped by a few element-wise ops to features
 ``f`` with ``space(v) = A f + c`` (``A`` a constant 3x3 matrix); the palette side of the squared
@@ -22,13 +22,13 @@ import kornia.color as kc
 import torch
 from torch import Tensor
 
-from ._spaces import D65_WHITE as _WHITE
-from ._spaces import F_TO_LAB as _LAB_A
-from ._spaces import LAB_EPSILON as _THR
-from ._spaces import OKLAB_M1 as _OK_M1
-from ._spaces import OKLAB_M2 as _OK_M2
-from ._spaces import SPACES  # noqa: F401 (the dithers' spaces, re-exported)
-from ._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
+from .._spaces import D65_WHITE as _WHITE
+from .._spaces import F_TO_LAB as _LAB_A
+from .._spaces import LAB_EPSILON as _THR
+from .._spaces import OKLAB_M1 as _OK_M1
+from .._spaces import OKLAB_M2 as _OK_M2
+from .._spaces import SPACES  # noqa: F401 (the dithers' spaces, re-exported)
+from .._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
 
 _LAB_C = (-16.0, 0.0, 0.0)
 _GTHR = 0.0031308  # sRGB transfer function: its linear toe

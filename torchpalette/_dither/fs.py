@@ -34,7 +34,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ._dither_space import (
+from .space import (
     Features,
     feature_buffer,
     first_argmin,

@@ -3,10 +3,10 @@
 One entry point, :func:`dither_labels`, for ``apply_palette`` / ``reduce_colors`` / the
 layers / the command line. Two methods, both batched over images and exact on any device:
 
-* ``"floyd-steinberg"`` (:mod:`torchpalette._dither_fs`): classic error diffusion in raster
+* ``"floyd-steinberg"`` (:mod:`torchpalette._dither.fs`): classic error diffusion in raster
   order, errors in linear light, computed in wavefronts (``W + 2 (H - 1)`` steps of batched
   tensor ops); the labels equal the sequential algorithm's.
-* ``"ordered"`` (:mod:`torchpalette._dither_ordered`): Knoll's pattern dithering: a plan of
+* ``"ordered"`` (:mod:`torchpalette._dither.ordered`): Knoll's pattern dithering: a plan of
   16 palette colours whose mean approaches the pixel's colour (one plan per 6-bit colour
   bin), one of them chosen by an 8x8 Bayer threshold map. Mixes any hues, fully parallel, no
   noise where a pixel already equals a palette colour.
@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _validate as v
-from ._dither_fs import floyd_steinberg
-from ._dither_ordered import pattern_dither
-from ._dither_space import SPACES
+from .. import _validate as v
+from .fs import floyd_steinberg
+from .ordered import pattern_dither
+from .space import SPACES
 
 METHODS = ("floyd-steinberg", "ordered")
 _MAX_K = 32767  # the ordered dither stores its plans as int16 palette ranks

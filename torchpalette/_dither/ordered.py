@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._dither_space import (
+from .space import (
     Features,
     feature_buffer,
     first_argmin,
