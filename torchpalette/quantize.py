@@ -21,7 +21,7 @@ Dithering (``torchpalette._dither``) mixes palette colours so that the image loo
 from afar: ``"floyd-steinberg"`` diffuses each pixel's error (in linear light) to its
 neighbours in raster order, exactly, batched over images in wavefronts; ``"ordered"`` is Knoll's
 pattern dithering: a plan of palette colours whose mean approaches the pixel, one of them picked
-by an 8x8 Bayer map, so it mixes any hues. Dithering implies the per-pixel search (``assign``
+by a 16x16 threshold map, so it mixes any hues. Dithering implies the per-pixel search (``assign``
 ``"bins"``/``"refined"`` need ``dither="none"``).
 """
 
@@ -70,20 +70,24 @@ def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tenso
 
 
 def _search(
-    rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, int], refine: bool = False
+    rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, int], refine: bool = False,
+    strength: float = 1.0, alpha: Tensor | None = None,
 ) -> Tensor:
     """Unchecked nearest-colour search: ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
     ``[B, K, 3]`` sRGB float -> labels ``[B, P]`` int64. Chunked over P, batched over B.
     ``refine`` (no dither): the per-pixel search only near decision boundaries; a ``dither``
-    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``."""
+    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``
+    (``strength`` 0 is no dither; pixels of ``alpha`` 0 influence no other pixel)."""
     b, _, p = rgb.shape
     dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
     pal = pal.to(dtype)
     with _policy.single_thread_if_small(rgb, b * p, _policy.SMALL_PIXELS):
-        if dither != "none":
-            x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
+        if dither != "none" and strength > 0:
+            x = rgb if rgb.dtype == torch.uint8 else rgb.to(dtype)  # uint8: converted by bands
+            vis = None if alpha is None else alpha.reshape(b, *hw) > 0
             pal = pal.expand(b, -1, -1).contiguous()
-            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space).reshape(b, p)
+            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space, strength=strength,
+                                 visible=vis).reshape(b, p)
         ps = to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
         pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
         if refine:
@@ -92,7 +96,8 @@ def _search(
 
 
 def palette_indices(
-    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
+    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none",
+    dither_strength: float = 1.0,
 ) -> Tensor:
     """Index of the nearest palette colour for every pixel (for indexed images).
 
@@ -101,8 +106,11 @@ def palette_indices(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
-            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 16x16 threshold map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring. Pixels of
+            alpha 0 influence no other pixel.
+        dither_strength: 0..1, how much of each pixel's error is mixed in (0: no dither,
+            1: full dither).
 
     Returns:
         ``[..., H, W]`` int64 indices into the palette's K colours.
@@ -118,12 +126,13 @@ def palette_indices(
         >>> tp.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         tensor([[1, 0]])
     """
-    _, labels, _ = _labels(image, palette, space, dither)
+    _, labels, _ = _labels(image, palette, space, dither, dither_strength)
     return labels.reshape(*image.shape[:-3], *image.shape[-2:])
 
 
 def apply_palette(
-    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
+    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none",
+    dither_strength: float = 1.0,
 ) -> Tensor:
     """Replace every pixel by its nearest palette colour.
 
@@ -132,8 +141,11 @@ def apply_palette(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
-            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 16x16 threshold map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring. Pixels of
+            alpha 0 influence no other pixel.
+        dither_strength: 0..1, how much of each pixel's error is mixed in (0: no dither,
+            1: full dither).
 
     Returns:
         Image of the input's shape and dtype. uint8 output holds exactly the palette
@@ -155,13 +167,13 @@ def apply_palette(
                 [  0, 255],
                 [  0, 255]], dtype=torch.uint8)
     """
-    pal, labels, alpha = _labels(image, palette, space, dither)
+    pal, labels, alpha = _labels(image, palette, space, dither, dither_strength)
     out = _gather(pal, labels, image.dtype).reshape(*image.shape[:-3], 3, *image.shape[-2:])
     return merge_alpha(out, alpha)
 
 
 def _labels(
-    image: Tensor, palette: Tensor | Palette, space: str, dither: str
+    image: Tensor, palette: Tensor | Palette, space: str, dither: str, strength: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Checked nearest-colour search shared by :func:`palette_indices` and
     :func:`apply_palette`: (palette ``[B, K, 3]``, labels ``[B, H*W]``, alpha or None).
@@ -170,12 +182,14 @@ def _labels(
     distances); the returned palette keeps its autograd history, so an output gathered from it
     sends gradients to the colours used."""
     pal, batch = _check_palette(image, palette, space, dither)
+    strength = v.check_unit(strength, "dither_strength")
     h, w = image.shape[-2:]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
     pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:])).reshape(rgb.shape[0], -1, 3)
     with torch.no_grad(), _policy.no_autocast(rgb):
-        labels = _search(rgb.detach(), pal.detach(), space, dither, (h, w))
+        labels = _search(rgb.detach(), pal.detach(), space, dither, (h, w), strength=strength,
+                         alpha=alpha)
     return pal, labels, alpha
 
 
@@ -195,6 +209,7 @@ def reduce_colors(
     space: str = "lab",
     dither: str = "none",
     assign: str = "auto",
+    dither_strength: float = 1.0,
     **palette_kw: Any,
 ) -> Tensor:
     """Reduce each image to its own ``colors``-colour k-means palette.
@@ -209,6 +224,7 @@ def reduce_colors(
             :func:`torchpalette.palette` and the CLI's ``palette -k`` use).
         space: ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (see :func:`apply_palette`).
+        dither_strength: 0..1, how much of each pixel's error is mixed in.
         assign: how pixels find their colour. ``"exact"``: nearest palette colour per pixel
             (:func:`apply_palette`). ``"bins"``: each pixel takes the colour of its
             histogram bin's cluster through a per-image look-up table (no per-pixel
@@ -251,6 +267,7 @@ def reduce_colors(
     colors = _colors_alias(colors, palette_kw)
     v.check_choice(dither, "dither", DITHERS)
     v.check_choice(assign, "assign", ASSIGNS)
+    strength = v.check_unit(dither_strength, "dither_strength")
     method = palette_kw.pop("method", "hist")
     use_bins = _use_bins(image, assign, dither, method, palette_kw.get("max_pixels"),
                          palette_kw.get("bits"))
@@ -260,7 +277,8 @@ def reduce_colors(
         palette_kw.pop("bits", None), palette_kw, caller="reduce_colors",
     )
     with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
-        out, alpha = _reduce(image.detach(), opt, space, dither, use_bins, assign == "refined")
+        out, alpha = _reduce(image.detach(), opt, space, dither, use_bins, assign == "refined",
+                             strength)
     return merge_alpha(out.reshape(*image.shape[:-3], 3, *image.shape[-2:]), alpha)
 
 
@@ -276,7 +294,8 @@ def _colors_alias(colors: Any, palette_kw: dict[str, Any]) -> Any:
 
 
 def _reduce(
-    image: Tensor, opt: Any, space: str, dither: str, use_bins: bool, refine: bool
+    image: Tensor, opt: Any, space: str, dither: str, use_bins: bool, refine: bool,
+    strength: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Palette and assignment of :func:`reduce_colors` (checked input): (rgb ``[B, 3, P]`` of
     the image's dtype, alpha or None)."""
@@ -287,7 +306,7 @@ def _reduce(
     table = pal.colors.reshape(rgb.shape[0], opt.k, 3)
     if binned is None or isinstance(binned, Tensor):  # labels: searched, or looked up by colour
         labels = binned if binned is not None else _search(
-            rgb, table, space, dither, (h, w), refine=refine)
+            rgb, table, space, dither, (h, w), refine=refine, strength=strength, alpha=alpha)
         return _gather(table, labels, image.dtype), alpha
     table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
     with _policy.single_thread_if_small(rgb, rgb.numel() // 3, _policy.SMALL_PIXELS):

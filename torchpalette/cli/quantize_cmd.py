@@ -43,7 +43,19 @@ def make_quantizer(args, device: torch.device, jobs, ranks=None):
                 if "--fit-palette" in str(w.message):
                     print(f"torchpalette quantize: warning: {w.message}", file=sys.stderr)
     return Quantizer(args.colors, space=args.space, dither=args.dither, seed=args.seed,
-                     fixed=None if fixed is None else fixed.to(device))
+                     fixed=None if fixed is None else fixed.to(device),
+                     dither_strength=args.dither_strength)
+
+
+def _unit(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
 
 
 def print_summary(stats: QuantizeStats, plan: Plan | None = None, *, world_size: int = 1) -> int:
@@ -85,10 +97,9 @@ def run_quantize(args) -> int:
     """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
     prints the summary of all ranks, and every rank returns the same exit status."""
     from . import torchrun
+    from .commands import resolve_device
     from .folder import DstLock, pending_jobs, plan_jobs, run_jobs, shard
     from .plan import say_waiting
-
-    from .commands import resolve_device
 
     src, dst = Path(args.src), Path(args.dst)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
@@ -136,7 +147,8 @@ def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
     s.add_argument("src", metavar="SRC", help="folder of images (read only)")
     s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--palette", metavar="FILE", help="fixed palette: JSON of `palette`, .gpl or hex")
+    g.add_argument("--palette", metavar="FILE",
+                   help="fixed palette: JSON of `palette`, .gpl or hex")
     g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
     s.add_argument("--colors", type=_int_in(1, 256), default=16,
                    help="colours per image, or of the fitted palette (default: 16)")
@@ -144,6 +156,8 @@ def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
                    help="colour space for matching (default: lab)")
     s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
                    help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
+    s.add_argument("--dither-strength", type=_unit, default=1.0, metavar="S",
+                   help="0..1: how much of each pixel's error the dither mixes in (default: 1)")
     s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
     s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
                    help="DataLoader decode workers, 0 = decode in this process (default: "
