@@ -80,8 +80,11 @@ def to_linear(rgb: Tensor, dtype: torch.dtype) -> Tensor:
     """uint8 or float sRGB ``[B, 3, R, W]`` -> linear light ``[B, 3, R, W]`` of ``dtype`` (the
     conversion both Floyd–Steinberg paths use, so they start from the same values)."""
     b, _, r, w = rgb.shape
-    x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
-    return srgb_to_linear(x.reshape(b, 3, r * w)).view(b, 3, r, w)
+    if rgb.dtype == torch.uint8:  # a table of the 256 values: the same numbers, no pow per pixel
+        lut = srgb_to_linear(torch.arange(256, dtype=dtype, device=rgb.device).div_(255.0)
+                             .expand(1, 3, 256))[0, 0]
+        return lut[rgb.long()]
+    return srgb_to_linear(rgb.to(dtype).reshape(b, 3, r * w)).view(b, 3, r, w)
 
 
 def floyd_steinberg(

@@ -138,15 +138,10 @@ def floyd_steinberg_cpu(
     mat = feat.m.contiguous().numpy()
     cst = _constants(dtype, rmax, strength)
     out = torch.empty(b, h, w, dtype=torch.int64)
-    # uint8: a table of the 256 values, bit-identical to converting each pixel
-    lut = to_linear(torch.arange(256, dtype=torch.uint8).expand(1, 3, 1, 256), dtype)[0, 0, 0]
     band = max(2, _policy.DITHER_BAND // w)
 
     def linear(i: int, y0: int, y1: int) -> Tensor:
-        x = rgb[i, :, y0:y1]
-        if x.dtype == torch.uint8:
-            return lut[x.long()]
-        return to_linear(x[None], dtype)[0]
+        return to_linear(rgb[i : i + 1, :, y0:y1], dtype)[0]
 
     def one(i: int) -> None:
         o = out[i].numpy()

@@ -37,13 +37,14 @@ import torch
 from torch import Tensor
 
 from .. import _policy
+from . import ordered_cpu
 from .fs import to_linear
 from .space import (
     Features,
-    feature_buffer,
     first_argmin,
     int_view,
     palette_coords,
+    plain_distances,
     srgb_to_linear,
 )
 
@@ -93,12 +94,16 @@ def pattern_dither(
     ramp = torch.arange(k, dtype=int_view(pal.dtype), device=rgb.device).view(1, k, 1)
     n = means.shape[1]
     # sorted plan ranks of every plan; int16 (K <= 32767) keeps a photo of distinct bins small
-    ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
-    step = max(1, _CHUNK // max(1, b * k))
     scale = mult * strength
-    for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
-        plan = _plan(means[:, s : s + step], q_tab, feat, m, ramp, n_plan, scale, rmax)
-        ranks[:, s : s + step] = rank_of.gather(1, plan.flatten(1)).view_as(plan).sort(-1).values
+    if rgb.device.type == "cpu" and ordered_cpu.available():
+        ranks = ordered_cpu.plans_cpu(means, q_tab, feat, m, rank_of, n_plan, scale, rmax)
+    else:
+        ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
+        step = max(1, _CHUNK // max(1, b * k))
+        for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
+            plan = _plan(means[:, s : s + step], q_tab, feat, m, ramp, n_plan, scale, rmax)
+            plan_ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan)
+            ranks[:, s : s + step] = plan_ranks.sort(-1).values
     thr = threshold_map(rgb.device)
     out = torch.empty(b, h, w, dtype=torch.int64, device=rgb.device)
     for y0 in range(0, h, band):  # labels, a band of rows at a time
@@ -137,10 +142,12 @@ def _bin_means(
         y1 = min(h, y0 + band)
         code = _codes(rgb[:, :, y0:y1]).reshape(b, -1)
         lin = to_linear(rgb[:, :, y0:y1], dtype).flatten(2).transpose(1, 2).double()
-        wgt = torch.ones_like(code, dtype=torch.float64)
-        if visible is not None:
+        if visible is None:
+            wgt = torch.ones_like(code, dtype=torch.float64)
+        else:  # invisible pixels weigh nothing
             wgt = visible[:, y0:y1].reshape(b, -1).double()
-        sums.scatter_add_(1, code.unsqueeze(-1).expand(-1, -1, 3), lin * wgt.unsqueeze(-1))
+            lin = lin * wgt.unsqueeze(-1)
+        sums.scatter_add_(1, code.unsqueeze(-1).expand(-1, -1, 3), lin)
         num.scatter_add_(1, code, wgt)
     occupied = num > 0
     rank = occupied.cumsum(1)  # [B, nb] 1 + slot of each occupied bin within its image
@@ -160,16 +167,14 @@ def _plan(lin, q_tab, feat, m, ramp, n_plan: int, mult: float, rmax: Tensor) -> 
     b, n, _ = lin.shape
     rmax = rmax.to(lin.dtype).view(b, 1, 1)
     err = torch.zeros_like(lin)
-    f = feature_buffer(b, n, lin)
     plan = torch.empty(b, n, n_plan, dtype=torch.int64, device=lin.device)
-    for i in range(n_plan):
+    for i in range(n_plan):  # every op as the compiled loop of ordered_cpu does it
         off = err * mult
-        norm = off.norm(dim=-1, keepdim=True)
+        norm = (off[..., 0:1] * off[..., 0:1] + off[..., 1:2] * off[..., 1:2]
+                + off[..., 2:3] * off[..., 2:3]).sqrt()
         off = torch.where(norm > rmax, off * (rmax / norm), off)  # pulled back to rmax
         target = (lin + off).clamp_(0.0, 1.0)
-        feat(target, out=f[..., :3])
-        d = torch.bmm(m, f.transpose(1, 2))  # [B, K, n] distances (up to a per-pixel term)
-        lab = first_argmin(d, ramp).long()
+        lab = first_argmin(plain_distances(feat.plain(target), m), ramp).long()
         plan[..., i] = lab
         err += lin - q_tab.gather(1, lab.unsqueeze(-1).expand(b, n, 3))
     return plan
