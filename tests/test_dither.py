@@ -14,7 +14,7 @@ import torch
 
 import torchpalette as tp
 from torchpalette import _policy
-from torchpalette._dither import dither_labels, fs_cpu
+from torchpalette._dither import dither_labels, fs_cpu, ordered_cpu
 from torchpalette._dither.fs import floyd_steinberg
 from torchpalette._dither.labels import error_bound
 from torchpalette._dither.space import Features, palette_coords
@@ -105,6 +105,20 @@ def test_compiled_cpu_loop_equals_wavefront_by_bands(monkeypatch, dtype):
     monkeypatch.setattr(_policy, "DITHER_BAND", 7 * photo.shape[-1])  # bands of ~7 rows
     assert torch.equal(whole, fs_cpu.floyd_steinberg_cpu(img, pal, "lab", 1.0, rmax, vis))
     assert torch.equal(whole, floyd_steinberg(img, pal, "lab", 1.0, rmax, vis))
+
+
+@pytest.mark.skipif(not ordered_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("space", SPACES)
+def test_compiled_ordered_plans_equal_tensor_path(monkeypatch, space, dtype):
+    g = torch.Generator().manual_seed(6)
+    rgb = torch.rand(2, 3, 19, 23, generator=g, dtype=dtype)
+    pal = torch.rand(2, 7, 3, generator=g, dtype=dtype)
+    vis = torch.rand(2, 19, 23, generator=g) > 0.1
+    compiled = dither_labels(rgb, pal, "ordered", space, strength=0.8, visible=vis)
+    monkeypatch.setattr(ordered_cpu, "available", lambda: False)
+    assert torch.equal(compiled, dither_labels(rgb, pal, "ordered", space, strength=0.8,
+                                               visible=vis))
 
 
 @pytest.mark.parametrize("method", METHODS)
