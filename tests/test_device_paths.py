@@ -372,3 +372,25 @@ def test_gpu_jpeg_path_applies_exif_orientation(tmp_path, monkeypatch):
     (_, kind, image, error, _), = pipeline.gpu_decode_jpegs(items, [path], torch.device("cpu"))
     assert error is None and kind == "rgb"
     assert image.shape == (3, 300, 200) and torch.equal(image, tp.read_image(path))
+
+
+def test_cuda_assign_default_is_taken_by_the_policy():
+    crops = _photo_crops()
+    with _policy.force("cuda"):
+        assert _policy.auto_labels(crops.device) == "bins"
+        auto = tp.quantize(crops, 8)
+    assert torch.equal(auto.indices, tp.quantize(crops, 8, assign="bins").indices)
+    assert _policy.auto_labels(crops.device) == "table"
+
+
+def test_near_duplicates_are_merged_within_the_budget(monkeypatch):
+    ps = torch.tensor([[[50.0, 1.0, 2.0], [10.0, 0.0, 0.0], [50.0, 1.0 + 2e-6, 2.0]]])
+    labels = torch.tensor([[0, 1, 2, 2]])
+    assert _nearest.first_of_equal(ps, labels).tolist() == [[0, 1, 0, 0]]
+    far = ps.clone()
+    far[0, 2, 1] += 1e-3  # a distinct colour stays distinct
+    assert _nearest.first_of_equal(far, labels).tolist() == [[0, 1, 2, 2]]
+    monkeypatch.setattr(_policy, "NEAREST_CHUNK", 1)  # one image per table
+    two = torch.cat([ps, far])
+    got = _nearest.first_of_equal(two, labels.expand(2, -1))
+    assert got.tolist() == [[0, 1, 0, 0], [0, 1, 2, 2]]

@@ -86,20 +86,30 @@ def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) 
     return first_of_equal(ps, labels)
 
 
+#: Largest palette whose near-duplicate entries :func:`first_of_equal` merges (the test costs
+#: ``K**2`` per image; beyond, duplicates keep the plain argmin tie rule).
+DEDUP_MAX_K = 1024
+
+
 def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
     """``labels [B, P]`` into palettes ``ps [B, K, 3]`` with each duplicate entry replaced by
     the first entry of the same colour, so the tie rule (the lowest index) holds on every
-    device. Entries within float rounding of each other count as the same colour: the matrix
-    products of the conversion round a duplicate by its position (Lab's a and b, differences
-    of cube roots times 500, by ~30 ulps of L), and then so do the distances."""
+    device. Entries within float rounding of each other count as the same colour: the
+    conversion rounds a duplicate by its position (vectorised and scalar code, matrix-product
+    tiles; Lab's a and b, differences of cube roots times 500, by ~30 ulps of L), and then so
+    do the distances. Palettes over :data:`DEDUP_MAX_K` colours are left as they are."""
     b, k, _ = ps.shape
+    if k > DEDUP_MAX_K or k == 1:
+        return labels
     step = max(1, _policy.device_choices(ps).nearest_chunk // (k * k))
     first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
     tol = 64 * torch.finfo(ps.dtype).eps
     for s in range(0, b, step):  # [b, K, K] tables within the budget
         p = ps[s : s + step]
+        gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
+        for c in range(3):
+            gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
         scale = 1 + p.abs().amax(-1)  # [b, K]
-        gap = (p.unsqueeze(2) - p.unsqueeze(1)).abs().amax(-1)  # [b, K, K]
         first[s : s + step] = (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
     if not bool((first != torch.arange(k, device=ps.device)).any()):
         return labels  # no duplicates (the common case): no gather over every pixel

@@ -179,6 +179,7 @@ class DeviceChoices:
         bin_group: pixels (and dense bins) of a group of images binned at once.
         nearest_chunk: pixel-colour distances alive at once in a nearest-colour search.
         kmeans_check_every: Lloyd steps between host-side "all converged?" checks.
+        auto_labels: what ``assign="auto"`` labels through tables (:func:`auto_labels`).
     """
 
     kind: str
@@ -189,6 +190,7 @@ class DeviceChoices:
     bin_group: int
     nearest_chunk: int
     kmeans_check_every: int
+    auto_labels: str
 
 
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("torchpalette_device",
@@ -200,9 +202,10 @@ def device_choices(x: Tensor | torch.device) -> DeviceChoices:
     on each call from the module's budgets, so monkeypatched budgets take effect."""
     kind = _FORCED.get() or (x.device if isinstance(x, Tensor) else x).type
     if kind == "cpu":
-        return DeviceChoices("cpu", False, False, False, True, BIN_GROUP, NEAREST_CHUNK, 1)
+        return DeviceChoices("cpu", False, False, False, True, BIN_GROUP, NEAREST_CHUNK, 1,
+                             "table")
     return DeviceChoices("gpu", True, True, True, False, BIN_GROUP_GPU, NEAREST_CHUNK_GPU,
-                         KMEANS_CHECK_EVERY)
+                         KMEANS_CHECK_EVERY, "bins")
 
 
 @contextlib.contextmanager
@@ -316,3 +319,13 @@ class CompilePolicy:
 # Eager in-place CIEDE2000 computes ~20M pairs/s on 2 cores and a cold compile takes ~20 s.
 CIEDE2000 = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=400_000_000)
 """The policy of ``delta_e``'s compiled CIEDE2000 kernel (``fast=``)."""
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def auto_labels(device: torch.device) -> str:
+    """What ``assign="auto"`` labels through tables on ``device`` (see ``quantize``): the exact
+    colours' table only on the CPU, where the exact search is cheap next to the palette; the
+    coarse bins' table too on other devices, where it saves most of the work."""
+    return device_choices(device).auto_labels

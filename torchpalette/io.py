@@ -206,8 +206,7 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
         ValueError: wrong shapes, K out of range, or an index >= K.
 
     Example:
-        >>> import torch
-        >>> pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])  # red, transparent
+        >>> import torch; pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])
         >>> data = encode_indexed_png(torch.tensor([[0, 1]]), pal)
         >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[24]  # bit depth 1
         (True, 1)
