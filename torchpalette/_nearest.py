@@ -101,7 +101,9 @@ def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
     b, k, _ = ps.shape
     if k > DEDUP_MAX_K or k == 1:
         return labels
-    step = max(1, _policy.device_choices(ps).nearest_chunk // (k * k))
+    choices = _policy.device_choices(ps)
+    compiling = torch.compiler.is_compiling()
+    step = b if compiling else max(1, choices.nearest_chunk // (k * k))
     first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
     tol = 64 * torch.finfo(ps.dtype).eps
     for s in range(0, b, step):  # [b, K, K] tables within the budget
@@ -111,8 +113,9 @@ def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
             gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
         scale = 1 + p.abs().amax(-1)  # [b, K]
         first[s : s + step] = (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
-    if not bool((first != torch.arange(k, device=ps.device)).any()):
-        return labels  # no duplicates (the common case): no gather over every pixel
+    if choices.kind == "cpu" and not compiling:  # a host check is free here
+        if not bool((first != torch.arange(k, device=ps.device)).any()):
+            return labels  # no duplicates (the common case): no gather over every pixel
     return first.gather(1, labels)
 
 
