@@ -394,3 +394,13 @@ def test_near_duplicates_are_merged_within_the_budget(monkeypatch):
     two = torch.cat([ps, far])
     got = _nearest.first_of_equal(two, labels.expand(2, -1))
     assert got.tolist() == [[0, 1, 0, 0], [0, 1, 2, 2]]
+
+
+def test_layer_palettes_at_k_agree_across_paths():
+    from torchpalette import _layer_ops
+
+    rgb = _photo_crops().reshape(3, 3, -1)
+    k = torch.tensor([3, 8, 5])
+    a, b = _both(lambda: _layer_ops.palettes_at_k(rgb, None, k, 8, "lab", 0))
+    torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=0)
+    assert torch.equal(a[2], b[2])
