@@ -404,3 +404,10 @@ def test_layer_palettes_at_k_agree_across_paths():
     a, b = _both(lambda: _layer_ops.palettes_at_k(rgb, None, k, 8, "lab", 0))
     torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=0)
     assert torch.equal(a[2], b[2])
+
+
+def test_delta_e_functional_gpu_form_equals_cpu_in_place_kernel():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 5000, 3, generator=g).unbind(0)
+    fa, fb = _both(lambda: tp.delta_e(a, b, fast=False))
+    torch.testing.assert_close(fa, fb, atol=1e-4, rtol=0)
