@@ -17,8 +17,7 @@ from a palette, at the smallest bit depth that holds the palette (1, 2, 4 or 8) 
 ``PNG_LEVEL`` (``optimize=True`` for Pillow's slow, smallest search). The whole file is encoded
 in memory before the path is opened, so a bad argument never leaves a half-written file
 (writing atomically is the caller's job). torchvision is imported on first use only: its
-package import pulls in ``torchvision.ops`` and ``torch._dynamo``, seconds that a command which
-never decodes should not pay.
+import pulls in ``torch._dynamo``, seconds that a command which never decodes should not pay.
 """
 
 from __future__ import annotations
@@ -36,9 +35,10 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import float_to_uint8
+from ._jpeg import decode_jpegs  # batched (GPU) JPEG decoding, EXIF orientation applied
 
 __all__ = ["read_image", "write_image", "encode_indexed_png", "iter_image_files",
-           "IMAGE_SUFFIXES", "PNG_LEVEL"]
+           "decode_jpegs", "IMAGE_SUFFIXES", "PNG_LEVEL"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,7 +46,6 @@ JPEG_QUALITY = 95
 PNG_LEVEL = 4
 """zlib level of indexed PNGs: the knee of time vs size on 512x512 16-colour photos (see
 benchmarks/RESULTS.md): about 2x faster than level 6 for ~2% more bytes; 9 is 20x slower."""
-
 _TORCHVISION_FORMATS = ("PNG", "JPEG")
 
 
@@ -207,8 +206,8 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
         ValueError: wrong shapes, K out of range, or an index >= K.
 
     Example:
-        >>> import torch
-        >>> data = encode_indexed_png(torch.tensor([[0, 1]]), torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]]))
+        >>> import torch; pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])
+        >>> data = encode_indexed_png(torch.tensor([[0, 1]]), pal)
         >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[24]  # bit depth 1
         (True, 1)
     """
@@ -227,7 +226,7 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
                          f"[{int(idx.min())}, {int(idx.max())}]")
     h, w = idx.shape
     im = Image.frombytes("P", (w, h), idx.to(torch.uint8).contiguous().numpy().tobytes())
-    im.putpalette(pal8.contiguous().numpy().tobytes(), rawmode="RGBA" if pal8.shape[1] == 4 else "RGB")
+    im.putpalette(pal8.contiguous().numpy().tobytes(), "RGBA" if pal8.shape[1] == 4 else "RGB")
     buf = _io.BytesIO()
     opts = {"optimize": True} if optimize else {"compress_level": PNG_LEVEL}
     im.save(buf, format="PNG", bits=png_bits(k), **opts)

@@ -30,7 +30,7 @@ try:  # optional: the torch wavefront path serves where numba is missing
 except ImportError:  # pragma: no cover - exercised where numba is not installed
     numba = None  # type: ignore[assignment]
 
-_SPACE_CODE = {"lab": 0, "oklab": 1, "srgb": 2}
+SPACE_CODE = {"lab": 0, "oklab": 1, "srgb": 2}
 
 
 def available() -> bool:
@@ -45,7 +45,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
     ``out [H, W]`` int64 labels (rows ``y0 ..``), ``mt [4, K]`` folded palette (transposed, so
     the K distances vectorize), ``q [K, 3]`` palette in linear light, ``mat [3, 3]`` linear
     light -> the space's features, ``cst`` constants in the input's dtype
-    (:func:`_constants`), ``space`` a code of :data:`_SPACE_CODE`."""
+    (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`."""
     _, r_all, w = lin.shape
     k = mt.shape[1]
     zero, one, thr, slope, third, gthr, inv24, a1, a0, g_slope = cst[:10]
@@ -113,7 +113,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
 _kernel = None if numba is None else numba.njit(cache=True, nogil=True)(_kernel_py)
 
 
-def _constants(dtype: torch.dtype, rmax: Tensor, strength: float) -> np.ndarray:
+def constants(dtype: torch.dtype, rmax: Tensor, strength: float) -> np.ndarray:
     """The loop's constants ``[B, 16]`` in the input's dtype (so float32 stays float32, as in
     the wavefront); ``rmax [B]`` the error bound of each image."""
     vals = (0.0, 1.0, 0.008856, 7.787, 1.0 / 3.0, 0.0031308, 1.0 / 2.4, 1.055, 0.055, 12.92,
@@ -136,7 +136,7 @@ def floyd_steinberg_cpu(
     mt = feat.fold(palette_coords(pal, space)).transpose(1, 2).contiguous().numpy()
     q = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2).contiguous().numpy()
     mat = feat.m.contiguous().numpy()
-    cst = _constants(dtype, rmax, strength)
+    cst = constants(dtype, rmax, strength)
     out = torch.empty(b, h, w, dtype=torch.int64)
     band = max(2, _policy.DITHER_BAND // w)
 
@@ -153,7 +153,7 @@ def floyd_steinberg_cpu(
                 cur[1 : w + 1] = lin[:, 0].T
             vis = (np.ones((y1 - y0, w), np.uint8) if visible is None
                    else visible[i, y0:y1].to(torch.uint8).numpy())
-            _kernel(lin, vis, cur, o, y0, mt[i], q[i], mat, cst[i], _SPACE_CODE[space], y1 == h)
+            _kernel(lin, vis, cur, o, y0, mt[i], q[i], mat, cst[i], SPACE_CODE[space], y1 == h)
 
     threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:

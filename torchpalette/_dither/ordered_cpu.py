@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fs_cpu import _SPACE_CODE, _constants, available, numba
+from .fs_cpu import SPACE_CODE, available, constants, numba
 from .space import Features
 
 __all__ = ["available", "plans_cpu"]
@@ -83,12 +83,12 @@ def plans_cpu(
     each colour's luminance rank, ``rmax [B]`` the bound of each image's offsets."""
     b, n = lin.shape[:2]
     out = torch.empty(b, n, n_plan, dtype=torch.int16)
-    cst = _constants(lin.dtype, rmax, 1.0)
+    cst = constants(lin.dtype, rmax, 1.0)
     mt = m.transpose(1, 2).contiguous().numpy()
     mat = feat.m.contiguous().numpy()
     rmax_t = rmax.to(lin.dtype).numpy()
     for i in range(b):  # a few images; each loop is compiled
         _plans(lin[i].contiguous().numpy(), mt[i], q[i].contiguous().numpy(), mat, cst[i],
-               _SPACE_CODE[feat.space], cst.dtype.type(scale), rmax_t[i],
+               SPACE_CODE[feat.space], cst.dtype.type(scale), rmax_t[i],
                rank_of[i].contiguous().numpy(), out[i].numpy())
     return out

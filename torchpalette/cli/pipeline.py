@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,18 +101,15 @@ def classify(image: Tensor) -> tuple[str, Tensor]:
 
 def gpu_decode_jpegs(items: list, paths: Sequence[Path], device: torch.device) -> list:
     """Decode the raw JPEG items ``(i, "jpeg", data, None, s)`` on ``device`` in one batched
-    ``torchvision.io.decode_jpeg`` call; if the batch fails, each file on the CPU instead (so
-    a corrupt file gets ``read_image``'s error and fails alone). Returns decoded items."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
+    ``io.decode_jpegs`` call (EXIF orientation applied, as ``read_image`` does); if the batch
+    fails, each file on the CPU instead (so a corrupt file gets ``read_image``'s error and
+    fails alone). Returns decoded items."""
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs on every call
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-            images = decode_jpeg([data for _, _, data, _, _ in items], mode=ImageReadMode.RGB,
-                                 device=device, apply_exif_orientation=True)
+        images = io.decode_jpegs([data for _, _, data, _, _ in items], device)
         share = (time.perf_counter() - t0) / max(len(items), 1)
-        return [(i, "rgb", img, None, s + share) for (i, _, _, _, s), img in zip(items, images)]
+        return [(i, "rgb", img, None, s + share)
+                for (i, _, _, _, s), img in zip(items, images, strict=True)]
     except Exception:
         out = []
         for i, _, _, _, s in items:
@@ -134,7 +130,8 @@ def decode_loader(paths: Sequence[Path], batch_size: int, workers: int, raw_jpeg
     """Batches (lists) of decoded items, ``workers`` processes ahead of the caller; with
     ``raw_jpeg``, JPEGs come as raw bytes for :func:`gpu_decode_jpegs`."""
     return torch.utils.data.DataLoader(
-        _DecodeDataset(paths, raw_jpeg), batch_size=batch_size, num_workers=workers, collate_fn=_as_list,
+        _DecodeDataset(paths, raw_jpeg), batch_size=batch_size, num_workers=workers,
+        collate_fn=_as_list,
         prefetch_factor=4 if workers else None, persistent_workers=False)
 
 
@@ -230,21 +227,21 @@ class _Runner:
         """Quantize equal-shaped RGB images as one batch; on failure, each alone."""
         try:
             results = self._rgb_batch([img for _, img in members])
-        except Exception:
+        except Exception as exc:
             if len(members) > 1:
                 for m in members:
                     self.rgb([m])
             else:
-                self.fail(members[0][0], one_line(sys.exc_info()[1]))
+                self.fail(members[0][0], one_line(exc))
             return
-        for (i, _), (idx, pal) in zip(members, results):
+        for (i, _), (idx, pal) in zip(members, results, strict=True):
             self.submit(i, idx, pal)
 
     def _rgb_batch(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         x = torch.stack(images).to(self.device, non_blocking=True)
         idx, pals = self.q.rgb_batch(x)
         idx, pals = idx.to(torch.uint8).cpu(), pals.float().cpu()
-        return list(zip(idx, pals))
+        return list(zip(idx, pals, strict=True))
 
     def rgba(self, i: int, image: Tensor) -> None:
         try:

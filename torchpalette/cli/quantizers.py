@@ -96,7 +96,8 @@ class Quantizer:
             points, counts, inverse = _unique_points(x, part)
             k = min(k_part, len(points))
             if k > 0:  # else (no entry left) partial pixels take the nearest other entry
-                gen = torch.Generator(device=x.device).manual_seed(self.seed)
+                # CPU draws (as tp.palette's): the same entries on every device
+                gen = torch.Generator().manual_seed(self.seed)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*fewer distinct.*")
                     cent = tp.kmeans(points, k, weights=counts.float(), generator=gen).centroids
@@ -105,6 +106,8 @@ class Quantizer:
         return idx, torch.cat(entries)
 
     def _rgba_fixed(self, x: Tensor, clear: Tensor, solid: Tensor, part: Tensor):
+        if self.fixed is None:
+            raise ValueError("fixed: expected a palette, got None")
         pal = self.fixed.to(x.device)
         k = len(pal)
         near = self._indices(x, pal)
