@@ -136,28 +136,29 @@ def _bin_means(
     colour gets exactly that colour (no noise in flat areas)."""
     b, _, h, w = rgb.shape
     nb = 1 << (3 * BIN_BITS)
-    sums = torch.zeros(b, nb, 3, dtype=torch.float64, device=rgb.device)
-    num = torch.zeros(b, nb, dtype=torch.float64, device=rgb.device)
-    for y0 in range(0, h, band):
+    sums = torch.zeros(3, b * nb, dtype=torch.float64, device=rgb.device)
+    num = torch.zeros(b * nb, dtype=torch.float64, device=rgb.device)
+    first = torch.arange(b, device=rgb.device).unsqueeze(-1) * nb  # [B, 1]
+    for y0 in range(0, h, band):  # bincount: one pass per channel, no [B, nb, 3] scatter
         y1 = min(h, y0 + band)
-        code = _codes(rgb[:, :, y0:y1]).reshape(b, -1)
-        lin = to_linear(rgb[:, :, y0:y1], dtype).flatten(2).transpose(1, 2).double()
-        if visible is None:
-            wgt = torch.ones_like(code, dtype=torch.float64)
-        else:  # invisible pixels weigh nothing
-            wgt = visible[:, y0:y1].reshape(b, -1).double()
-            lin = lin * wgt.unsqueeze(-1)
-        sums.scatter_add_(1, code.unsqueeze(-1).expand(-1, -1, 3), lin)
-        num.scatter_add_(1, code, wgt)
+        code = (_codes(rgb[:, :, y0:y1]).reshape(b, -1) + first).view(-1)
+        lin = to_linear(rgb[:, :, y0:y1], dtype).reshape(b, 3, -1).transpose(0, 1)
+        wgt = None if visible is None else visible[:, y0:y1].reshape(-1).double()
+        num += torch.bincount(code, weights=wgt, minlength=b * nb).double()
+        for c in range(3):  # invisible pixels weigh nothing
+            val = lin[c].reshape(-1).double()
+            sums[c] += torch.bincount(code, weights=val if wgt is None else val * wgt,
+                                      minlength=b * nb)
+    num = num.view(b, nb)
     occupied = num > 0
     rank = occupied.cumsum(1)  # [B, nb] 1 + slot of each occupied bin within its image
     mmax = max(1, int(rank[:, -1].max()))  # one host read, outside any loop
     slot_of_bin = (rank - 1).clamp_(min=0)  # bins without visible pixels: any slot will do
-    idx = torch.where(occupied, rank - 1, mmax)  # unoccupied bins go to a dropped extra slot
-    means = torch.zeros(b, mmax + 1, 3, dtype=torch.float64, device=rgb.device)
-    means.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, 3),
-                   sums / num.clamp_min(1.0).unsqueeze(-1))
-    return means[:, :mmax].to(dtype), slot_of_bin
+    where = occupied.view(-1).nonzero().squeeze(1)  # occupied bins, image by image
+    means = torch.zeros(b * mmax, 3, dtype=torch.float64, device=rgb.device)
+    dest = (where // nb) * mmax + slot_of_bin.view(-1)[where]
+    means[dest] = (sums[:, where] / num.view(-1)[where]).T
+    return means.view(b, mmax, 3).to(dtype), slot_of_bin
 
 
 def _plan(lin, q_tab, feat, m, ramp, n_plan: int, mult: float, rmax: Tensor) -> Tensor:
