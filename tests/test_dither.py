@@ -302,6 +302,10 @@ def test_strength_zero_is_no_dither_and_one_is_full(method):
     assert torch.equal(tp.palette_indices(img, pal, dither=method, dither_strength=1.0), full)
     half = tp.palette_indices(img, pal, dither=method, dither_strength=0.5)
     assert not torch.equal(half, full) and not torch.equal(half, plain)
+    assert torch.equal(tp.reduce_colors(img, 5, dither=method, dither_strength=0.0),
+                       tp.reduce_colors(img, 5))
+    assert torch.equal(tp.quantize(img, palette=pal, dither=method, dither_strength=0).indices,
+                       plain.to(torch.uint8))
     # the core at strength 0 is the nearest colour too
     assert torch.equal(dither_labels(img, pal.expand(2, -1, -1), method, "lab", strength=0.0),
                        plain)
