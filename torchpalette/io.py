@@ -18,8 +18,8 @@ gone): RGBA PNGs and indexed PNGs (mode "P") written from a palette, at the smal
 that holds the palette (1, 2, 4 or 8) and zlib level ``PNG_LEVEL`` (``optimize=True`` for
 Pillow's slow, smallest search). The whole file is encoded in memory before the path is opened,
 so a bad argument never leaves a half-written file (writing atomically is the caller's job).
-torchvision is imported on first use only: its package import pulls in ``torchvision.ops`` and
-``torch._dynamo``, seconds that a command which never decodes should not pay.
+torchvision is imported on first use only: its import pulls in ``torch._dynamo``, seconds that
+a command which never decodes should not pay.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from torch import Tensor
 from . import _decode
 from . import _validate as v
 from ._image import float_to_uint8
+from ._jpeg import decode_jpegs  # batched (GPU) JPEG decoding, EXIF orientation applied
 
 __all__ = ["read_image", "write_image", "encode_indexed_png", "iter_image_files",
-           "IMAGE_SUFFIXES", "PNG_LEVEL", "MAX_PIXELS"]
+           "decode_jpegs", "IMAGE_SUFFIXES", "PNG_LEVEL", "MAX_PIXELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".psd", ".qoi", ".jp2", ".j2k") + (

@@ -175,17 +175,13 @@ class Decoder:
 
 def gpu_decode_jpegs(items: list[Decoded], paths: Sequence[Path],
                      device: torch.device) -> list[Decoded]:
-    """Decode the raw JPEG items (kind ``jpeg``) on ``device`` in one batched ``decode_jpeg``
-    call; if the batch fails, each file on the CPU instead (so a corrupt file gets
-    ``read_image``'s error and fails alone). Returns decoded items."""
+    """Decode the raw JPEG items (kind ``jpeg``) on ``device`` in one batched
+    ``io.decode_jpegs`` call (EXIF orientation applied, as ``read_image`` does); if it fails,
+    each file on the CPU instead (so a corrupt file gets ``read_image``'s error and fails
+    alone). Returns decoded items."""
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs on every call
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg
-
-            images = decode_jpeg([d.image for d in items], mode=ImageReadMode.RGB,
-                                 device=device, apply_exif_orientation=True)
+        images = io.decode_jpegs([d.image for d in items], device)
         share = (time.perf_counter() - t0) / max(len(items), 1)
         return [Decoded(d.i, "rgb", img, None, d.seconds + share, [], d.reserved)
                 for d, img in zip(items, images, strict=True)]

@@ -26,6 +26,17 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def unit(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
 SEED = int_in(0, 2**63 - 1)  # torch.Generator.manual_seed takes at most a 64-bit value
 
 

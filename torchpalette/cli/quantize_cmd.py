@@ -48,7 +48,8 @@ def make_quantizer(args, device: torch.device, jobs, ranks=None):
                 if "--fit-palette" in str(w.message):
                     print(f"torchpalette quantize: warning: {w.message}", file=sys.stderr)
     return Quantizer(args.colors, space=args.space, dither=args.dither, seed=args.seed,
-                     fixed=None if fixed is None else fixed.to(device))
+                     fixed=None if fixed is None else fixed.to(device),
+                     dither_strength=args.dither_strength)
 
 
 def output_options(args, quantizer) -> dict:
@@ -62,7 +63,9 @@ def output_options(args, quantizer) -> dict:
         pal8 = quantizer.fixed.float().cpu().mul(255).round().to(torch.uint8)
         digest = hashlib.sha256(pal8.numpy().tobytes()).hexdigest()[:16]
     return {"format": "png", "colors": None if digest else args.colors, "palette": digest,
-            "fit_palette": bool(args.fit_palette), "dither": args.dither, "space": args.space,
+            "fit_palette": bool(args.fit_palette), "dither": args.dither,
+            "dither_strength": args.dither_strength if args.dither != "none" else None,
+            "space": args.space,
             "seed": args.seed, "optimize": bool(args.optimize), "version": tp.__version__}
 
 

@@ -49,19 +49,20 @@ class Quantizer:
     ``fixed`` palette ``[K, 3]`` for every image."""
 
     def __init__(self, colors: int, *, space: str = "lab", dither: str = "none", seed: int = 0,
-                 fixed: Tensor | None = None):
+                 fixed: Tensor | None = None, dither_strength: float = 1.0):
         self.colors, self.space, self.dither, self.seed = colors, space, dither, seed
-        self.fixed = fixed
+        self.fixed, self.dither_strength = fixed, dither_strength
 
     def _quantize(self, x: Tensor, **kw) -> tp.Quantized:
         with warnings.catch_warnings():  # few distinct colours is normal in a dataset
             warnings.filterwarnings("ignore", message=".*fewer distinct.*")
             if self.fixed is not None and "palette" not in kw:
                 kw["palette"] = self.fixed.to(x.device)
+            kw.update(space=self.space, dither=self.dither,
+                      dither_strength=self.dither_strength)
             if "palette" in kw:
-                return tp.quantize(x, space=self.space, dither=self.dither, **kw)
-            return tp.quantize(x, self.colors, space=self.space, dither=self.dither,
-                               seed=self.seed, **kw)
+                return tp.quantize(x, **kw)
+            return tp.quantize(x, self.colors, seed=self.seed, **kw)
 
     def rgb_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 ``[B, 3, H, W]`` -> (indices ``[B, H, W]``, palettes ``[B, K, 3]``)."""
@@ -83,22 +84,19 @@ class Quantizer:
         """The RGBA palette ``[K', 4]`` (K' <= 256) of the fixed colours for ``x`` (module
         docstring)."""
         assert self.fixed is not None
-        pal = self.fixed.to(x.device).float()
+        full = self.fixed.to(x.device).float()
         a = x[3]
         solid, part = a == 255, (a > 0) & (a < 255)
-        near = self._quantize(x[:3], palette=pal).indices.long()
-        used = torch.bincount(near[solid], minlength=len(pal))
-        n_solid, n_part = int(solid.sum()), int(part.sum())
+        near = self._quantize(x[:3], palette=full).indices.long()
+        used = torch.bincount(near[solid], minlength=len(full))
         budget = PNG_ENTRIES - 1  # the transparent entry is always there
-        n_keep = min(len(pal), budget - _share(budget, n_solid, n_part))
-        near = near[part]
-        if n_keep < len(pal):  # this image's most used colours stay; the library remaps
-            pal = pal[used.argsort(descending=True, stable=True)[:n_keep]]  # the others
-            if n_part:
-                near = self._quantize(x[:3, part][:, :, None], palette=pal).indices[:, 0].long()
-        entries = [torch.cat([pal, torch.ones(len(pal), 1, device=x.device)], 1)]
-        k_part = budget - len(pal)
-        entries.append(torch.zeros(1, 4, device=x.device))
+        n_keep = min(len(full), budget - _share(budget, int(solid.sum()), int(part.sum())))
+        # this image's most used colours stay opaque entries; the library remaps the others
+        opaque = full if n_keep == len(full) else full[
+            used.argsort(descending=True, stable=True)[:n_keep]]
+        entries = [torch.cat([opaque, torch.ones(len(opaque), 1, device=x.device)], 1),
+                   torch.zeros(1, 4, device=x.device)]
+        k_part, n_part, near = budget - len(opaque), int(part.sum()), near[part]
         if n_part and k_part > 0:
             alpha = a[part].long()
             for shift in range(8):  # coarser alpha until the (colour, alpha) pairs fit
@@ -107,7 +105,7 @@ class Quantizer:
                 if len(pairs) <= k_part:
                     break
             pairs = pairs[counts.argsort(descending=True, stable=True)[:k_part]]
-            entries.append(torch.cat([pal[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
+            entries.append(torch.cat([full[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
         return torch.cat(entries)
 
 
