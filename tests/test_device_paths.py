@@ -290,16 +290,19 @@ def test_nccl_uses_local_rank_when_no_device_was_set(monkeypatch):
 
 
 def test_rgba_palettes_draw_from_a_cpu_generator(monkeypatch):
+    """The app's RGBA palettes come from tp.quantize(alpha="quantize"), whose semi-transparent
+    entries are clustered with a CPU generator."""
+    from torchpalette import _alpha
     from torchpalette.cli.quantizers import Quantizer
 
     seen = []
-    real = tp.kmeans
+    real = _alpha.cluster
 
     def spy(*args, generator=None, **kw):
         seen.append(generator.device.type)
         return real(*args, generator=generator, **kw)
 
-    monkeypatch.setattr(tp, "kmeans", spy)
+    monkeypatch.setattr(_alpha, "cluster", spy)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (4, 16, 16), generator=g, dtype=torch.uint8)
     x[3] = torch.randint(1, 255, (16, 16), generator=g, dtype=torch.uint8)  # partial alpha
