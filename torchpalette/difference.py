@@ -118,7 +118,7 @@ def _channels_last(a: Tensor, b: Tensor, dim: int, space: str) -> tuple[Tensor, 
     if a.device != b.device:
         raise ValueError(f"b: expected device {a.device} (as a), got {b.device}")
     try:
-        torch.broadcast_shapes(a.shape, b.shape)
+        v.broadcast_shape(a.shape, b.shape)
     except RuntimeError:
         raise ValueError(
             f"b: expected a shape broadcastable with a {v.shape_str(a.shape)}, "
@@ -162,7 +162,7 @@ def _run_compiled(kernel, lab1: Tensor, lab2: Tensor, shape, kL, kC, kH) -> Tens
 def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Tensor:
     """CIEDE2000 on ``[..., 3]`` Lab: compiled, in place on CPU chunks, or differentiable."""
     needs_grad = torch.is_grad_enabled() and (lab1.requires_grad or lab2.requires_grad)
-    shape = torch.broadcast_shapes(lab1.shape, lab2.shape)
+    shape = v.broadcast_shape(lab1.shape, lab2.shape)
     policy = _policy.CIEDE2000
     prebuilt = lambda: policy.prebuilt(ciede2000_rows, lab1.device, lab1.dtype)  # noqa: E731
     if policy.use_compiled(fast, lab1.device, shape, needs_grad, prebuilt):
