@@ -495,6 +495,42 @@ def test_traced_by_torch_compile():
     torch.testing.assert_close(compiled(a, b), tp.delta_e(a, b, space="lab"), atol=1e-4, rtol=1e-5)
 
 
+def test_damaged_package_is_rebuilt_once(monkeypatch, tmp_path):
+    """A package that does not load (a killed copy, a full disk) is deleted and built again,
+    instead of sending every later process to eager with a warning."""
+    from torchpalette import _aot
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    kernel = _aot.AotKernel(ciede2000_rows)
+    path = kernel.path(torch.float32)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a zip")
+    builds = []
+
+    def build(p, dtype):
+        builds.append(p)
+        p.write_bytes(b"rebuilt")
+
+    class Runner:
+        def run(self, inputs):
+            x1, x2, k = inputs
+            return [ciede2000_rows(x1, x2, *k.tolist())]
+
+    def load(p):
+        if p.read_bytes() != b"rebuilt":
+            raise RuntimeError("Failed to initialize zip archive: not a ZIP archive")
+        return Runner()
+
+    monkeypatch.setattr(kernel, "_build", build)
+    monkeypatch.setattr(_aot, "_load", load)
+    a, b = (_lab((8,), torch.float32, seed=s).T.contiguous() for s in (31, 32))  # [3, N] rows
+    out = kernel(a, b, 1.0, 1.0, 1.0)
+    assert builds == [path] and path.read_bytes() == b"rebuilt"
+    torch.testing.assert_close(out, ciede2000_rows(a, b, 1.0, 1.0, 1.0))
+    kernel(a, b, 1.0, 1.0, 1.0)  # loaded once per process
+    assert builds == [path]
+
+
 _FRESH_PROCESS = """
 import sys, torch, torchpalette as tp
 a, b = torch.rand(5000, 3) * 60, torch.rand(5000, 3) * 60

@@ -46,6 +46,18 @@ def cache_dir() -> Path:
     return Path(root).absolute() / "torchpalette"
 
 
+def _cpu_id() -> str:
+    """The CPU's model and flags where the OS tells them: packages are built for the native
+    instruction set (``-march=native``), so a cache shared between machines must not mix."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            head = f.read(1 << 16).split("\n\n", 1)[0]
+    except OSError:
+        head = platform.processor()
+    keep = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(line for line in head.splitlines() if line.startswith(keep))
+
+
 class _Rows(torch.nn.Module):
     """``fn(x1, x2, *scalars)`` with the scalars as one tensor, so that one package serves
     every value of them."""
@@ -56,6 +68,11 @@ class _Rows(torch.nn.Module):
 
     def forward(self, x1: Tensor, x2: Tensor, scalars: Tensor) -> Tensor:
         return self.fn(x1, x2, *scalars.unbind(0))
+
+
+def _load(path: Path) -> Any:
+    """The C++ loader of a package: no Dynamo, no inductor import."""
+    return torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
 
 
 class AotKernel:
@@ -73,7 +90,7 @@ class AotKernel:
         if dtype not in self._digest:
             source = inspect.getsource(inspect.getmodule(self.fn) or self.fn)
             key = "\n".join([source, torch.__version__, str(dtype), platform.machine(),
-                             torch.backends.cpu.get_cpu_capability(), str(MIN_SIZE)])
+                             torch.backends.cpu.get_cpu_capability(), _cpu_id(), str(MIN_SIZE)])
             self._digest[dtype] = hashlib.sha256(key.encode()).hexdigest()[:20]
         return cache_dir() / f"{self.fn.__name__}-{self._digest[dtype]}.pt2"
 
@@ -84,7 +101,8 @@ class AotKernel:
     def _build(self, path: Path, dtype: torch.dtype) -> None:
         from torch._inductor import aoti_compile_and_package  # heavy: only when compiling
 
-        x = torch.rand(self.rows, 2 * MIN_SIZE, dtype=dtype)
+        # a large example: inductor parallelizes loops by the example's size
+        x = torch.rand(self.rows, 1 << 20, dtype=dtype)
         n = torch.export.Dim("n", min=MIN_SIZE)
         ep = torch.export.export(
             _Rows(self.fn), (x, x.clone(), torch.ones(self.n_scalars, dtype=dtype)),
@@ -93,7 +111,9 @@ class AotKernel:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
         try:
-            aoti_compile_and_package(ep, package_path=str(tmp))
+            # threads: torch's setting at run time, not the builder's baked in
+            aoti_compile_and_package(ep, package_path=str(tmp),
+                                     inductor_configs={"cpp.dynamic_threads": True})
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -104,7 +124,12 @@ class AotKernel:
             path = self.path(dtype)
             if not path.is_file():
                 self._build(path, dtype)
-            runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+            try:
+                runner = _load(path)
+            except RuntimeError:  # a damaged package (a disk full, a killed copy): once more
+                path.unlink(missing_ok=True)
+                self._build(path, dtype)
+                runner = _load(path)
             self._loaded[dtype] = runner
         return runner
 
