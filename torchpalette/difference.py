@@ -146,7 +146,7 @@ def _channel_rows(lab: Tensor, shape: torch.Size) -> Tensor:
 def _run_compiled(kernel, lab1: Tensor, lab2: Tensor, shape, kL, kC, kH) -> Tensor:
     """The compiled CIEDE2000 kernel on broadcast ``[..., 3]`` Lab; returns ``[...]``."""
     n = shape.numel() // 3
-    if lab1.device.type == "cpu":
+    if _policy.device_choices(lab1).kind == "cpu":
         # inductor vectorizes contiguous [3, N] rows, not stride-3 loads (stack gathers them
         # ~2x faster than a transposing copy); at least MIN_SIZE columns, the package's
         # shortest ([3, 3] would also read as [N, 3])
@@ -172,7 +172,8 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
             policy.failed = True
             msg = f"delta_e: compiled path unavailable ({err!r}); using eager"
             warnings.warn(msg, stacklevel=3)
-    if needs_grad or lab1.device.type != "cpu" or torch.compiler.is_compiling():
+    gpu = _policy.device_choices(lab1).kind != "cpu"
+    if needs_grad or gpu or torch.compiler.is_compiling():
         # the functional form: autograd's graph, one pass per op on GPUs, traceable
         (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
         return ciede2000(L1, a1, b1, L2, a2, b2, kL, kC, kH)
