@@ -386,6 +386,8 @@ def fake_compile(monkeypatch):
 
     policy = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=1 << 28, compiler=compiler)
     monkeypatch.setattr(cp, "CIEDE2000", policy)
+    if torch.get_num_threads() == 1:  # the auto policy stays eager on one CPU thread
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     return calls, policy
 
 
@@ -433,6 +435,13 @@ def test_package_on_disk_is_used_without_compiling(monkeypatch, tmp_path):
     assert not policy.use_compiled(None, cpu, torch.Size([999, 3]), False, lambda: True)
     assert not policy.use_compiled(None, cpu, shape, False, lambda: False)
     assert not policy.use_compiled(False, cpu, shape, False, lambda: True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: eager is as fast, unless forced
+    try:
+        assert not policy.use_compiled(None, cpu, shape, False, lambda: True)
+        assert policy.use_compiled(True, cpu, shape, False, lambda: True)
+    finally:
+        torch.set_num_threads(threads)
     # another compiler (the tests' fakes) never counts a package as built
     fake = CompilePolicy(1000, 1 << 40, compiler=lambda fn: fn)
     assert not fake.prebuilt(ciede2000_rows, cpu, torch.float32)

@@ -343,6 +343,8 @@ class CompilePolicy:
             return False
         if fast:
             return True
+        if device_choices(device).kind == "cpu" and torch.get_num_threads() == 1:
+            return False  # one thread: the in-place eager kernel is as fast (RESULTS.md)
         pairs = math.prod(shape[:-1])
         if pairs < self.min_pairs:
             return False

@@ -214,8 +214,8 @@ def delta_e(
             from the end of each input (as broadcasting aligns them); a non-negative one is an
             index into the broadcast shape.
         fast: use the compiled forward-only CIEDE2000 kernel: ``None`` decides (large calls
-            without grad, once compiled or its CPU package is on disk, or after amortizing
-            the compile), ``True`` forces it, ``False`` never. On the CPU it is an
+            without grad, not on a single CPU thread, where eager is as fast; once compiled
+            or its CPU package is on disk, or after amortizing the compile), ``True`` forces it, ``False`` never. On the CPU it is an
             AOTInductor package kept under ``TORCHINDUCTOR_CACHE_DIR`` (default
             ``<tmp>/torchinductor_<user>``): the first call on a machine compiles it (about
             half a minute of CPU), a later process loads it in milliseconds. On GPUs
