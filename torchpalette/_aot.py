@@ -19,6 +19,7 @@ import inspect
 import os
 import platform
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,9 @@ class AotKernel:
     def path(self, dtype: torch.dtype) -> Path:
         """The package file of ``dtype`` for this kernel, torch and CPU."""
         if dtype not in self._digest:
+            # the kernel's module and this one (how packages are built)
             source = inspect.getsource(inspect.getmodule(self.fn) or self.fn)
+            source += inspect.getsource(sys.modules[__name__])
             key = "\n".join([source, torch.__version__, str(dtype), platform.machine(),
                              torch.backends.cpu.get_cpu_capability(), _cpu_id(), str(MIN_SIZE)])
             self._digest[dtype] = hashlib.sha256(key.encode()).hexdigest()[:20]

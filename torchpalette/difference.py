@@ -215,12 +215,13 @@ def delta_e(
             index into the broadcast shape.
         fast: use the compiled forward-only CIEDE2000 kernel: ``None`` decides (large calls
             without grad, not on a single CPU thread, where eager is as fast; once compiled
-            or its CPU package is on disk, or after amortizing the compile), ``True`` forces it, ``False`` never. On the CPU it is an
-            AOTInductor package kept under ``TORCHINDUCTOR_CACHE_DIR`` (default
-            ``<tmp>/torchinductor_<user>``): the first call on a machine compiles it (about
-            half a minute of CPU), a later process loads it in milliseconds. On GPUs
-            ``torch.compile``: each process compiles or loads from inductor's cache.
-            Without it, large no-grad CPU calls run ~5x scikit-image per thread (1M pairs).
+            or its CPU package is on disk, or after amortizing the compile), ``True`` forces
+            it, ``False`` never. On the CPU it is an AOTInductor package kept under
+            ``TORCHINDUCTOR_CACHE_DIR`` (default ``<tmp>/torchinductor_<user>``): the first
+            call on a machine compiles it (about half a minute of CPU), a later process
+            loads it in milliseconds. On GPUs ``torch.compile``: each process compiles or
+            loads from inductor's cache. Without it, large no-grad CPU calls run ~5x
+            scikit-image per thread (1M pairs).
 
     Returns:
         ``[...]`` ΔE: the broadcast shape without ``dim``. float64 for float64 inputs, else
