@@ -181,7 +181,7 @@ def gpu_decode_jpegs(items: list[Decoded], paths: Sequence[Path],
     alone). Returns decoded items."""
     t0 = time.perf_counter()
     try:
-        images = io.decode_jpegs([d.image for d in items], device)
+        images = io.decode_jpegs([d.image for d in items if d.image is not None], device)
         share = (time.perf_counter() - t0) / max(len(items), 1)
         return [Decoded(d.i, "rgb", img, None, d.seconds + share, [], d.reserved)
                 for d, img in zip(items, images, strict=True)]

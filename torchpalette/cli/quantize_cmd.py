@@ -150,14 +150,16 @@ def run_quantize(args) -> int:
             load_palette(Path(args.palette))  # a bad --palette is a usage error before the lock
         home = DstDir(dst, say_waiting)
         with home if rank == 0 else contextlib.nullcontext():
+            record: Record | None = None
             if rank == 0:
                 home.clean_temp()
+                record = Record(home.record_path)  # created (WAL) before other ranks open it
             if ranks is not None:
                 ranks.barrier()  # every rank plans what is left only once rank 0 holds DST
             jobs = shard(plan.jobs, rank, world)
             quantizer = make_quantizer(args, device, jobs, ranks)
             digest, text = options_digest(output_options(args, quantizer))
-            record = Record(home.record_path)
+            record = record or Record(home.record_path)
             try:
                 record.add_options(digest, text)
                 res = resume(jobs, record.load(), digest, dst=dst, overwrite=args.overwrite,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,14 @@ class Record:
         # writer threads record outputs (one at a time: the pipeline serialises them)
         self.db = sqlite3.connect(path, timeout=600, isolation_level=None,
                                   check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(600):  # another rank switching the mode holds the file briefly
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 599:
+                    raise
+                time.sleep(0.1)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints,
         self.db.executescript(SCHEMA)                  # never corrupt after a crash
         self.pending: list[tuple] = []
