@@ -363,7 +363,7 @@ def test_same_on_batch_and_one_warning():
 def test_mixed_k_is_one_call_close_to_reduce_colors():
     crops = _photo_crops(32)
     k = torch.tensor([2, 5, 9, 16])
-    from torchpalette._layer_ops import reduce_at_k_op
+    from torchpalette.nn._ops import reduce_at_k_op
 
     out, _ = reduce_at_k_op(crops, k, "lab", "none", 0)
     for i in range(4):

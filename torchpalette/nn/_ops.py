@@ -26,14 +26,14 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import _policy
-from ._bins import bin_pixels, recolor_by_bin
-from ._image import float_to_uint8, merge_alpha, split_alpha
-from ._kmeans import _kmeans_pp, _weighted_means
-from ._nearest import nearest_centroid
-from ._palette_core import DEFAULT_BITS, TOL, check_options, image_palette
-from ._spaces import from_space, to_space
-from .quantize import apply_palette, reduce_colors
+from .. import _policy
+from .._bins import bin_pixels, recolor_by_bin
+from .._image import float_to_uint8, merge_alpha, split_alpha
+from .._kmeans import _kmeans_pp, _weighted_means
+from .._nearest import nearest_centroid
+from .._palette_core import DEFAULT_BITS, TOL, check_options, image_palette
+from .._spaces import from_space, to_space
+from ..quantize import apply_palette, reduce_colors
 
 # Coordinate of a masked centroid: far outside Lab/Oklab/sRGB, small enough for float32.
 _FAR = 1.0e4

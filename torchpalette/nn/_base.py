@@ -20,8 +20,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from . import _validate as v
-from ._types import Palette
+from .. import _validate as v
+from .._types import Palette
 
 MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
 
@@ -156,7 +156,7 @@ def as_palette(palette: Any) -> Tensor | None:
     if isinstance(palette, Palette):
         palette = palette.colors
     if not isinstance(palette, Tensor):
-        from .color import parse_colors  # colour names, hex strings, 0..255 tuples
+        from ..color import parse_colors  # colour names, hex strings, 0..255 tuples
 
         palette = parse_colors(list(palette))
     if type(palette) is not Tensor:

@@ -1,5 +1,5 @@
 """PaletteQuantizer: one palette (fixed, fitted to a dataset, or learnt) for every image.
-Public home: :mod:`torchpalette.nn` (this module keeps ``nn.py`` readable in one sitting)."""
+Public home: :mod:`torchpalette.nn`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _policy
-from . import _validate as v
-from ._image import like_input, merge_alpha, split_alpha, to_float
-from ._layers import QuantizerTransform, as_palette, check_colors_arg, fitmethod, straight_through
-from ._palette_core import DEFAULT_BITS
-from ._spaces import SPACES, to_space, to_space_cf
-from .fit import fit_palette
-from .quantize import DITHERS, apply_palette, palette_indices, reduce_colors
+from .. import _policy
+from .. import _validate as v
+from .._image import like_input, merge_alpha, split_alpha, to_float
+from .._palette_core import DEFAULT_BITS
+from .._spaces import SPACES, to_space, to_space_cf
+from ..fit import fit_palette
+from ..quantize import DITHERS, apply_palette, palette_indices, reduce_colors
+from ._base import QuantizerTransform, as_palette, check_colors_arg, fitmethod, straight_through
 
 _APPLY = inspect.signature(apply_palette).parameters
 DEFAULT_COLORS: int = inspect.signature(reduce_colors).parameters["colors"].default

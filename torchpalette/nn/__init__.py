@@ -1,0 +1,46 @@
+"""Colour quantization as layers: torchvision v2 Transforms (so ``nn.Module``s).
+
+Three thin layers over the functional core (:func:`torchpalette.reduce_colors`,
+:func:`torchpalette.apply_palette`): each stores its settings (and a palette) and quantizes
+the images of a sample with one call, so layer and function share their defaults.
+
+* :class:`ColorQuantizer` reduces every image to its own k-means palette.
+* :class:`PaletteQuantizer` maps every image onto one palette: fixed, fitted to a dataset
+  (``fit``), or learnt (``learnable=True``, optional soft assignment with ``temperature``).
+* :class:`RandomColorReduction` is a data augmentation: with probability ``p`` an image is
+  reduced to a random number of colours.
+* :class:`DeltaELoss` is ΔE between images as a loss (a plain module).
+
+Samples: any pytree (a tensor, ``(image, label)``, ``{"image": ..., "mask": ...}``, nested).
+As every v2 transform they quantize ``tv_tensors.Image``/``Video``, plain tensors by
+torchvision's rule (the first plain tensor when the sample has no Image/Video), and PIL images
+(returned as PIL); masks, boxes, labels and everything else pass through untouched. Images are
+``[..., 3|4, H, W]`` uint8, or float; float images are clamped into [0, 1] first (as
+torchvision's colour transforms clamp), NaN raises in eager mode. Output keeps shape, dtype,
+device and type. Under ``torch.autocast`` palettes and distances are float32.
+
+Gradients: every quantizing layer has ``straight_through=True`` by default: the output is the
+quantized image, and the incoming gradient reaches the input unchanged.
+
+``torch.compile(layer, fullgraph=True, dynamic=True)``: PaletteQuantizer compiles whole
+(forward and backward). k-means is data-dependent (convergence loop, host checks), so in
+ColorQuantizer and RandomColorReduction the palette step is a ``torch.library`` custom
+operator, opaque to the compiler (``torchpalette.nn._ops``), and the rest compiles around
+it: ColorQuantizer's per-pixel assignment compiles; RandomColorReduction's draws and mixing
+compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
+tensor, so a new k never recompiles). A compiled RandomColorReduction draws from torch's
+global generator (a ``generator`` object cannot enter a graph). Value checks run in eager mode
+only; ``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off.
+Samples of tv_tensors are not traceable by dynamo in torchvision 0.29: compile on plain tensors.
+"""
+
+from ._color_quantizers import ColorQuantizer, RandomColorReduction
+from ._loss import DeltaELoss
+from ._palette_quantizer import PaletteQuantizer
+
+__all__ = ["ColorQuantizer", "DeltaELoss", "PaletteQuantizer", "RandomColorReduction"]
+
+# The public home of every layer: reprs, pickles and docs name ``torchpalette.nn.X``.
+for _cls in (ColorQuantizer, DeltaELoss, PaletteQuantizer, RandomColorReduction):
+    _cls.__module__ = __name__
+del _cls
