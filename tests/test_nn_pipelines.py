@@ -372,6 +372,27 @@ def test_mixed_k_is_one_call_close_to_reduce_colors():
         assert _mean_de(out[i], crops[i]) < _mean_de(ref, crops[i]) * 1.1 + 0.2
 
 
+def test_mixed_k_uses_the_one_kmeans_engine():
+    # At one k for every image, palettes_at_k is _kmeans.cluster on the same binned points
+    # and seed (same seeding, same Lloyd steps, same empty-cluster rule); a masked slot never
+    # takes a pixel.
+    from torchpalette import _kmeans
+    from torchpalette._bins import bin_pixels
+    from torchpalette._spaces import from_space, to_space
+    from torchpalette.nn._ops import palettes_at_k
+
+    rgb = _photo_crops(24).reshape(4, 3, -1)
+    k = torch.full((4,), 6)
+    colors, _, labels, _ = palettes_at_k(rgb, None, k, 6, "lab", seed=3)
+    pts, w, _ = bin_pixels(rgb, None, 5)
+    res, _ = _kmeans.cluster(to_space(pts, "lab"), 6, weights=w,
+                             generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(colors, from_space(res.centroids, "lab"), atol=1e-6, rtol=0)
+    mixed = torch.tensor([2, 6, 3, 6])
+    _, _, labels, _ = palettes_at_k(rgb, None, mixed, 6, "lab", seed=3)
+    assert bool((labels < mixed.view(4, 1)).all())
+
+
 # --------------------------------------------------------------------------- 8. state
 
 
