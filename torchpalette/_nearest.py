@@ -50,23 +50,26 @@ def argmin_over_k(dist: Tensor, single_pass: bool | None = None) -> tuple[Tensor
 def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
     """Chunked nearest-colour search: pixels ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
     ``ps [B, K, 3]`` in ``space`` and ``pa = [-2 ps, |ps|^2] [B, K, 4]`` -> labels ``[B, P]``
-    int64."""
+    int64. Compiled, one chunk and no Python loop: a loop over ``range(0, P, step)`` would
+    guard on the pixel count and recompile for every image size."""
+    if torch.compiler.is_compiling():
+        return _search_chunk(rgb, ps, pa, space, dtype)
     b, _, p = rgb.shape
     k = ps.shape[1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
-    budget = _policy.nearest_chunk(rgb)
-    step = max(1, budget // max(1, b * k))
-    step = p if torch.compiler.is_compiling() else step  # compiled: one chunk, any batch size
+    step = max(1, _policy.nearest_chunk(rgb) // max(1, b * k))
     for s in range(0, p, step):
-        x = rgb[..., s : s + step]
-        if x.is_floating_point():
-            x = x.to(dtype)
-        if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
-            dist = torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True))
-            labels[:, s : s + step] = argmin_over_k(dist)[0]
-        else:
-            labels[:, s : s + step] = nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
+        labels[:, s : s + step] = _search_chunk(rgb[..., s : s + step], ps, pa, space, dtype)
     return labels
+
+
+def _search_chunk(x: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
+    """One chunk of :func:`search`: ``x [B, 3, p]`` -> labels ``[B, p]`` int64."""
+    if x.is_floating_point():
+        x = x.to(dtype)
+    if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
+        return argmin_over_k(torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True)))[0]
+    return nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
 
 
 _PRUNE_BITS = 5  # bins (8 sRGB levels wide) of the refined search's look-up table

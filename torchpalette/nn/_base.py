@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .. import _validate as v
+from .._image import float_to_uint8
 from .._types import Palette
 
 MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
@@ -62,7 +63,7 @@ class QuantizerTransform(v2.Transform):
             mode = "RGBA" if alpha else "RGB"
             x = F.pil_to_tensor(inpt if inpt.mode == mode else inpt.convert(mode))
             return F.to_pil_image(self.quantize(x, params), mode=mode)
-        x = inpt.as_subclass(Tensor) if type(inpt) is not Tensor else inpt
+        x = plain(inpt)
         v.check_image(x, "image", check_values=False)
         if x.is_floating_point():
             v.check_finite(x, "image")  # NaN raises in eager mode; skipped when compiling
@@ -87,6 +88,13 @@ class QuantizerTransform(v2.Transform):
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled before these attributes
         super().__setstate__(state)
         self.__dict__.setdefault("_warned", False)
+
+
+def plain(x: Any) -> Any:
+    """A tv_tensor as a plain tensor; anything else unchanged. Only tv_tensors are unwrapped:
+    under ``torch.export`` the input is a fake tensor, and ``as_subclass`` on it leaves a fake
+    constant in the exported program."""
+    return x.as_subclass(Tensor) if isinstance(x, tv_tensors.TVTensor) else x
 
 
 def straight_through(out: Tensor, image: Tensor) -> Tensor:
@@ -159,7 +167,20 @@ def as_palette(palette: Any) -> Tensor | None:
         from ..color import parse_colors  # colour names, hex strings, 0..255 tuples
 
         palette = parse_colors(list(palette))
-    if type(palette) is not Tensor:
-        palette = palette.as_subclass(Tensor)
+    palette = plain(palette)
     v.check_colors(palette, "palette", min_ndim=2)
     return palette.detach().clone()
+
+
+def decode(indices: Tensor, palette: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Indices ``[..., H, W]`` (any integer dtype) into ``palette [..., K, 3]`` sRGB (batch
+    dims broadcast) -> image ``[..., 3, H, W]`` of ``dtype`` (uint8: ``round(255 c)``, the
+    package's rounding rule, so it equals :func:`torchpalette.apply_palette`'s output).
+    A gather: a palette that requires grad gets the gradient of the pixels of each colour."""
+    pal = float_to_uint8(palette) if dtype == torch.uint8 else palette.to(dtype)
+    h, w = indices.shape[-2:]
+    k = pal.shape[-2]
+    batch = torch.broadcast_shapes(indices.shape[:-2], pal.shape[:-2])
+    idx = indices.long().expand(*batch, h, w).reshape(-1, 1, h * w)
+    pal = pal.expand(*batch, k, 3).reshape(-1, k, 3).transpose(1, 2)  # [B, 3, K]
+    return pal.gather(2, idx.expand(-1, 3, -1)).reshape(*batch, 3, h, w)

@@ -14,7 +14,7 @@ from torch import Tensor
 from .. import _validate as v
 from .._palette_core import check_options
 from .._spaces import SPACES
-from ..quantize import DITHERS, apply_palette, reduce_colors
+from ..quantize import DITHERS, reduce_colors
 from ._base import (
     QuantizerTransform,
     check_colors_arg,
@@ -23,7 +23,7 @@ from ._base import (
     warn_once,
     worker_generator,
 )
-from ._ops import image_palette_op, reduce_at_k_op
+from ._ops import apply_palette_traceable, image_palette_op, reduce_at_k_op
 from ._palette_quantizer import DEFAULT_COLORS, DEFAULT_DITHER, DEFAULT_SPACE
 
 
@@ -90,7 +90,7 @@ class ColorQuantizer(QuantizerTransform):
         if torch.compiler.is_compiling():
             flat = x.reshape(-1, *x.shape[-3:])
             pal = image_palette_op(flat, self.colors, self.space, self._options)
-            out = apply_palette(flat, pal, space=self.space, dither=self.dither).reshape(x.shape)
+            out = apply_palette_traceable(flat, pal, self.space, self.dither).reshape(x.shape)
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

@@ -32,7 +32,8 @@ from .._bins import bin_pixels, recolor_by_bin
 from .._image import float_to_uint8, merge_alpha, split_alpha
 from .._palette_core import DEFAULT_BITS, TOL, check_options, image_palette
 from .._spaces import from_space, to_space
-from ..quantize import apply_palette, reduce_colors
+from ..quantize import apply_palette, palette_indices, reduce_colors
+from ._base import decode
 
 
 def _float_of(image: Tensor) -> torch.dtype:
@@ -93,6 +94,38 @@ def reduce_at_k_op(
 @reduce_at_k_op.register_fake
 def _(image: Tensor, k: Tensor, space: str, dither: str, seed: int) -> tuple[Tensor, Tensor]:
     return torch.empty_like(image), image.new_empty(image.shape[0], dtype=torch.bool)
+
+
+@torch.library.custom_op("torchpalette::palette_indices", mutates_args=())
+def palette_indices_op(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    """:func:`torchpalette.palette_indices` as an opaque operator: ``image [B, 3|4, H, W]``,
+    ``palette [B|1, K, 3]`` -> ``[B, H, W]`` int64. Dithering is sequential (error diffusion)
+    or chunked by data-dependent plans, which dynamo cannot trace into one graph."""
+    with torch.no_grad():
+        return palette_indices(image, palette, space=space, dither=dither)
+
+
+@palette_indices_op.register_fake
+def _(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    return image.new_empty(image.shape[0], *image.shape[-2:], dtype=torch.int64)
+
+
+def apply_palette_traceable(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    """:func:`torchpalette.apply_palette` (``image [..., 3|4, H, W]``, ``palette [..., K, 3]``)
+    in a form ``torch.compile`` and ``torch.export`` take whole: the search traced (no
+    dither) or the opaque :func:`palette_indices_op` (dither), then a gather from the palette
+    (which keeps its gradient)."""
+    if dither == "none" or not torch.compiler.is_compiling():
+        return apply_palette(image, palette, space=space, dither=dither)
+    rgb, alpha = split_alpha(image)
+    flat = rgb.reshape(-1, *rgb.shape[-3:])
+    pal = palette.reshape(-1, *palette.shape[-2:])
+    if pal.shape[0] != 1:
+        pal = torch.broadcast_to(palette, (*rgb.shape[:-3], *palette.shape[-2:]))
+        pal = pal.reshape(-1, *palette.shape[-2:])
+    idx = palette_indices_op(flat, pal.detach(), space, dither)
+    idx = idx.reshape(rgb.shape[:-3] + rgb.shape[-2:])
+    return merge_alpha(decode(idx, palette, image.dtype), alpha)
 
 
 def _reduce_mixed(

@@ -16,7 +16,15 @@ from .._palette_core import DEFAULT_BITS
 from .._spaces import SPACES, to_space, to_space_cf
 from ..fit import fit_palette
 from ..quantize import DITHERS, apply_palette, palette_indices, reduce_colors
-from ._base import QuantizerTransform, as_palette, check_colors_arg, fitmethod, straight_through
+from ._base import (
+    QuantizerTransform,
+    as_palette,
+    check_colors_arg,
+    fitmethod,
+    plain,
+    straight_through,
+)
+from ._ops import apply_palette_traceable
 
 _APPLY = inspect.signature(apply_palette).parameters
 DEFAULT_COLORS: int = inspect.signature(reduce_colors).parameters["colors"].default
@@ -120,13 +128,13 @@ class PaletteQuantizer(QuantizerTransform):
         pal = self._palette()
         if self.temperature is not None and self.training:
             return soft_assign(image, pal, self.space, self.temperature)
-        out = apply_palette(image, pal, space=self.space, dither=self.dither)
+        out = apply_palette_traceable(image, pal, self.space, self.dither)
         return straight_through(out, image) if self.straight_through else out
 
     def indices(self, image: Tensor) -> Tensor:
         """Palette index of every pixel (hard assignment, any K): ``image [..., 3|4, H, W]``
         (float clamped into [0, 1]) -> ``[..., H, W]`` int64."""
-        x = image.as_subclass(Tensor) if isinstance(image, Tensor) else image
+        x = plain(image)
         x = v.check_image(x, "image", check_values=False)
         if x.is_floating_point():
             v.check_finite(x, "image")
