@@ -34,7 +34,7 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
     for name, colors, weights in entries:
         w = [None] * colors.shape[0] if weights is None else weights.float().cpu().tolist()
         hexes = to_hex(colors.detach().float().cpu())
-        rows.append((name, [(h, c, x) for h, c, x in zip(hexes, rgb255(colors), w)]))
+        rows.append((name, [(h, c, x) for h, c, x in zip(hexes, rgb255(colors), w, strict=True)]))
     if fmt == "json":
         out = [
             {"image": name, "colors": [{"hex": h, "rgb": c, "weight": x} for h, c, x in cols]}

@@ -85,10 +85,9 @@ def run_quantize(args) -> int:
     """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
     prints the summary of all ranks, and every rank returns the same exit status."""
     from . import torchrun
+    from .commands import resolve_device
     from .folder import DstLock, pending_jobs, plan_jobs, run_jobs, shard
     from .plan import say_waiting
-
-    from .commands import resolve_device
 
     src, dst = Path(args.src), Path(args.dst)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
@@ -136,7 +135,8 @@ def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
     s.add_argument("src", metavar="SRC", help="folder of images (read only)")
     s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--palette", metavar="FILE", help="fixed palette: JSON of `palette`, .gpl or hex")
+    g.add_argument("--palette", metavar="FILE",
+                   help="fixed palette: JSON of `palette`, .gpl or hex")
     g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
     s.add_argument("--colors", type=_int_in(1, 256), default=16,
                    help="colours per image, or of the fitted palette (default: 16)")
