@@ -154,7 +154,7 @@ def test_learnable_palette_gets_gradients_on_used_colours():
     g = torch.randn_like(x)
     out.backward(g)
     assert torch.equal(x.grad, g)  # straight-through to the input
-    used = layer.indices(x.detach()).unique()
+    used = layer.indices(x.detach()).long().unique()
     grad_norm = layer.palette.grad.abs().sum(-1)
     assert (grad_norm[used] > 0).all()
     unused = torch.ones(6, dtype=torch.bool)
@@ -171,9 +171,13 @@ def test_indices_any_k():
     pal = torch.rand(300, 3, generator=torch.Generator().manual_seed(0))
     layer = tnn.PaletteQuantizer(pal)
     x = _image((2, 3), torch.float32)
-    idx = layer.indices(x)
-    assert idx.shape == (2, 3, 12, 12) and idx.dtype == torch.int64 and idx.max() < 300
-    assert torch.equal(idx, tp.palette_indices(x, pal))
+    idx = layer.indices(x)  # the dtype tp.quantize gives 300 colours
+    assert idx.shape == (2, 3, 12, 12) and idx.dtype == torch.int16 and idx.max() < 300
+    assert torch.equal(idx.long(), tp.palette_indices(x, pal).long())
+    assert layer.indices(x, index_dtype=torch.int64).dtype == torch.int64
+    assert tnn.PaletteQuantizer(pal[:256]).indices(x).dtype == torch.uint8
+    with pytest.raises(ValueError, match="index_dtype"):
+        layer.indices(x, index_dtype=torch.uint8)
     assert torch.equal(layer(x), tp.apply_palette(x, pal))
 
 

@@ -10,7 +10,6 @@ mean colours with the same weighted k-means and defaults as :func:`torchpalette.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import Tensor
 from . import _policy
 from . import _validate as v
 from ._bins import bin_codes
+from ._dist import all_reduce, broadcast
 from ._image import split_alpha
 from ._kmeans import cluster
 from ._palette_core import DEFAULT_BITS, kmeans_defaults
@@ -91,8 +91,8 @@ def fit_palette(
         _accumulate(stats, batch.to(device), bits, max_pixels)
     if stats is None:
         stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device or "cpu")
-    stats = _all_reduce(stats, process_group)
-    return _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
+    stats = all_reduce(stats, process_group)
+    return broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
 
 
 def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:
@@ -141,41 +141,6 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
         sums = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
         values = torch.cat([keep[:, None], sums], 1)
         stats.index_add_(0, index, values)
-
-
-def _distributed(process_group: Any) -> bool:
-    """True when a group is given or torch.distributed is initialised (never imports it)."""
-    dist = sys.modules.get("torch.distributed")
-    if process_group is not None:
-        return True
-    return dist is not None and dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
-    """Sum ``stats`` over the ranks when torch.distributed is initialised (or a group given)."""
-    if not _distributed(process_group):
-        return stats
-    import torch.distributed as dist
-
-    comm = stats
-    if dist.get_backend(process_group) == "nccl" and stats.device.type != "cuda":
-        comm = stats.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(comm, op=dist.ReduceOp.SUM, group=process_group)
-    return comm.to(stats.device)
-
-
-def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
-    """Give every rank rank 0's palette, so ranks on different hardware still agree."""
-    if not _distributed(process_group):
-        return colors
-    import torch.distributed as dist
-
-    comm = colors.contiguous()
-    if dist.get_backend(process_group) == "nccl" and colors.device.type != "cuda":
-        comm = comm.to(torch.device("cuda", torch.cuda.current_device()))
-    src = 0 if process_group is None else dist.get_global_rank(process_group, 0)
-    dist.broadcast(comm, src=src, group=process_group)
-    return comm.to(colors.device)
 
 
 def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Tensor:
