@@ -10,7 +10,7 @@ have stopped), so ``cluster(x)[i] == cluster(x[i])`` for the same generator stat
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,6 +36,18 @@ class KMeansResult(NamedTuple):
 
 
 def cluster(
+    points: Tensor,
+    k: int,
+    **kw: Any,
+) -> tuple[KMeansResult, Tensor]:
+    """Unchecked k-means behind :func:`torchpalette.kmeans`, for internal callers; keywords
+    as there. Runs in float32 (float64 for float64 points) also under ``torch.autocast``:
+    bf16 distances stall Lloyd and change the result. See :func:`_cluster`."""
+    with _policy.no_autocast(points):
+        return _cluster(points, k, **kw)
+
+
+def _cluster(
     points: Tensor,
     k: int,
     *,
@@ -304,7 +316,7 @@ def refine(
     xx = (x * x).sum(-1)
     thr = _threshold(x, w, tol)
     with _policy.single_thread_if_small(x, x.shape[0] * x.shape[1] * cent.shape[1],
-                                        _policy.KMEANS_SMALL_WORK):
+                                        _policy.KMEANS_SMALL_WORK), _policy.no_autocast(x):
         return _lloyd(x, xx, w, cent.to(x.dtype), thr, max_iter, active=active, valid=valid)[0]
 
 

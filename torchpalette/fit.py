@@ -92,7 +92,9 @@ def fit_palette(
     if stats is None:
         stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device or "cpu")
     stats = all_reduce(stats, process_group)
-    return broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
+    with _policy.no_autocast(stats):  # float32 Lab and k-means, as without autocast
+        colors_out = _palette_from_stats(stats, colors, space, seed)
+    return broadcast(colors_out, process_group)
 
 
 def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:

@@ -37,10 +37,13 @@ Samples of tv_tensors are not traceable by dynamo in torchvision 0.29: compile o
 from ._color_quantizers import ColorQuantizer, RandomColorReduction
 from ._loss import DeltaELoss
 from ._palette_quantizer import PaletteQuantizer
+from ._vq import PaletteVQ, VQOutput
 
-__all__ = ["ColorQuantizer", "DeltaELoss", "PaletteQuantizer", "RandomColorReduction"]
+__all__ = ["ColorQuantizer", "DeltaELoss", "PaletteQuantizer", "PaletteVQ",
+           "RandomColorReduction", "VQOutput"]
 
 # The public home of every layer: reprs, pickles and docs name ``torchpalette.nn.X``.
-for _cls in (ColorQuantizer, DeltaELoss, PaletteQuantizer, RandomColorReduction):
+for _cls in (ColorQuantizer, DeltaELoss, PaletteQuantizer, PaletteVQ, RandomColorReduction,
+             VQOutput):
     _cls.__module__ = __name__
 del _cls

@@ -71,22 +71,8 @@ class QuantizerTransform(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     def prepare(self, x: Tensor) -> Tensor:
-        """A checked image ``[..., 3|4, H, W]`` ready to quantize: float values clamped into
-        [0, 1] as torchvision's colour transforms clamp (the gradient passes the clamp
-        unchanged, as it passes the quantization). In eager mode NaN raises, and values far
-        outside [0, 1] (0..255 floats, normalised tensors) warn once per layer: clamping them
-        is almost certainly not what the caller meant."""
-        if not x.is_floating_point():
-            return x
-        if v.checks_enabled() and x.numel():
-            lo, hi = (float(t) for t in torch.aminmax(x.detach()))  # one sync for both checks
-            if lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf"):
-                v.check_finite(x, "image")  # raises, naming the problem
-            if lo < RANGE_WARN[0] or hi > RANGE_WARN[1]:
-                warn_once(self, f"float image values in [{lo:.3g}, {hi:.3g}] lie far outside "
-                          "[0, 1] (0..255 floats or normalised images?); clamped into [0, 1]",
-                          key="_warned_range")
-        return straight_through(x.detach().clamp(0.0, 1.0), x)
+        """:func:`prepare_image` for this layer."""
+        return prepare_image(self, x)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._settings}
@@ -110,6 +96,25 @@ def plain(x: Any) -> Any:
     under ``torch.export`` the input is a fake tensor, and ``as_subclass`` on it leaves a fake
     constant in the exported program."""
     return x.as_subclass(Tensor) if isinstance(x, tv_tensors.TVTensor) else x
+
+
+def prepare_image(layer: torch.nn.Module, x: Tensor) -> Tensor:
+    """A checked image ``[..., 3|4, H, W]`` ready to quantize: float values clamped into
+    [0, 1] as torchvision's colour transforms clamp (the gradient passes the clamp
+    unchanged, as it passes the quantization). In eager mode NaN raises, and values far
+    outside [0, 1] (0..255 floats, normalised tensors) warn once per layer: clamping them
+    is almost certainly not what the caller meant."""
+    if not x.is_floating_point():
+        return x
+    if v.checks_enabled() and x.numel():
+        lo, hi = (float(t) for t in torch.aminmax(x.detach()))  # one sync for both checks
+        if lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf"):
+            v.check_finite(x, "image")  # raises, naming the problem
+        if lo < RANGE_WARN[0] or hi > RANGE_WARN[1]:
+            warn_once(layer, f"float image values in [{lo:.3g}, {hi:.3g}] lie far outside "
+                      "[0, 1] (0..255 floats or normalised images?); clamped into [0, 1]",
+                      key="_warned_range")
+    return straight_through(x.detach().clamp(0.0, 1.0), x)
 
 
 def straight_through(out: Tensor, image: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
 
 from .. import _validate as v
 from .._palette_core import check_options
@@ -139,6 +140,8 @@ class RandomColorReduction(QuantizerTransform):
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"``.
         same_on_batch: one coin and one k for all images of a batch.
+        per_frame: a draw per frame of a ``tv_tensors.Video`` ``[..., T, 3|4, H, W]``
+            (default: one per clip, so its colours do not flicker from frame to frame).
         straight_through: pass the incoming gradient to the input unchanged.
         generator: optional CPU ``torch.Generator`` for the draws (eager mode).
 
@@ -157,7 +160,8 @@ class RandomColorReduction(QuantizerTransform):
         torch.Size([3, 3, 8, 8])
     """
 
-    _settings = ("colors", "p", "space", "dither", "same_on_batch", "straight_through")
+    _settings = ("colors", "p", "space", "dither", "same_on_batch", "per_frame",
+                 "straight_through")
 
     def __init__(
         self,
@@ -167,6 +171,7 @@ class RandomColorReduction(QuantizerTransform):
         dither: str = DEFAULT_DITHER,
         *,
         same_on_batch: bool = False,
+        per_frame: bool = False,
         straight_through: bool = True,
         generator: torch.Generator | None = None,
         k: int | tuple[int, int] | None = None,
@@ -190,15 +195,21 @@ class RandomColorReduction(QuantizerTransform):
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
         self.same_on_batch = bool(same_on_batch)
+        self.per_frame = bool(per_frame)
         self.straight_through = bool(straight_through)
         self.generator = generator
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Tensor]:
         """Draw, for the images of a sample (the most any image entry holds), whether each is
         reduced (``apply`` bool ``[n]``) and its k (``k`` int64 ``[n]``). Both are always
-        drawn, so the stream of random numbers does not depend on the outcome."""
+        drawn, so the stream of random numbers does not depend on the outcome. The frames of
+        a ``Video`` clip share one draw unless ``per_frame``."""
         n = max((math.prod(x.shape[:-3]) if isinstance(x, Tensor) else 1) for x in flat_inputs)
-        draws = 1 if self.same_on_batch else n
+        frames = 1
+        if not self.per_frame:
+            clips = [x for x in flat_inputs if isinstance(x, tv_tensors.Video) and x.ndim >= 4]
+            frames = clips[0].shape[-4] if clips else 1
+        draws = 1 if self.same_on_batch else -(-n // frames)
         if torch.compiler.is_compiling():
             apply = torch.rand(draws) < self.p
             k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,))
@@ -206,7 +217,10 @@ class RandomColorReduction(QuantizerTransform):
             g = worker_generator(self, self.generator)
             apply = torch.rand(draws, generator=g) < self.p
             k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,), generator=g)
-        return {"apply": apply.expand(n), "k": k.expand(n)}
+        if self.same_on_batch:
+            return {"apply": apply.expand(n), "k": k.expand(n)}
+        # frame f of clip c is image c * frames + f of the flattened batch
+        return {"apply": apply.repeat_interleave(frames)[:n], "k": k.repeat_interleave(frames)[:n]}
 
     def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         flat = image.detach().reshape(-1, *image.shape[-3:])
@@ -220,6 +234,7 @@ class RandomColorReduction(QuantizerTransform):
 
     def extra_repr(self) -> str:
         extra = ", same_on_batch=True" if self.same_on_batch else ""
+        extra += ", per_frame=True" if self.per_frame else ""
         extra += "" if self.straight_through else ", straight_through=False"
         return (
             f"colors={self.colors}, p={self.p}, space={self.space!r}, "
