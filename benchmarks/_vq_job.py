@@ -84,7 +84,7 @@ def tp_fit_alone(batches, held):
     return mean_de(layer(held), held)
 
 
-def tp_vq(batches, held, space="oklab"):
+def tp_vq(batches, held, space="lab"):
     vq = tp.nn.PaletteVQ(K, space=space)
     for x in batches:
         vq(x)
@@ -138,9 +138,9 @@ def run_once(seed: int) -> list[tuple[str, float, float]]:
         ("torchpalette PaletteQuantizer, random init (README recipe)", tp_random),
         ("torchpalette PaletteQuantizer, from fit + recipe", tp_from_fit),
         ("torchpalette PaletteQuantizer.fit alone (same 100 batches)", tp_fit_alone),
-        ("torchpalette PaletteVQ (EMA, k-means init), Oklab (default)", tp_vq),
-        ("torchpalette PaletteVQ (EMA, k-means init), space='lab'",
-         lambda b, h: tp_vq(b, h, "lab")),
+        ("torchpalette PaletteVQ (EMA, k-means init), Lab (default)", tp_vq),
+        ("torchpalette PaletteVQ (EMA, k-means init), space='oklab'",
+         lambda b, h: tp_vq(b, h, "oklab")),
         ("vector-quantize-pytorch EMA + k-means init, fed sRGB",
          lambda b, h: vqp(b, h, False)),
         ("vector-quantize-pytorch EMA + k-means init, fed Lab",

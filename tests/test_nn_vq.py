@@ -51,9 +51,9 @@ def test_ema_update_follows_the_formula():
     vq(_image([RED, BLUE]))  # init, then step 0: the batch means exactly
     red2 = torch.tensor([0.8, 0.15, 0.1])
     vq(_image([red2, BLUE]))  # step 1: decay min(0.5, 1/2): the mean of both batches
-    want = (to_space(RED, "oklab") + to_space(red2, "oklab")) / 2
+    want = (to_space(RED, "lab") + to_space(red2, "lab")) / 2
     got = vq.codebook[(vq.codebook - want).norm(dim=-1).argmin()]
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
     assert _near(vq.palette, BLUE)
 
 

@@ -1,7 +1,7 @@
 """PaletteVQ: a learnt palette as a vector-quantization codebook (EMA updates, k-means
 initialisation, dead-colour re-seeding, commitment loss). Public home: :mod:`torchpalette.nn`.
 
-The codebook is the palette in the matching space (Lab by default), updated as in VQ-VAE-2
+The codebook is the palette in the matching space (CIELAB by default), updated as in VQ-VAE-2
 (Razavi et al. 2019) and SoundStream (Zeghidour et al. 2021): exponential moving averages of
 each colour's pixel count ``N_j`` and pixel sum ``S_j``, Laplace-smoothed counts
 ``(N_j + eps) / (N + K eps) N``, colour ``c_j = S_j / N_j``. That is online k-means, so the
@@ -65,10 +65,8 @@ class PaletteVQ(torch.nn.Module):
 
     Args:
         colors: palette size, 1..256 by default index dtype (any K with ``index_dtype``).
-        space: matching space, ``"oklab"`` (default), ``"lab"`` or ``"srgb"``. Oklab, unlike
-            the other layers' Lab default: the EMA means minimise squared Euclidean error, and
-            Oklab's tracks CIEDE2000 more closely than CIELAB's (held-out dE00 in
-            ``benchmarks/RESULTS.md``, issue 23).
+        space: matching space, ``"lab"`` (default, as the other layers), ``"oklab"`` or
+            ``"srgb"``.
         decay: EMA decay in [0, 1).
         eps: Laplace smoothing of the EMA counts, > 0.
         commitment: weight of the commitment loss, >= 0.
@@ -90,7 +88,7 @@ class PaletteVQ(torch.nn.Module):
         >>> import torch, torchpalette as tp
         >>> vq = tp.nn.PaletteVQ(colors=4)
         >>> vq
-        PaletteVQ(colors=4, space='oklab', decay=0.99, commitment=0.25)
+        PaletteVQ(colors=4, space='lab', decay=0.99, commitment=0.25)
         >>> images = torch.rand(2, 3, 8, 8, requires_grad=True)
         >>> out = vq(images)
         >>> out.quantized.shape, out.indices.dtype, out.loss.requires_grad
@@ -114,7 +112,7 @@ class PaletteVQ(torch.nn.Module):
     def __init__(
         self,
         colors: int = 16,
-        space: str = "oklab",
+        space: str = "lab",
         *,
         decay: float = 0.99,
         eps: float = 1e-5,
