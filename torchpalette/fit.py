@@ -87,11 +87,11 @@ def fit_palette(
         batch = v.check_image(_plain(batch), "images_or_loader")
         if stats is None:
             device = torch.device(device) if device is not None else batch.device
-            stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device)
+            stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=device)
         _accumulate(stats, batch.to(device), bits, max_pixels)
     if stats is None:
-        stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device or "cpu")
-    stats = all_reduce(stats, process_group)
+        stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=device or "cpu")
+    stats = _carry(all_reduce(stats, process_group))
     with _policy.no_autocast(stats):  # float32 Lab and k-means, as without autocast
         colors_out = _palette_from_stats(stats, colors, space, seed)
     return broadcast(colors_out, process_group)
@@ -117,13 +117,18 @@ def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:
 
 
 # Statistics are integers (exact, so sums do not depend on batch order, rank count or
-# all-reduce order): colour sums in units of 1 / (255 * 2**16) of the sRGB range.
+# all-reduce order): per bin the pixel count, the sums of the whole 8-bit levels and the sums
+# of their fractions in units of 2**-16 level, carried into the whole part after each batch.
+# A bin then overflows only past 2**63 / 255 (3.6e16) pixels, where one int64 sum in units of
+# 2**-16 level overflowed past 5.5e11.
 _FIX_SHIFT = 16
+_FIX_MASK = (1 << _FIX_SHIFT) - 1
 
 
 def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None) -> None:
-    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 4]`` int64
-    (count, sum R, sum G, sum B per bin); alpha-0 pixels are not counted."""
+    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 7]`` int64
+    (count, whole-level sums R, G, B, fraction sums R, G, B per bin); alpha-0 pixels are not
+    counted."""
     c, h, w = images.shape[-3:]
     flat = images.reshape(-1, c, h * w)
     n = h * w
@@ -140,9 +145,17 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
             fixed = (rgb.double() * (255 << _FIX_SHIFT)).round_().long()
         index = bin_codes(rgb, bits).reshape(-1).long()
         keep = torch.ones_like(index) if alpha is None else (alpha.reshape(-1) > 0).long()
-        sums = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
-        values = torch.cat([keep[:, None], sums], 1)
+        fixed = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
+        values = torch.cat([keep[:, None], fixed >> _FIX_SHIFT, fixed & _FIX_MASK], 1)
         stats.index_add_(0, index, values)
+    _carry(stats)
+
+
+def _carry(stats: Tensor) -> Tensor:
+    """Move whole levels from the fraction sums into the level sums of ``stats``, in place."""
+    stats[:, 1:4] += stats[:, 4:] >> _FIX_SHIFT
+    stats[:, 4:] &= _FIX_MASK
+    return stats
 
 
 def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Tensor:
@@ -156,7 +169,8 @@ def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Te
             f"images_or_loader), got {colors}"
         )
     counts = stats[occupied, 0].double()
-    means = stats[occupied, 1:].double() / (counts[:, None] * (255 << _FIX_SHIFT))
+    sums = stats[occupied, 1:4].double() + stats[occupied, 4:].double() / (1 << _FIX_SHIFT)
+    means = sums / (counts[:, None] * 255)
     points = to_space(means.float(), space)
     generator = torch.Generator().manual_seed(seed)  # CPU draws: the same on every device
     result, _ = cluster(

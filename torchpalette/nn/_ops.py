@@ -173,7 +173,8 @@ def palettes_at_k(
         occupied bins, labels [B, M] their palette index, degenerate [B] bool: fewer distinct
         colour bins than k[i])``.
     """
-    with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS):
+    with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS), \
+            _policy.ieee_fp32():  # k-means products: no TF32
         return _palettes_at_k(rgb, weights, k, kmax, space, seed, bits, max_iter, tol)
 
 
