@@ -98,20 +98,29 @@ def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
         return labels
     choices = _policy.device_choices(ps)
     compiling = torch.compiler.is_compiling()
-    step = b if compiling else max(1, choices.nearest_chunk // (k * k))
-    first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
-    tol = 64 * torch.finfo(ps.dtype).eps
-    for s in range(0, b, step):  # [b, K, K] tables within the budget
-        p = ps[s : s + step]
-        gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
-        for c in range(3):
-            gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
-        scale = 1 + p.abs().amax(-1)  # [b, K]
-        first[s : s + step] = (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
+    if compiling:  # one table, no loop over images: range(0, B, step) would guard on B
+        first = _first_equal(ps)
+    else:
+        step = max(1, choices.nearest_chunk // (k * k))
+        first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
+        for s in range(0, b, step):  # [b, K, K] tables within the budget
+            first[s : s + step] = _first_equal(ps[s : s + step])
     if choices.kind == "cpu" and not compiling:  # a host check is free here
         if not bool((first != torch.arange(k, device=ps.device)).any()):
             return labels  # no duplicates (the common case): no gather over every pixel
     return first.gather(1, labels)
+
+
+def _first_equal(p: Tensor) -> Tensor:
+    """``p [b, K, 3]`` -> ``[b, K]`` index of the first entry equal to each (see
+    :func:`first_of_equal`)."""
+    k = p.shape[1]
+    tol = 64 * torch.finfo(p.dtype).eps
+    gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
+    for c in range(3):
+        gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
+    scale = 1 + p.abs().amax(-1)  # [b, K]
+    return (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
 
 
 def _search_chunk(x: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
