@@ -135,3 +135,11 @@ def test_autocast_kmeans_palette_fit_equal_float32():
     assert torch.equal(ref[1].colors, got[1].colors)
     assert torch.equal(ref[1].weights, got[1].weights)
     assert torch.equal(ref[2], got[2])
+
+
+def test_color_quantizer_output_and_indices_from_one_call():
+    x = (_x(5, (2, 3, 12, 12)) * 255).round().to(torch.uint8)
+    layer = tnn.ColorQuantizer(colors=4)
+    out, idx, pal = layer.quantize_with_indices(x)
+    assert torch.equal(out, layer(x)) and idx.dtype == torch.uint8 and pal.shape == (2, 4, 3)
+    assert torch.equal(tnn.PaletteQuantizer(pal[0]).indices(x[0]).long(), idx[0].long())

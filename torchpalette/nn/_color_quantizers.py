@@ -15,11 +15,12 @@ from torchvision import tv_tensors
 from .. import _validate as v
 from .._palette_core import check_options
 from .._spaces import SPACES
-from ..quantize import DITHERS, reduce_colors
+from ..quantize import DITHERS, quantize, reduce_colors
 from ._base import (
     QuantizerTransform,
     check_colors_arg,
     colors_alias,
+    plain,
     straight_through,
     warn_once,
     worker_generator,
@@ -100,6 +101,21 @@ class ColorQuantizer(QuantizerTransform):
             for w in caught:
                 warn_once(self, str(w.message))
         return straight_through(out, image) if self.straight_through else out
+
+    def quantize_with_indices(
+        self, image: Tensor, index_dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Output, indices and palette from one :func:`torchpalette.quantize` call (one
+        search; eager): ``image [..., 3|4, H, W]`` -> (image as :meth:`forward`, ``[..., H,
+        W]`` indices, uint8 up to 256 colours, ``[..., colors, 3]`` palette)."""
+        x = plain(image)
+        v.check_image(x, "image", check_values=False)
+        x = self.prepare(x)
+        q = quantize(x.detach(), self.colors, space=self.space, dither=self.dither,
+                     index_dtype=index_dtype, **self.palette_kw)
+        out = q.image()
+        out = straight_through(out, x) if self.straight_through else out
+        return out, q.indices, q.palette
 
     def set_extra_state(self, state: Any) -> None:
         super().set_extra_state(state)
