@@ -41,8 +41,8 @@ gathered outside it (a learnable palette keeps its gradient). The same forms exp
 traced, and PaletteQuantizer exports to ONNX. k-means is data-dependent (convergence loop,
 host checks), so in ColorQuantizer and RandomColorReduction the palette step is a
 ``torch.library`` custom operator, opaque to the compiler (``torchpalette.nn._ops``), and the
-rest compiles around it: ColorQuantizer's per-pixel assignment compiles; RandomColorReduction's draws and mixing
-compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
+rest compiles around it: ColorQuantizer's per-pixel assignment compiles;
+RandomColorReduction's draws and mixing compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
 tensor, so a new k never recompiles). A compiled RandomColorReduction draws from torch's
 global generator (a ``generator`` object cannot enter a graph). Value checks run in eager mode
 only; ``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off.
