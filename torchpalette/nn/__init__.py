@@ -31,22 +31,22 @@ is soft near the boundary between two colours and hard elsewhere, in every space
 Gradients: every quantizing layer has ``straight_through=True`` by default: the output is the
 quantized image, and the incoming gradient reaches the input unchanged.
 
-``torch.compile(layer, fullgraph=True, dynamic=True)``: one graph for any H, W, B (plus the
-one dynamo makes for a batch of 1) and, for the k-means layers, any k; the nearest-colour
-search runs as one chunk without a Python loop when compiled. PaletteQuantizer and
-``.indices`` compile whole (forward and backward); dithering is sequential, so a dithered
-layer's search is the opaque operator ``torchpalette::palette_indices`` and its colours are
-gathered outside it (a learnable palette keeps its gradient). The same forms export:
-``torch.export.export`` (default, non-strict) with dynamic B, H, W runs at other sizes than
-traced, and PaletteQuantizer exports to ONNX. k-means is data-dependent (convergence loop,
-host checks), so in ColorQuantizer and RandomColorReduction the palette step is a
-``torch.library`` custom operator, opaque to the compiler (``torchpalette.nn._ops``), and the
-rest compiles around it: ColorQuantizer's per-pixel assignment compiles;
-RandomColorReduction's draws and mixing compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
-tensor, so a new k never recompiles). A compiled RandomColorReduction draws from torch's
-global generator (a ``generator`` object cannot enter a graph). Value checks run in eager mode
-only; ``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off.
-Samples of tv_tensors are not traceable by dynamo in torchvision 0.29: compile on plain tensors.
+``torch.compile(layer, fullgraph=True, dynamic=True)``: one graph for any H, W, B (plus the one
+dynamo makes for a batch of 1) and, for the k-means layers, any k; the nearest-colour search
+runs as one chunk without a Python loop when compiled. PaletteQuantizer and ``.indices`` compile
+whole (forward and backward); dithering is sequential, so a dithered layer's search is the
+opaque operator ``torchpalette::palette_indices`` and its colours are gathered outside it (a
+learnable palette keeps its gradient). The same forms export: ``torch.export.export`` (default,
+non-strict) with dynamic B, H, W runs at other sizes than traced, and PaletteQuantizer exports
+to ONNX. k-means is data-dependent (convergence loop, host checks), so in ColorQuantizer and
+RandomColorReduction the palette step is a ``torch.library`` custom operator, opaque to the
+compiler (``torchpalette.nn._ops``), and the rest compiles around it: ColorQuantizer's per-pixel
+assignment compiles; RandomColorReduction's draws and mixing compile and its k-means plus
+look-up-table assignment stay in the operator (per-image k is a tensor, so a new k never
+recompiles). A compiled RandomColorReduction draws from torch's global generator (a
+``generator`` object cannot enter a graph). Value checks run in eager mode only;
+``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off. Samples of
+tv_tensors are not traceable by dynamo in torchvision 0.29: compile on plain tensors.
 """
 
 from ._color_quantizers import ColorQuantizer, RandomColorReduction
