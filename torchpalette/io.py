@@ -112,7 +112,7 @@ def _pillow_decode(data: bytes, path: str) -> Tensor:
         raise ValueError(f"{path}: not a readable image ({err})") from None
 
 
-def read_image(path: str | os.PathLike) -> Tensor:
+def read_image(path: str | os.PathLike, *, data: bytes | None = None) -> Tensor:
     """Read an image file as a uint8 tensor ``[3, H, W]`` (RGB) or ``[4, H, W]`` (RGBA).
 
     Grey and paletted images become RGB (RGBA when they carry transparency: an alpha channel,
@@ -122,7 +122,8 @@ def read_image(path: str | os.PathLike) -> Tensor:
     ``torchvision.io.decode_image``; the rest, and PNGs with tRNS, through Pillow.
 
     Args:
-        path: the image file.
+        path: the image file (with ``data``: only its name, for messages and the format).
+        data: the file's bytes, when already in memory (a member of a tar shard, a Parquet cell).
 
     Returns:
         ``[3|4, H, W]`` uint8, on the CPU.
@@ -138,13 +139,12 @@ def read_image(path: str | os.PathLike) -> Tensor:
         >>> tp.read_image(SAMPLE).shape
         torch.Size([3, 512, 512])
     """
-    name = os.fspath(path)
-    p = Path(name)
-    if not p.exists():
+    name, p = os.fspath(path), Path(path)
+    if data is None and not p.exists():
         raise FileNotFoundError(f"{name}: no such file")
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise ValueError(f"{name}: expected an image file, got a directory or special file")
-    data = p.read_bytes()
+    data = p.read_bytes() if data is None else bytes(data)
     if not data:
         raise ValueError(f"{name}: expected an image file, got an empty (0-byte) file")
     try:
