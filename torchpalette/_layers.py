@@ -23,9 +23,6 @@ from torchvision.transforms.v2 import functional as F
 from . import _validate as v
 from ._types import Palette
 
-MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
-
-
 def is_pure_tensor(x: Any) -> bool:
     """A tensor that is no tv_tensor: an image by torchvision's rule when it is the first one
     of a sample without an explicit Image/Video (see ``v2.Transform``)."""
@@ -123,7 +120,7 @@ def worker_generator(layer: torch.nn.Module, generator: torch.Generator | None):
 
 
 def check_colors_arg(colors: Any, name: str = "colors") -> int:
-    return v.check_int(colors, name, low=1, high=MAX_COLORS)
+    return v.check_int(colors, name, low=1)  # no cap: token datasets use 512 (ImageGPT)
 
 
 def colors_alias(colors: Any, kw: dict[str, Any], default: Any) -> Any:

@@ -50,7 +50,7 @@ def fit_palette(
     Args:
         images_or_loader: an image tensor ``[..., 3|4, H, W]``, an iterable of them, or a
             DataLoader yielding tensors, ``(images, ...)`` tuples or ``{"image": ...}`` dicts.
-        colors: palette size (>= 1).
+        colors: palette size (>= 1, no upper cap: ImageGPT used 512).
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         max_pixels: at most this many evenly spaced pixels per image (``None``: all).
         bits: histogram bits per channel, 1..8.
@@ -70,10 +70,10 @@ def fit_palette(
 
     Example:
         >>> import torch
-        >>> from torchpalette.fit import fit_palette
+        >>> import torchpalette as tp
         >>> images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
         >>> images[2] = 255  # two black images and a white one
-        >>> fit_palette(images, 2).mul(255).round()
+        >>> tp.fit_palette(images, 2).mul(255).round()
         tensor([[  0.,   0.,   0.],
                 [255., 255., 255.]])
     """
