@@ -34,7 +34,7 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
     for name, colors, weights in entries:
         w = [None] * colors.shape[0] if weights is None else weights.float().cpu().tolist()
         hexes = to_hex(colors.detach().float().cpu())
-        rows.append((name, [(h, c, x) for h, c, x in zip(hexes, rgb255(colors), w)]))
+        rows.append((name, [(h, c, x) for h, c, x in zip(hexes, rgb255(colors), w, strict=True)]))
     if fmt == "json":
         out = [
             {"image": name, "colors": [{"hex": h, "rgb": c, "weight": x} for h, c, x in cols]}
@@ -65,14 +65,20 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
     return "\n".join(lines)
 
 
-def load_palette(path: Path) -> Tensor:
-    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
-    of ``#rrggbb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256.
+def load_palette(path: Path, max_colors: int = 256) -> Tensor:
+    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, any text
+    of ``#rrggbb`` codes, or a ``.npy`` array ``[K, 3]``) as float sRGB ``[K, 3]``,
+    1 <= K <= ``max_colors`` (256 for indexed PNGs; token outputs take more).
+
+    A ``.npy`` of uint8 is 0-255 RGB (the ``palette.npy`` of ``--format tokens``); a float
+    ``.npy`` is ImageGPT's ``kmeans_centers.npy`` form, RGB in [-1, 1], read as ``(c + 1) / 2``.
 
     Raises:
         UsageError: the file is missing, unreadable, not UTF-8 text, malformed, or holds no
             or too many colours; the one-line message starts with ``--palette:``.
     """
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, max_colors)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -87,11 +93,32 @@ def load_palette(path: Path) -> Tensor:
         what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise UsageError(f"--palette: expected a palette file (JSON of `torchpalette palette`, "
                          f".gpl or #rrggbb lines), got malformed {str(path)!r} ({what})") from None
-    if not 1 <= len(rgb) <= 256 or any(len(c) != 3 or not all(0 <= x <= 255 for x in c)
-                                       for c in rgb):
-        raise UsageError(f"--palette: expected 1..256 colours of 0-255 RGB in {str(path)!r}, "
-                         f"got {len(rgb)} colours")
+    if not 1 <= len(rgb) <= max_colors or any(
+            len(c) != 3 or not all(0 <= x <= 255 for x in c) for c in rgb):
+        raise UsageError(f"--palette: expected 1..{max_colors} colours of 0-255 RGB in "
+                         f"{str(path)!r}, got {len(rgb)} colours")
     return torch.tensor(rgb, dtype=torch.float32) / 255.0
+
+
+def _load_npy(path: Path, max_colors: int) -> Tensor:
+    """A ``[K, 3]`` ``.npy``: uint8 0-255, or float in [-1, 1] (ImageGPT: ``(c + 1) / 2``)."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--palette: expected a readable .npy array, got {str(path)!r} "
+                         f"({' '.join(str(exc).split())})") from None
+    if arr.ndim != 2 or arr.shape[1] != 3 or not 1 <= arr.shape[0] <= max_colors:
+        raise UsageError(f"--palette: expected a [K, 3] array with 1 <= K <= {max_colors} in "
+                         f"{str(path)!r}, got shape {list(arr.shape)}")
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    if arr.dtype.kind != "f" or not np.isfinite(arr).all() or arr.min() < -1 or arr.max() > 1:
+        raise UsageError(f"--palette: expected uint8 0-255 or float RGB in [-1, 1] (ImageGPT's "
+                         f"kmeans_centers.npy) in {str(path)!r}, got {arr.dtype} in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return torch.from_numpy((arr.astype(np.float32) + 1) / 2)
 
 
 def _parse_palette(text: str, path: Path) -> list[list[int]]:
