@@ -29,7 +29,7 @@ from .histogram import dominant_colors, histogram
 from .io import read_image, write_image
 from .kmeans import KMeansResult, kmeans
 from .palette import Palette, palette
-from .quantize import apply_palette, palette_indices, reduce_colors
+from .quantize import Quantized, apply_palette, palette_indices, quantize, reduce_colors
 from .sort import sort_colors
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __all__ = [
     "JND",
     "KMeansResult",
     "Palette",
+    "Quantized",
     "adjacent_delta_e",
     "apply_palette",
     "delta_e",
@@ -51,6 +52,7 @@ __all__ = [
     "palette",
     "palette_indices",
     "parse_colors",
+    "quantize",
     "read_image",
     "reduce_colors",
     "set_checks",

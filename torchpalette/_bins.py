@@ -203,6 +203,37 @@ def recolor_by_bin(
     return out
 
 
+def labels_by_bin(rgb: Tensor, codes: Tensor, code_labels: Tensor, bits: int) -> Tensor:
+    """Every pixel's palette index through its bin: a per-image look-up table from bin code to
+    label, no per-pixel distances (the look-up-table assignment of quantization).
+
+    Args:
+        rgb: ``[B, 3, P]`` uint8 or float sRGB, binned as :func:`bin_pixels` did.
+        codes: ``[B, M]`` int64 bin code of each slot (``2**(3 bits)`` = padding).
+        code_labels: ``[B, M]`` int64 palette index of each slot.
+        bits: bits per channel of ``codes``.
+
+    Returns:
+        ``[B, P]`` int64 labels. Pixels of bins that carried no weight (alpha 0) take label 0,
+        the heaviest colour. Memory: a table ``[B, 2**(3 bits) + 1]`` plus pixel temporaries
+        bounded by :func:`_policy.bin_group`.
+    """
+    b, _, p = rgb.shape
+    nb1 = (1 << (3 * bits)) + 1
+    lut = torch.zeros(b, nb1, dtype=torch.int64, device=rgb.device)
+    lut.scatter_(1, codes, code_labels)
+    lut[:, -1] = 0  # padding slots write the padding code; no pixel has it
+    flat = lut.view(-1)
+    out = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
+    group = max(1, _policy.bin_group(rgb) // max(p, 1))
+    for g0 in range(0, b, group):
+        x = rgb[g0 : g0 + group]
+        code = bin_codes(x, bits).long()
+        code += torch.arange(g0, g0 + x.shape[0], device=rgb.device).unsqueeze(-1) * nb1
+        out[g0 : g0 + x.shape[0]] = flat[code]
+    return out
+
+
 class ColorTable(NamedTuple):
     """Every image's distinct colours (8-bit levels), rows padded with count 0:
     ``colors [B, U, 3]`` float sRGB (the level / 255 for uint8 pixels, the mean of the pixels

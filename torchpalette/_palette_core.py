@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
-from ._bins import bin_pixels, color_table
+from ._bins import bin_pixels, color_table, labels_by_bin
 from ._image import split_alpha
 from ._kmeans import cluster, refine
 from ._nearest import nearest_centroid
@@ -61,14 +61,19 @@ class PaletteOptions(NamedTuple):
     kmeans: dict[str, Any]
 
 
-class BinLabels(NamedTuple):
-    """What the look-up-table assignment needs of a ``"hist"`` palette: every pixel
-    ``rgb [B, 3, P]``, each image's occupied bin codes ``[B, M]`` and their palette index."""
+class PixelLabels(NamedTuple):
+    """Palette index of pixels found while the palette was built (no per-pixel search):
+    ``labels [B, P]`` int64, valid in the rows (images) where ``known [B]`` is True."""
 
-    rgb: Tensor
-    codes: Tensor
     labels: Tensor
-    bits: int
+    known: Tensor
+
+
+#: What :func:`image_palette` may label on the way: ``"table"``, each pixel through the table
+#: of its image's exact colours (the exact search's labels, for images whose exact colours the
+#: palette counted); ``"bins"``, the same, and every other image through its coarse bins'
+#: k-means labels (the look-up-table assignment).
+LABELS = (None, "table", "bins")
 
 
 def check_options(
@@ -95,12 +100,11 @@ def check_options(
 
 
 def image_palette(
-    image: Tensor, opt: PaletteOptions, *, want_bin_labels: bool | str = False
-) -> tuple[Palette, BinLabels | Tensor | None]:
-    """Palette of each image of a checked ``image [..., 3|4, H, W]``; with ``want_bin_labels``
-    and the ``"hist"`` method also the :class:`BinLabels` of its bins or the palette index
-    ``[B, H*W]`` of every pixel looked up by exact colour (adaptive bits, all pixels used),
-    else None. ``want_bin_labels="exact"`` asks for the exact-colour labels only."""
+    image: Tensor, opt: PaletteOptions, *, labels: str | None = None
+) -> tuple[Palette, PixelLabels | None]:
+    """Palette of each image of a checked ``image [..., 3|4, H, W]``, and with ``labels``
+    (one of :data:`LABELS`) the :class:`PixelLabels` found on the way (``"hist"`` method, all
+    pixels used), else None. Which images get labels depends on each image alone."""
     batch = image.shape[:-3]
     rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, rgb.shape[-2] * rgb.shape[-1])
@@ -113,16 +117,16 @@ def image_palette(
         else:
             invisible = None
     generator = torch.Generator().manual_seed(opt.seed)
-    rgb_all = rgb
     if opt.max_pixels is not None and rgb.shape[-1] > opt.max_pixels:
         keep = torch.randperm(rgb.shape[-1], generator=generator)[: opt.max_pixels]
         keep = keep.sort().values.to(rgb.device)
         rgb = rgb[..., keep]
         weights = None if weights is None else weights[..., keep]
+        labels = None  # labels of a subset are no labels of the image
     with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS):
-        colors, wts, degenerate, bins = palette_of_pixels(
+        colors, wts, degenerate, found = palette_of_pixels(
             rgb, opt.k, weights=weights, space=opt.space, method=opt.method, bits=opt.bits,
-            generator=generator, want_labels=want_bin_labels and rgb is rgb_all, **opt.kmeans,
+            generator=generator, labels=labels, **opt.kmeans,
         )
     if bool(degenerate.any()):
         warnings.warn(
@@ -135,10 +139,7 @@ def image_palette(
         wts = torch.where(invisible[:, None], 0.0, wts)
     if image.is_floating_point() and image.dtype in (torch.float32, torch.float64):
         colors, wts = colors.to(image.dtype), wts.to(image.dtype)
-    pal = Palette(colors.reshape(*batch, opt.k, 3), wts.reshape(*batch, opt.k))
-    if want_bin_labels and isinstance(bins, tuple) and (opt.bits or want_bin_labels is True):
-        return pal, BinLabels(rgb_all, bins[0], bins[1], opt.bits or DEFAULT_BITS)
-    return pal, bins if isinstance(bins, Tensor) else None
+    return Palette(colors.reshape(*batch, opt.k, 3), wts.reshape(*batch, opt.k)), found
 
 
 def palette_of_pixels(
@@ -150,9 +151,9 @@ def palette_of_pixels(
     method: str = "hist",
     bits: int | None = DEFAULT_BITS,
     generator: torch.Generator | None = None,
-    want_labels: bool | str = False,
+    labels: str | None = None,
     **kmeans_kw: Any,
-) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | Tensor | None]:
+) -> tuple[Tensor, Tensor, Tensor, PixelLabels | None]:
     """Unchecked palette of pixels: one batched k-means for all B images.
 
     Args:
@@ -161,19 +162,18 @@ def palette_of_pixels(
         weights: ``[B, P]`` pixel weights or None.
         space, method, bits: as :func:`torchpalette.palette`.
         generator: k-means++ draws.
+        labels: pixel labels to return on the way, one of :data:`LABELS`.
         **kmeans_kw: k-means options (``tol``, ``n_init``, ``max_iter``).
 
     Returns:
         ``(colors [B, k, 3] sRGB, weights [B, k] sorted descending and summing to 1,
-        degenerate [B] bool (fewer distinct points than k), bins)`` where ``bins`` is
-        ``(codes [B, M], labels [B, M])`` for the ``"hist"`` method with fixed ``bits`` (each
-        occupied bin's code and palette index, renumbered to the sorted palette); with
-        adaptive bits (``bits=None``) and ``want_labels`` the nearest palette colour
-        ``[B, P]`` of every pixel in ``space`` where the exact colours were counted, else (with
-        ``want_labels=True``) the coarse bins' ``(codes, labels)``; else None.
+        degenerate [B] bool (fewer distinct points than k), pixel labels or None)``. Fixed
+        ``bits`` label every pixel through its bin (``labels="bins"`` only); adaptive bits
+        label the images whose exact colours were counted through their exact colours, and
+        with ``"bins"`` every other image through its coarse bins.
     """
     if method == "hist" and bits in (None, 8):
-        return _adaptive_palette(rgb, k, weights, space, generator, want_labels, kmeans_kw,
+        return _adaptive_palette(rgb, k, weights, space, generator, labels, kmeans_kw,
                                  fine=bits == 8)
     codes = None
     if method == "hist":
@@ -190,28 +190,31 @@ def palette_of_pixels(
     mass = mass / mass.sum(-1, keepdim=True)
     mass, order = mass.sort(dim=-1, descending=True, stable=True)
     colors = from_space(res.centroids, space).gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
-    bins = None
-    if codes is not None:  # labels of the bins, renumbered to the sorted palette
-        bins = (codes, order.argsort(-1).gather(1, res.labels))
-    return colors, mass, degenerate, bins
-
-
+    found = None
+    if codes is not None and bits is not None and labels == "bins":
+        code_labels = order.argsort(-1).gather(1, res.labels)  # renumbered to the sorted palette
+        known = torch.ones(rgb.shape[0], dtype=torch.bool, device=rgb.device)
+        found = PixelLabels(labels_by_bin(rgb, codes, code_labels, bits), known)
+    return colors, mass, degenerate, found
 def _adaptive_palette(
     rgb: Tensor, k: int, weights: Tensor | None, space: str,
-    generator: torch.Generator | None, want_labels: bool | str, kmeans_kw: dict[str, Any],
+    generator: torch.Generator | None, labels: str | None, kmeans_kw: dict[str, Any],
     fine: bool = False,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+) -> tuple[Tensor, Tensor, Tensor, PixelLabels | None]:
     """:func:`palette_of_pixels` with adaptive bins: each image, decided alone, is clustered on
     its exact colours or on its coarse bins (refined on its exact colours with ``fine``), see
-    :data:`DIRECT_COLORS`. Exact colours are found only where some image may need them."""
+    :data:`DIRECT_COLORS`. Exact colours are counted only where some image may need them."""
     b = rgb.shape[0]
     means, cw, codes = bin_pixels(rgb, weights, DEFAULT_BITS)
     cx = to_space(means, space)
     n_bins = (cw > 0).sum(-1)
     few_bins = n_bins < COARSE_PER_K * k
+    # images whose exact colours are counted: decided per image, so that which labels an
+    # image gets never depends on its batch
+    counted = few_bins | (n_bins <= DIRECT_COLORS) | fine
     direct = few_bins  # an image with more bins than DIRECT_COLORS has more colours too
     t = None
-    if fine or bool((few_bins | (n_bins <= DIRECT_COLORS)).any()):
+    if bool(counted.any()):
         dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
         t = color_table(rgb, weights, dtype)
         # uint8 colours are exact levels: converted through the space's uint8 (table) path
@@ -229,7 +232,6 @@ def _adaptive_palette(
                               f.pad(cw, pad))
     res, _ = cluster(first_x, k, weights=first_w, generator=generator, **kmeans_kw)
     cent = res.centroids
-    exact_rows = direct | fine
     if t is not None and fine and not bool(direct.all()):
         tol = kmeans_kw.get("tol", TOL) * FINE_TOL
         cent = refine(x, t.counts, cent, tol, kmeans_kw.get("max_iter", 100), ~direct)
@@ -238,11 +240,11 @@ def _adaptive_palette(
     # clustered (so an image's weights never depend on what its batch needed)
     mass = torch.zeros(b, k, dtype=cw.dtype, device=cw.device)
     mass.scatter_add_(1, res.labels, first_w)
-    labels = None
+    exact_labels = None
     if t is not None:
-        labels = nearest_centroid(to_space(colors, space), x.transpose(1, 2))[0]  # [B, U]
-        exact_mass = torch.zeros_like(mass).scatter_add_(1, labels, t.counts.to(mass.dtype))
-        mass = torch.where(exact_rows.view(-1, 1), exact_mass, mass)
+        exact_labels = nearest_centroid(to_space(colors, space), x.transpose(1, 2))[0]  # [B, U]
+        exact_mass = torch.zeros_like(mass).scatter_add_(1, exact_labels, t.counts.to(mass.dtype))
+        mass = torch.where((direct | fine).view(-1, 1), exact_mass, mass)
     mass = mass / mass.sum(-1, keepdim=True)
     mass, order = mass.sort(dim=-1, descending=True, stable=True)
     colors = colors.gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
@@ -250,9 +252,16 @@ def _adaptive_palette(
     # cluster was re-seeded on must not show (it may depend on the batch's padding)
     colors = torch.where(mass.unsqueeze(-1) > 0, colors, colors[:, :1])
     degenerate = n_bins < k if t is None else t.distinct < k
-    pixel_labels = None
-    if want_labels and labels is not None:
-        pixel_labels = order.argsort(-1).gather(1, labels).gather(1, t.slot)
-    elif want_labels is True and t is None:  # photos: the coarse bins' look-up table
-        return colors, mass, degenerate, (codes, order.argsort(-1).gather(1, res.labels))
-    return colors, mass, degenerate, pixel_labels
+    if labels is None:
+        return colors, mass, degenerate, None
+    rank = order.argsort(-1)  # old palette index -> index in the sorted palette
+    known = counted if t is not None else torch.zeros_like(counted)
+    pixel = torch.zeros(b, rgb.shape[-1], dtype=torch.int64, device=rgb.device)
+    if t is not None and exact_labels is not None:
+        pixel = rank.gather(1, exact_labels).gather(1, t.slot)
+    if labels == "bins" and not bool(known.all()):  # the others through their coarse bins
+        m = codes.shape[1]
+        by_bin = labels_by_bin(rgb, codes, rank.gather(1, res.labels[:, :m]), DEFAULT_BITS)
+        pixel = torch.where(known.view(-1, 1), pixel, by_bin)
+        known = torch.ones_like(known)
+    return colors, mass, degenerate, PixelLabels(pixel, known)

@@ -197,3 +197,13 @@ class CompilePolicy:
 # Eager in-place CIEDE2000 computes ~20M pairs/s on 2 cores and a cold compile takes ~20 s.
 CIEDE2000 = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=400_000_000)
 """The policy of ``delta_e``'s compiled CIEDE2000 kernel (``fast=``)."""
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def auto_labels(device: torch.device) -> str:
+    """What ``assign="auto"`` labels through tables on ``device`` (see ``quantize``): the exact
+    colours' table only on the CPU, where the exact search is cheap next to the palette; the
+    coarse bins' table too on other devices, where it saves most of the work."""
+    return "table" if device.type == "cpu" else "bins"

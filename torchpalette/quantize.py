@@ -1,28 +1,33 @@
-"""Colour quantization: map every pixel to a palette colour.
+"""Colour quantization: every pixel an index into a palette.
 
-:func:`palette_indices` finds, for each pixel, the index of the nearest palette colour in a
-perceptual space (CIELAB by default, or Oklab, or sRGB); :func:`apply_palette` replaces each
-pixel by that colour and :func:`reduce_colors` does both after computing the image's own
-palette (:func:`torchpalette.palette`). The search is the package's one chunked nearest-colour
-search (``torchpalette._nearest``): chunks loop over pixel positions, never over images.
+:func:`quantize` is the one primitive: it returns a :class:`Quantized` holding each pixel's
+palette index (in the smallest integer dtype that holds K), the palette and its weights, either
+the image's own k-means palette (:func:`torchpalette.palette`, ``colors=``) or a given one
+(``palette=``), after one validation and at most one search per pixel. Its views return images
+or indices: :func:`reduce_colors` (own palette), :func:`apply_palette` and
+:func:`palette_indices` (given palette); ``Quantized.image()`` decodes bit-identically to them.
+Distances are measured in a perceptual space (CIELAB by default, or Oklab, or sRGB); the search
+is the package's one chunked nearest-colour search (``torchpalette._nearest``).
 
-:func:`reduce_colors` chooses how pixels find their colour (``assign``):
+How pixels find their colour (``assign``) is decided in one place, ``torchpalette._assign``:
 
 * ``"exact"``: the nearest palette colour of every pixel.
-* ``"bins"`` (the default on CUDA): every pixel takes the colour of its histogram bin's cluster
-  through a per-image look-up table bin -> colour built from the palette's own k-means
-  (``torchpalette._bins.recolor_by_bin``), so no distances are computed; about +0.04 mean
-  dE00 against ``"exact"`` at k=16 on the benchmark photos (``benchmarks/RESULTS.md``).
+* ``"auto"`` (default): images whose exact colours the palette counted (few colours, or
+  ``bits=8``) label each exact colour once and look pixels up through that table (the labels
+  of ``"exact"`` for uint8 images; for float ones, of each 8-bit level's mean); the others get
+  the exact search on the CPU and ``"bins"`` on other devices.
+* ``"bins"``: as ``"auto"``, and every other image through its coarse bins: each pixel takes
+  its 5-bit bin's k-means label, no distances (about +0.04 mean dE00 against ``"exact"`` at
+  k=16 on the benchmark photos, ``benchmarks/RESULTS.md``).
 * ``"refined"``: the nearest colour of each 5-bit bin's centre through a table, and the exact
-  search only for pixels of bins near a decision boundary (+0.005 mean dE00 against
-  ``"exact"``).
+  search only for pixels of bins near a decision boundary (+0.005 mean dE00).
 
-Dithering (``torchpalette._dither``) mixes palette colours so that the image looks right
-from afar: ``"floyd-steinberg"`` diffuses each pixel's error (in linear light) to its
-neighbours in raster order, exactly, batched over images in wavefronts; ``"ordered"`` is Knoll's
-pattern dithering: a plan of palette colours whose mean approaches the pixel, one of them picked
-by an 8x8 Bayer map, so it mixes any hues. Dithering implies the per-pixel search (``assign``
-``"bins"``/``"refined"`` need ``dither="none"``).
+Which of these an image gets depends on that image alone, never on its batch. Dithering
+(``torchpalette._dither``) chooses among palette colours per pixel: ``"floyd-steinberg"``
+diffuses each pixel's error (in linear light) to its neighbours in raster order, batched over
+images in wavefronts; ``"ordered"`` is Knoll's pattern dithering (a plan of palette colours
+whose mean approaches the pixel, one picked by an 8x8 Bayer map), so it mixes any hues.
+Dithering implies the per-pixel search (``assign`` ``"exact"`` or ``"auto"``).
 """
 
 from __future__ import annotations
@@ -34,18 +39,155 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
-from ._bins import recolor_by_bin
-from ._dither import dither_labels
-from ._image import float_to_uint8, merge_alpha, split_alpha
-from ._nearest import search, search_near_boundaries
+from ._assign import DITHERS, label_pixels, plan, shares
+from ._image import split_alpha
 from ._palette_core import check_options, image_palette
-from ._spaces import SPACES, to_space
-from ._types import Palette
+from ._spaces import SPACES
+from ._types import Palette, Quantized, index_capacity, index_dtype_for
 
-__all__ = ["apply_palette", "palette_indices", "reduce_colors"]
+__all__ = ["Quantized", "apply_palette", "palette_indices", "quantize", "reduce_colors"]
 
-DITHERS = ("none", "ordered", "floyd-steinberg")
-ASSIGNS = ("auto", "exact", "bins", "refined")
+_INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def quantize(
+    image: Tensor,
+    colors: int | None = None,
+    *,
+    palette: Tensor | Palette | None = None,
+    space: str = "lab",
+    dither: str = "none",
+    assign: str = "auto",
+    index_dtype: torch.dtype | None = None,
+    **palette_kw: Any,
+) -> Quantized:
+    """Palette indices and palette of each image, in one call: one validation, one search.
+
+    Either the image's own ``colors``-colour k-means palette (:func:`torchpalette.palette`,
+    all images of a batch in one batched pass) or a given ``palette``.
+
+    Args:
+        image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha passes through to
+            :meth:`Quantized.image`, and alpha-0 pixels neither shape nor weigh the palette.
+        colors: size of each image's own palette (>= 1; 16 when neither ``colors`` nor
+            ``palette`` is given); ``k=`` is accepted as an alias.
+        palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
+            broadcastable to the image's, instead of an own palette. It keeps its autograd
+            history: :meth:`Quantized.image` sends gradients to the colours used.
+        space: where "nearest" is measured (and palettes clustered): ``"lab"``, ``"oklab"`` or
+            ``"srgb"``.
+        dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (module docstring).
+        assign: ``"auto"``, ``"exact"``, ``"bins"`` or ``"refined"`` (module docstring);
+            ``"bins"`` needs an own palette of the ``"hist"`` method, ``"bins"`` and
+            ``"refined"`` need ``dither="none"``.
+        index_dtype: dtype of the indices; default the smallest that holds K: ``uint8`` up to
+            256 colours, ``int16`` up to 32,768, ``int32`` beyond. ``torch.int64`` gives the
+            indices torch's indexing ops take.
+        **palette_kw: own palette only, passed to :func:`torchpalette.palette` (``seed``,
+            ``method``, ``max_pixels``, ``bits``, k-means options).
+
+    Returns:
+        :class:`Quantized`: ``indices [..., H, W]``, ``palette [..., K, 3]``, ``weights
+        [..., K]`` (own palette: sorted descending, as :func:`torchpalette.palette`; given
+        palette: each entry's share of the visible pixels), ``alpha`` and the input dtype;
+        ``.image()`` decodes. Palettes and distances are float32 (float64 for float64
+        images), even under autocast; indices carry no gradient.
+
+    Raises:
+        TypeError: wrong types or dtypes; both ``colors`` and ``palette``; palette options
+            with a given palette.
+        ValueError: bad shapes, NaN, values out of range, unknown ``space``/``dither``/
+            ``assign``, an ``assign`` that the other options exclude, a palette on another
+            device, an ``index_dtype`` too small for K.
+
+    Example:
+        >>> import torch, torchpalette as tp
+        >>> img = torch.zeros(3, 4, 4, dtype=torch.uint8)
+        >>> img[0, :, :1] = 255  # a red quarter, the rest black
+        >>> q = tp.quantize(img, colors=2)
+        >>> q.indices.dtype, q.indices[0].tolist(), q.weights.tolist()
+        (torch.uint8, [1, 0, 0, 0], [0.75, 0.25])
+        >>> torch.equal(q.image(), tp.reduce_colors(img, 2))
+        True
+        >>> tp.quantize(img, palette=torch.tensor([[1.0, 0, 0], [0, 0, 0]])).indices[0].tolist()
+        [0, 1, 1, 1]
+    """
+    if palette is not None:
+        return _quantize_given(image, colors, palette, space, dither, assign, index_dtype,
+                               palette_kw)
+    colors = _colors_alias(colors, palette_kw)
+    v.check_image(image, "image")
+    labels_mode, fallback = plan(assign, dither, palette_kw.get("method", "hist"),
+                                  palette_kw.get("max_pixels"), image.device)
+    opt = check_options(
+        colors, space, palette_kw.pop("max_pixels", None), palette_kw.pop("seed", 0),
+        palette_kw.pop("method", "hist"), palette_kw.pop("bits", None), palette_kw,
+        caller="quantize",
+    )
+    idtype = _index_dtype(index_dtype, opt.k)
+    with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
+        pal, found = image_palette(image.detach(), opt, labels=labels_mode)
+        labels = label_pixels(image.detach(), pal.colors, space, dither, fallback, found)
+    return _result(image, labels, pal.colors, pal.weights, idtype)
+
+
+def _quantize_given(
+    image: Any, colors: Any, palette: Any, space: str, dither: str, assign: str,
+    index_dtype: Any, palette_kw: dict[str, Any],
+) -> Quantized:
+    """:func:`quantize` with a given palette."""
+    if colors is not None or "k" in palette_kw:
+        raise TypeError("quantize: got both colors (or k) and palette; give one")
+    if palette_kw:
+        raise TypeError(
+            f"quantize: unexpected keyword {sorted(palette_kw)[0]!r} with a given palette "
+            "(palette options need colors=)"
+        )
+    pal, batch = _check_palette(image, palette, space, dither)
+    _, fallback = plan(assign, dither, "given", None, image.device)
+    idtype = _index_dtype(index_dtype, pal.shape[-2])
+    pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:]))
+    with torch.no_grad(), _policy.no_autocast(image):
+        labels = label_pixels(image.detach(), pal.detach(), space, dither, fallback, None)
+        weights = shares(image, labels, pal.shape[-2]).to(
+            pal.dtype if pal.is_floating_point() else torch.float32)
+    return _result(image, labels, pal, weights, idtype)
+
+
+def _result(image: Tensor, labels: Tensor, pal: Tensor, weights: Tensor,
+            idtype: torch.dtype) -> Quantized:
+    """Pack labels ``[B, H*W]`` and the palette into a :class:`Quantized` of the image's
+    batch shape."""
+    batch, hw = image.shape[:-3], image.shape[-2:]
+    _, alpha = split_alpha(image)
+    indices = labels.to(idtype).reshape(*batch, *hw)
+    return Quantized(indices, pal, weights.reshape(*batch, -1), alpha, image.dtype)
+
+
+def _index_dtype(index_dtype: Any, k: int) -> torch.dtype:
+    """Checked ``index_dtype`` of a ``k``-colour palette (None: the smallest that holds k)."""
+    if index_dtype is None:
+        return index_dtype_for(k)
+    if index_dtype not in _INDEX_DTYPES:
+        names = ", ".join(str(d) for d in _INDEX_DTYPES)
+        raise TypeError(f"index_dtype: expected one of {names} or None, got {index_dtype!r}")
+    if k > index_capacity(index_dtype):
+        raise ValueError(
+            f"index_dtype: expected a dtype that holds {k} palette indices, got {index_dtype} "
+            f"(at most {index_capacity(index_dtype)})"
+        )
+    return index_dtype
+
+
+def _colors_alias(colors: Any, palette_kw: dict[str, Any]) -> Any:
+    """``k=`` is accepted as an alias of ``colors=`` (the name :func:`torchpalette.palette`
+    uses); giving both differently is an error. Neither: 16."""
+    if "k" not in palette_kw:
+        return 16 if colors is None else colors
+    k = palette_kw.pop("k")
+    if colors is not None and colors != k:
+        raise TypeError(f"quantize: got colors={colors!r} and its alias k={k!r}; give one")
+    return k
 
 
 def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tensor, tuple[int, ...]]:
@@ -69,32 +211,11 @@ def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tenso
     return pal, tuple(batch)
 
 
-def _search(
-    rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, int], refine: bool = False
-) -> Tensor:
-    """Unchecked nearest-colour search: ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
-    ``[B, K, 3]`` sRGB float -> labels ``[B, P]`` int64. Chunked over P, batched over B.
-    ``refine`` (no dither): the per-pixel search only near decision boundaries; a ``dither``
-    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``."""
-    b, _, p = rgb.shape
-    dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
-    pal = pal.to(dtype)
-    with _policy.single_thread_if_small(rgb, b * p, _policy.SMALL_PIXELS):
-        if dither != "none":
-            x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
-            pal = pal.expand(b, -1, -1).contiguous()
-            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space).reshape(b, p)
-        ps = to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
-        pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
-        if refine:
-            return search_near_boundaries(rgb, ps, pa, space, dtype)
-        return search(rgb, ps, pa, space, dtype)
-
-
 def palette_indices(
     image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
 ) -> Tensor:
-    """Index of the nearest palette colour for every pixel (for indexed images).
+    """Index of the nearest palette colour for every pixel (for indexed images): the indices
+    of :func:`quantize` with a given palette, as int64.
 
     Args:
         image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha is ignored.
@@ -105,7 +226,7 @@ def palette_indices(
             ``"floyd-steinberg"`` (error diffusion); see the module docstring.
 
     Returns:
-        ``[..., H, W]`` int64 indices into the palette's K colours.
+        ``[..., H, W]`` int64 indices into the palette's K colours (ties: the lower index).
 
     Raises:
         TypeError: wrong types or dtypes.
@@ -118,14 +239,15 @@ def palette_indices(
         >>> tp.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         tensor([[1, 0]])
     """
-    _, labels, _ = _labels(image, palette, space, dither)
-    return labels.reshape(*image.shape[:-3], *image.shape[-2:])
+    q = quantize(image, palette=palette, space=space, dither=dither, index_dtype=torch.int64)
+    return q.indices
 
 
 def apply_palette(
     image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
 ) -> Tensor:
-    """Replace every pixel by its nearest palette colour.
+    """Replace every pixel by its nearest palette colour: ``quantize(image,
+    palette=palette).image()``.
 
     Args:
         image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha passes through.
@@ -155,37 +277,7 @@ def apply_palette(
                 [  0, 255],
                 [  0, 255]], dtype=torch.uint8)
     """
-    pal, labels, alpha = _labels(image, palette, space, dither)
-    out = _gather(pal, labels, image.dtype).reshape(*image.shape[:-3], 3, *image.shape[-2:])
-    return merge_alpha(out, alpha)
-
-
-def _labels(
-    image: Tensor, palette: Tensor | Palette, space: str, dither: str
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Checked nearest-colour search shared by :func:`palette_indices` and
-    :func:`apply_palette`: (palette ``[B, K, 3]``, labels ``[B, H*W]``, alpha or None).
-
-    The search runs on detached data without autograd and outside autocast (float32
-    distances); the returned palette keeps its autograd history, so an output gathered from it
-    sends gradients to the colours used."""
-    pal, batch = _check_palette(image, palette, space, dither)
-    h, w = image.shape[-2:]
-    rgb, alpha = split_alpha(image)
-    rgb = rgb.reshape(-1, 3, h * w)
-    pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:])).reshape(rgb.shape[0], -1, 3)
-    with torch.no_grad(), _policy.no_autocast(rgb):
-        labels = _search(rgb.detach(), pal.detach(), space, dither, (h, w))
-    return pal, labels, alpha
-
-
-def _gather(pal: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
-    """Palette ``[B, K, 3]`` sRGB, labels ``[B, P]`` -> image ``[B, 3, P]`` of ``dtype``."""
-    if dtype == torch.uint8:
-        pal = float_to_uint8(pal)  # the rounding write_image uses for indexed PNGs
-    else:
-        pal = pal.to(dtype)
-    return pal.transpose(1, 2).gather(2, labels.unsqueeze(1).expand(-1, 3, -1))
+    return quantize(image, palette=palette, space=space, dither=dither).image()
 
 
 def reduce_colors(
@@ -197,10 +289,8 @@ def reduce_colors(
     assign: str = "auto",
     **palette_kw: Any,
 ) -> Tensor:
-    """Reduce each image to its own ``colors``-colour k-means palette.
-
-    :func:`torchpalette.palette` then the nearest-colour search, both in ``space``; all
-    images of a batch in one batched pass.
+    """Reduce each image to its own ``colors``-colour k-means palette: ``quantize(image,
+    colors).image()``.
 
     Args:
         image: ``[..., 3|4, H, W]`` uint8, or float sRGB in [0, 1]; alpha passes through and
@@ -209,20 +299,8 @@ def reduce_colors(
             :func:`torchpalette.palette` and the CLI's ``palette -k`` use).
         space: ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (see :func:`apply_palette`).
-        assign: how pixels find their colour. ``"exact"``: nearest palette colour per pixel
-            (:func:`apply_palette`). ``"bins"``: each pixel takes the colour of its
-            histogram bin's cluster through a per-image look-up table (no per-pixel
-            distances; about +0.04 mean dE00 at the default 5 bits; needs the ``"hist"``
-            method and ``dither="none"``; alpha-0 pixels and, with ``max_pixels``, pixels of
-            bins outside the subset take the heaviest colour). ``"refined"``: the nearest
-            colour of each 5-bit bin's centre through a look-up table, and the exact search
-            for the pixels of bins near a boundary between two colours (about a quarter of a
-            photo's pixels at 16 colours; +0.005 mean dE00 against ``"exact"`` on the
-            benchmark photos; needs ``dither="none"``). ``"auto"`` (default): where the
-            palette found the image's exact colours (adaptive ``bits`` on images with few
-            colours, or ``bits=8``; ``dither="none"``, no ``max_pixels``) the nearest colour
-            of each exact colour through a look-up table, the labels of ``"exact"`` without a
-            per-pixel search; else ``"bins"`` on CUDA where allowed, else ``"exact"``.
+        assign: how pixels find their colour: ``"auto"``, ``"exact"``, ``"bins"`` or
+            ``"refined"``, see :func:`quantize` and the module docstring.
         **palette_kw: passed to :func:`torchpalette.palette` (``seed``, ``method``,
             ``max_pixels``, ``bits``, k-means options).
 
@@ -232,8 +310,7 @@ def reduce_colors(
         estimator passes one). Palettes and distances are float32 even under autocast.
 
     Raises:
-        TypeError, ValueError: as :func:`torchpalette.palette` and :func:`apply_palette`;
-            ``assign="bins"`` with ``dither`` or ``method="exact"``.
+        TypeError, ValueError: as :func:`quantize`.
 
     Example:
         >>> import torch, torchpalette as tp
@@ -244,76 +321,8 @@ def reduce_colors(
         >>> lut = tp.reduce_colors(img, 4, assign="bins")  # look-up table, as on CUDA
         >>> len(lut[1].flatten(1).unique(dim=1).T) <= 4
         True
-        >>> ref = tp.reduce_colors(img, 4, assign="refined")  # look-up table + exact near edges
-        >>> len(ref[0].flatten(1).unique(dim=1).T) <= 4
-        True
     """
-    colors = _colors_alias(colors, palette_kw)
-    v.check_choice(dither, "dither", DITHERS)
-    v.check_choice(assign, "assign", ASSIGNS)
-    method = palette_kw.pop("method", "hist")
-    use_bins = _use_bins(image, assign, dither, method, palette_kw.get("max_pixels"),
-                         palette_kw.get("bits"))
-    v.check_image(image, "image")
-    opt = check_options(
-        colors, space, palette_kw.pop("max_pixels", None), palette_kw.pop("seed", 0), method,
-        palette_kw.pop("bits", None), palette_kw, caller="reduce_colors",
-    )
-    with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
-        out, alpha = _reduce(image.detach(), opt, space, dither, use_bins, assign == "refined")
-    return merge_alpha(out.reshape(*image.shape[:-3], 3, *image.shape[-2:]), alpha)
-
-
-def _colors_alias(colors: Any, palette_kw: dict[str, Any]) -> Any:
-    """``k=`` is accepted as an alias of ``colors=`` (the name :func:`torchpalette.palette`
-    uses); giving both differently is an error."""
-    if "k" not in palette_kw:
-        return colors
-    k = palette_kw.pop("k")
-    if colors != 16 and colors != k:  # 16: the default, i.e. not given
-        raise TypeError(f"reduce_colors: got colors={colors!r} and its alias k={k!r}; give one")
-    return k
-
-
-def _reduce(
-    image: Tensor, opt: Any, space: str, dither: str, use_bins: bool, refine: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Palette and assignment of :func:`reduce_colors` (checked input): (rgb ``[B, 3, P]`` of
-    the image's dtype, alpha or None)."""
-    pal, binned = image_palette(image, opt, want_bin_labels=use_bins)
-    h, w = image.shape[-2:]
-    rgb, alpha = split_alpha(image)
-    rgb = rgb.reshape(-1, 3, h * w)
-    table = pal.colors.reshape(rgb.shape[0], opt.k, 3)
-    if binned is None or isinstance(binned, Tensor):  # labels: searched, or looked up by colour
-        labels = binned if binned is not None else _search(
-            rgb, table, space, dither, (h, w), refine=refine)
-        return _gather(table, labels, image.dtype), alpha
-    table = float_to_uint8(table) if image.dtype == torch.uint8 else table.to(image.dtype)
-    with _policy.single_thread_if_small(rgb, rgb.numel() // 3, _policy.SMALL_PIXELS):
-        return recolor_by_bin(rgb, binned.codes, binned.labels, table, binned.bits), alpha
-
-
-def _use_bins(
-    image: Any, assign: str, dither: str, method: str, max_pixels: Any, bits: Any = None
-) -> bool | str:
-    """Whether ``reduce_colors`` maps pixels through the bins' table (see ``assign``); with
-    adaptive bits the table holds every exact colour, so ``"auto"`` uses it on any device."""
-    bins_ok = dither == "none" and method == "hist"
-    if assign == "refined" and dither != "none":
-        raise ValueError(
-            f"assign: expected 'exact' or 'auto' with dither={dither!r} ('refined' needs "
-            "dither='none'), got 'refined'"
-        )
-    if assign == "bins" and not bins_ok:
-        raise ValueError(
-            f"assign: expected 'exact' or 'auto' with dither={dither!r}, method={method!r} "
-            "('bins' needs dither='none' and method='hist'), got 'bins'"
-        )
-    if assign == "auto":  # the look-up table on GPUs; on the CPU only where it is exact
-        if not bins_ok or max_pixels is not None:
-            return False
-        if isinstance(image, Tensor) and image.device.type != "cpu":
-            return True
-        return "exact" if bits is None else False
-    return assign == "bins"
+    if "k" in palette_kw:  # the alias; 16 is the default, i.e. colors not given
+        colors = _colors_alias(None if colors == 16 else colors, palette_kw)
+    return quantize(image, colors, space=space, dither=dither, assign=assign,
+                    **palette_kw).image()
