@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as v
-from ..palette import palette as fit_image_palettes
-from ..quantize import palette_indices
+from ..quantize import quantize
 
 
 def require(module: str, extra: str) -> Any:
@@ -78,7 +77,7 @@ def to_uint8_chw(image: Any) -> Tensor:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
         raise ValueError(f"image: expected uint8 [H, W, 3|4], got {a.dtype} {list(a.shape)}")
-    return torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1)
+    return torch.from_numpy(np.require(a[:, :, :3], requirements=["C", "W"])).permute(2, 0, 1)
 
 
 def quantize_images(images: list[Tensor], *, colors: int, palette: Tensor | None, space: str,
@@ -92,16 +91,14 @@ def quantize_images(images: list[Tensor], *, colors: int, palette: Tensor | None
         groups.setdefault(tuple(im.shape), []).append(i)
     for members in groups.values():
         x = torch.stack([images[i] for i in members]).to(device)
-        if palette is None:
-            with warnings.catch_warnings():  # few distinct colours is normal in a dataset
-                warnings.filterwarnings("ignore", message=".*fewer distinct colours.*")
-                pals = fit_image_palettes(x, k=colors, space=space, seed=seed).colors
-        else:
-            pals = palette.to(x.device).expand(len(members), *palette.shape)
-        idx = palette_indices(x, pals, space=space, dither=dither)
-        dtype = index_dtype(pals.shape[-2])
-        for i, a, p in zip(members, idx.cpu(), pals.float().cpu(), strict=True):
-            out[i] = (a.to(dtype), p)
+        with warnings.catch_warnings():  # few distinct colours is normal in a dataset
+            warnings.filterwarnings("ignore", message=".*fewer distinct colours.*")
+            q = (quantize(x, colors, space=space, dither=dither, seed=seed) if palette is None
+                 else quantize(x, palette=palette.to(x.device), space=space, dither=dither))
+        pals = q.palette.expand(len(members), *q.palette.shape[-2:])
+        dtype = index_dtype(pals.shape[-2])  # uint16 past 256 (tp.quantize's int16 is signed)
+        for i, a, p in zip(members, q.indices.cpu(), pals.float().cpu(), strict=True):
+            out[i] = (a.to(torch.int64).to(dtype), p)
     return out
 
 
