@@ -289,3 +289,40 @@ def test_uint8_palette_rule_matches_png(tmp_path):
     data = tp.io.encode_indexed_png(torch.tensor([[0, 1]]), pal)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[0],
                           palette_u8(pal))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available()
+                         and torch.distributed.is_gloo_available()), reason="needs gloo")
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    """2 gloo ranks (started as torchrun starts them) take disjoint shards, fit one palette
+    (statistics all-reduced) and write the single-process shards byte for byte; the corrupt
+    file fails alone on its rank and rank 0 lists it."""
+    src = make_tree(tmp_path / "src", n=11)
+    args = ["quantize", str(src), "", "--format", "tokens", "--fit-palette", "--colors", "6",
+            "--shard-size", "3", "--workers", "0", "--quiet", "--device", "cpu"]
+    one = tmp_path / "one"
+    assert cli.main([*args[:2], str(one), *args[3:]]) == 1
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "LOCAL_WORLD_SIZE": "2"}
+    many = tmp_path / "many"
+    procs = [subprocess.Popen([sys.executable, "-m", "torchpalette", *args[:2], str(many),
+                               *args[3:]], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    logs = [p.communicate(timeout=150)[0] for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], logs
+    assert "broken.png" in logs[0]
+    names = sorted(p.name for p in one.glob("*.tar"))
+    assert names == sorted(p.name for p in many.glob("*.tar")) and len(names) == 4
+    for name in [*names, "palette.npy"]:
+        assert (one / name).read_bytes() == (many / name).read_bytes(), name
+    assert len(list((many / ".torchpalette").glob("tokens.*.jsonl"))) == 2  # one log per rank
