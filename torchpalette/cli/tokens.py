@@ -218,7 +218,7 @@ class NpyWriter:
         """Write keys, palettes and ``indices.npy`` (trimmed to the rows written)."""
         n = len(self.keys)
         tmp = self.tmp_dir / f"indices.npy.{os.getpid()}.tmp"
-        if self.rows is None:
+        if self.rows is None or self.size is None:
             return []
         if n < self.capacity:  # some samples failed: copy the rows written into an exact array
             trimmed = self.tmp_dir / f"indices-{n}.npy.{os.getpid()}.tmp"
