@@ -226,6 +226,13 @@ def test_changed_options_redo_every_shard(tmp_path):
     after = read_shards(dst)
     assert max(np.load(io.BytesIO(m["palette.npy"])).shape[0] for m in after.values()) > 3
     assert before.keys() == after.keys()
+    assert run(str(src), str(dst), "--format", "tokens", "--colors", "5", "--shard-size",
+               "1") == 0
+    assert sorted(p.name for p in dst.glob("*.tar")) == [f"shard-{i:06d}.tar" for i in range(4)]
+    assert run(str(src), str(dst), "--format", "tokens", "--colors", "5", "--shard-size",
+               "3") == 0  # the old shard-000002/3 would hold stale copies: gone
+    assert sorted(p.name for p in dst.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
+    assert len(read_shards(dst)) == 4
 
 
 def test_shard_bytes_split_parts(tmp_path):

@@ -72,6 +72,10 @@ def _batches(units: list[Unit], batch_size: int) -> list[list[int]]:
 
 def loader(units: list[Unit], batch_size: int, workers: int):
     samples = [s for u in units for s in u.samples]
+    if samples and workers:
+        # the decoder's lazy torchvision import costs seconds: pay it once here, before the
+        # DataLoader forks its workers, rather than once in every worker
+        import torchvision.io  # noqa: F401
     return torch.utils.data.DataLoader(
         _Decode(samples), batch_sampler=_batches(units, batch_size), num_workers=workers,
         collate_fn=list, prefetch_factor=4 if workers else None), samples
@@ -138,6 +142,16 @@ def read_records(dst: Path) -> dict[str, dict[str, Any]]:
 def finished(rec: dict[str, Any] | None, digest: str, dst: Path) -> bool:
     return (rec is not None and rec.get("digest") == digest and not rec.get("failed")
             and all((dst / f).is_file() for f in rec.get("outputs", [])))
+
+
+def drop_stale(dst: Path, records: dict[str, dict[str, Any]], digest: str,
+               names: set[str]) -> None:
+    """Delete the shards of units made with other options, or no longer in SRC (a changed
+    ``--shard-size`` renames every unit): stale samples must not sit beside the new ones."""
+    for name, rec in records.items():
+        if rec.get("digest") != digest or name not in names:
+            for f in rec.get("outputs", []):
+                (dst / f).unlink(missing_ok=True)
 
 
 def append_record(dst: Path, rank: int, rec: dict[str, Any]) -> None:
@@ -214,6 +228,8 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     if rank == 0:
         shutil.rmtree(dst / HIDDEN / "tmp", ignore_errors=True)  # leftovers of a killed run
         (dst / HIDDEN).mkdir(parents=True, exist_ok=True)
+        if args.format == "tokens":
+            drop_stale(dst, read_records(dst), digest, {u.name for u in units})
         if pal is not None:
             info = {"space": args.space, "seed": args.seed, "source": args.palette or "fit",
                     "fit": {"colors": args.colors, "space": args.space, "seed": args.seed,
