@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as F
 from . import _validate as v
 from ._types import Palette
 
+
 def is_pure_tensor(x: Any) -> bool:
     """A tensor that is no tv_tensor: an image by torchvision's rule when it is the first one
     of a sample without an explicit Image/Video (see ``v2.Transform``)."""
