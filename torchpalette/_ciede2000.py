@@ -126,7 +126,9 @@ def ciede2000_rows(x1: Tensor, x2: Tensor, kL: float, kC: float, kH: float) -> T
     decides which); the function handed to ``torch.compile``. Taking whole tensors, not six row
     views, keeps the compiled graph free of guards on the views' storage offsets."""
     ch = 0 if x1.shape[0] == 3 and x1.ndim == 2 and x1.shape[1] != 3 else -1
-    return ciede2000(*x1.unbind(ch), *x2.unbind(ch), kL, kC, kH, safe=False)
+    l1, a1, b1 = x1.unbind(ch)
+    l2, a2, b2 = x2.unbind(ch)
+    return ciede2000(l1, a1, b1, l2, a2, b2, kL, kC, kH, safe=False)
 
 
 # ------------------------------------------------------------------ in-place, chunked

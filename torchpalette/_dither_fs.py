@@ -51,7 +51,8 @@ _W_RIGHT = 7.0 / 16.0
 def _fronts(h: int, w: int) -> tuple[tuple[tuple[int, int], ...], Tensor]:
     """Row range ``(y0, y1)`` of every front ``t = x + 2 y`` and the permutation from
     front order to raster order ``[H * W]`` (on the CPU; cached per size)."""
-    ranges, order = [], []
+    ranges: list[tuple[int, int]] = []
+    order: list[int] = []
     for t in range(w + 2 * (h - 1)):
         y0, y1 = max(0, (t - w + 2) // 2), min(h - 1, t // 2) + 1
         ranges.append((y0, y1))

@@ -58,7 +58,7 @@ class Features:
         elif space == "oklab":
             self.m, self.a = _t(_OK_M1, like), _t(_OK_M2, like)
         else:
-            self.m = None  # sRGB: only the transfer function
+            self.m = _t(_IDENTITY, like)  # unused: sRGB needs only the transfer function
             self.a, self.slope = _t(_IDENTITY, like), _t(12.92, like)
 
     def __call__(self, v: Tensor, out: Tensor | None = None) -> Tensor:

@@ -1,7 +1,7 @@
 """Internal image helpers shared by every module that reads pixels.
 
 "dtype defines the range": uint8 images hold 0..255, float images hold sRGB in [0, 1]. These
-helpers move between the two, split off alpha and flatten an image into weighted pixels, so that
+helpers move between the two and split off alpha, so that
 no public function repeats that bookkeeping.
 """
 
@@ -41,20 +41,6 @@ def split_alpha(image: Tensor) -> tuple[Tensor, Tensor | None]:
 def merge_alpha(rgb: Tensor, alpha: Tensor | None) -> Tensor:
     """Inverse of :func:`split_alpha`; alpha passes through unchanged."""
     return rgb if alpha is None else torch.cat([rgb, alpha.to(rgb.dtype)], dim=-3)
-
-
-def pixels(image: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Image ``[..., 3|4, H, W]`` -> (colours ``[..., H*W, 3]`` in the image's dtype,
-    weights ``[..., H*W]`` (1 for opaque, 0 for alpha 0; None when there is no alpha)).
-
-    The colours are a view-friendly channel-last layout: ``movedim`` plus ``reshape``.
-    """
-    rgb, alpha = split_alpha(image)
-    colors = rgb.flatten(-2).transpose(-1, -2)  # [..., H*W, 3]
-    weights = None if alpha is None else (alpha.flatten(-2)[..., 0, :] > 0).to(
-        torch.float32 if not image.is_floating_point() else image.dtype
-    )
-    return colors, weights
 
 
 def float_to_uint8(x: Tensor) -> Tensor:

@@ -48,10 +48,10 @@ def cluster(
 ) -> tuple[KMeansResult, Tensor]:
     """Unchecked k-means behind :func:`torchpalette.kmeans`, for internal callers.
 
-    Same arguments as :func:`torchpalette.kmeans` but nothing is validated and ``k`` may exceed the number
-    of distinct (or positive-weight) points. Returns ``(result, degenerate)`` where
-    ``degenerate [...]`` bool marks elements with fewer distinct points than ``k`` (no host
-    sync is done for it; the caller decides whether to warn).
+    Same arguments as :func:`torchpalette.kmeans` but nothing is validated and ``k`` may
+    exceed the number of distinct (or positive-weight) points. Returns ``(result,
+    degenerate)`` where ``degenerate [...]`` bool marks elements with fewer distinct points
+    than ``k`` (no host sync is done for it; the caller decides whether to warn).
     """
     batch = points.shape[:-2]
     n, d = points.shape[-2:]

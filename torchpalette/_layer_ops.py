@@ -128,7 +128,7 @@ def palettes_at_k(
     bits: int = DEFAULT_BITS,
     max_iter: int = 100,
     tol: float = TOL,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A ``k[i]``-colour palette of every image in one batched k-means (see the module
     docstring), on the binned pixels as :func:`torchpalette.palette`'s ``"hist"`` method.
 

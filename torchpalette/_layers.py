@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import PIL.Image
@@ -138,11 +139,11 @@ class fitmethod:
     """``PaletteQuantizer.fit(...)`` builds a new layer; ``layer.fit(...)`` refits ``layer``
     in place (keeping its settings and device) and returns it, as scikit-learn users expect."""
 
-    def __init__(self, fn):
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        functools.update_wrapper(self, fn)
+        self.__doc__, self.__name__ = fn.__doc__, fn.__name__  # what help() and Sphinx read
 
-    def __get__(self, obj, cls):
+    def __get__(self, obj: Any, cls: type) -> Callable[..., Any]:
         return functools.wraps(self.fn)(functools.partial(self.fn, cls, obj))
 
 

@@ -20,7 +20,10 @@ from . import _policy
 from ._bins import bin_codes
 from ._spaces import srgb_to_lab_cf, to_space_cf
 
-def nearest_centroid(c: Tensor, xt: Tensor, single_pass: bool | None = None) -> tuple[Tensor, Tensor]:
+
+def nearest_centroid(
+    c: Tensor, xt: Tensor, single_pass: bool | None = None
+) -> tuple[Tensor, Tensor]:
     """Nearest centroid without ``|x|^2``: centroids ``c [B, k, D]``, points transposed
     ``xt [B, D, N]`` -> (labels ``[B, N]`` int64, ``min_j |c_j|^2 - 2 x.c_j`` ``[B, N]``).
 
@@ -35,9 +38,10 @@ def nearest_centroid(c: Tensor, xt: Tensor, single_pass: bool | None = None) -> 
 
 def argmin_over_k(dist: Tensor, single_pass: bool | None = None) -> tuple[Tensor, Tensor]:
     """``dist [B, k, N]`` -> (index of the minimum over k ``[B, N]`` int64, minimum ``[B, N]``)
-    (see :func:`nearest_centroid`; ``single_pass`` forces the one value+index reduction used off the CPU; None = by device)."""
+    (see :func:`nearest_centroid`; ``single_pass`` forces the one value+index reduction used
+    off the CPU; None = by device)."""
     k = dist.shape[1]
-    if dist.device.type != "cpu" if single_pass is None else single_pass:  # one value+index reduction
+    if dist.device.type != "cpu" if single_pass is None else single_pass:  # values + indices
         m, labels = dist.min(1)
         return labels, m
     m = dist.amin(1, keepdim=True)

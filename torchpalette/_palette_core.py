@@ -176,7 +176,8 @@ def palette_of_pixels(
         return _adaptive_palette(rgb, k, weights, space, generator, labels, kmeans_kw,
                                  fine=bits == 8)
     codes = None
-    if method == "hist":
+    w: Tensor | None
+    if method == "hist" and bits is not None:
         pts, w, codes = bin_pixels(rgb, weights, bits)
         pts = to_space(pts, space)
     else:

@@ -2,7 +2,8 @@
 
 Every chunk budget and size threshold of the package lives here, so that the trade-offs between
 memory, cache and launch counts can be read (and tuned, and monkeypatched by the tests) in one
-place; so does the policy of the compiled CIEDE2000 kernel (:data:`CIEDE2000`). Modules read them as ``_policy.NAME`` at call time, never copy them at import time. The
+place; so does the policy of the compiled CIEDE2000 kernel (:data:`CIEDE2000`). Modules read
+them as ``_policy.NAME`` at call time, never copy them at import time. The
 figures behind each choice are in ``benchmarks/RESULTS.md``.
 """
 

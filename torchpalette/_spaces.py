@@ -99,7 +99,8 @@ def srgb_to_lab_cf(
     f = torch.where(t > eps, root, t * 7.787 + 4.0 / 29.0)
     fm = _matrix(F_TO_LAB, f)
     if torch.compiler.is_compiling():  # dynamo cannot trace out= into a slice: plain ops
-        lab = torch.matmul(fm, f) - _matrix(((16.0,), (0.0,), (0.0,)), f)
+        lab = torch.matmul(fm, f)
+        lab = torch.cat([lab[..., :1, :] - 16.0, lab[..., 1:, :]], -2)  # L = 116 f(Y) - 16
         return torch.cat([lab, torch.ones_like(lab[:, :1])], 1) if append_one else lab
     if not append_one:
         lab = torch.matmul(fm, f)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -152,7 +153,7 @@ thistle d8bfd8 tomato ff6347 turquoise 40e0d0 violet ee82ee wheat f5deb3 white f
 whitesmoke f5f5f5 yellow ffff00 yellowgreen 9acd32
 """
 _tokens = _CSS_NAMES.split()
-CSS_COLORS: dict[str, str] = {n: "#" + h for n, h in zip(_tokens[::2], _tokens[1::2])}
+CSS_COLORS: dict[str, str] = {n: "#" + h for n, h in zip(_tokens[::2], _tokens[1::2], strict=True)}
 del _tokens
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -172,7 +173,8 @@ def _parse_one(item: object, name: str) -> tuple[float, float, float]:
         raise ValueError(f"{name}: expected {_EXPECTED}, got {item!r}")
     if isinstance(item, Tensor):
         if item.shape != (3,):
-            raise ValueError(f"{name}: expected a tensor of shape [3], got {v.shape_str(item.shape)}")
+            raise ValueError(
+                f"{name}: expected a tensor of shape [3], got {v.shape_str(item.shape)}")
         if item.dtype == torch.uint8:
             return tuple(int(x) / 255.0 for x in item.tolist())  # type: ignore[return-value]
         v.check_colors(item, name)
@@ -240,15 +242,16 @@ def parse_colors(
     )
     items = [colors] if single else colors
     if not isinstance(items, (list, tuple)):
-        raise TypeError(f"colors: expected {_EXPECTED}, or a list of them, got {type(colors).__name__}")
+        raise TypeError(
+            f"colors: expected {_EXPECTED}, or a list of them, got {type(colors).__name__}")
     if len(items) == 0:
         raise ValueError("colors: expected at least one colour, got an empty sequence")
     names = ["colors"] if single else [f"colors[{i}]" for i in range(len(items))]
-    rows = [_parse_one(item, n) for item, n in zip(items, names)]
+    rows = [_parse_one(item, n) for item, n in zip(items, names, strict=True)]
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
-def to_hex(colors: Tensor) -> str | list:
+def to_hex(colors: Tensor) -> str | list[Any]:
     """Format sRGB colours as ``"#rrggbb"`` strings (each channel rounded to 0..255).
 
     Args:

@@ -207,8 +207,8 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
         ValueError: wrong shapes, K out of range, or an index >= K.
 
     Example:
-        >>> import torch
-        >>> data = encode_indexed_png(torch.tensor([[0, 1]]), torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]]))
+        >>> import torch; pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])
+        >>> data = encode_indexed_png(torch.tensor([[0, 1]]), pal)
         >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[24]  # bit depth 1
         (True, 1)
     """
@@ -227,7 +227,7 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
                          f"[{int(idx.min())}, {int(idx.max())}]")
     h, w = idx.shape
     im = Image.frombytes("P", (w, h), idx.to(torch.uint8).contiguous().numpy().tobytes())
-    im.putpalette(pal8.contiguous().numpy().tobytes(), rawmode="RGBA" if pal8.shape[1] == 4 else "RGB")
+    im.putpalette(pal8.contiguous().numpy().tobytes(), "RGBA" if pal8.shape[1] == 4 else "RGB")
     buf = _io.BytesIO()
     opts = {"optimize": True} if optimize else {"compress_level": PNG_LEVEL}
     im.save(buf, format="PNG", bits=png_bits(k), **opts)

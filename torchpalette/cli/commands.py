@@ -102,7 +102,8 @@ def cmd_palette(args) -> int:
     res = _batched_palettes(
         paths, lambda x: tp.palette(x, k=args.k, space=args.space, seed=args.seed),
         device)
-    print(format_palettes([(str(p), c, w) for p, (c, w) in zip(paths, res)], args.format))
+    rows = [(str(p), c, w) for p, (c, w) in zip(paths, res, strict=True)]
+    print(format_palettes(rows, args.format))
     return 0
 
 
@@ -133,12 +134,13 @@ def cmd_delta_e(args) -> int:
     a, b = (_parse_color_arg(c) for c in args.colors)
     d = float(tp.delta_e(a, b, method=args.method))
     under = d < tp.JND
-    ha, hb = tp.to_hex(torch.stack([a, b]))
+    ha, hb = tp.to_hex(a), tp.to_hex(b)
     if args.format == "json":
         print(json.dumps({"a": ha, "b": hb, "method": args.method, "delta_e": d,
                           "jnd": tp.JND, "under_jnd": under}))
     else:
-        verdict = "under the JND: hardly distinguishable" if under else "above the JND: visibly different"
+        verdict = ("under the JND: hardly distinguishable" if under
+                   else "above the JND: visibly different")
         print(f"delta E ({args.method}) {ha} {hb} = {d:.4f} ({verdict}, JND = {tp.JND})")
     return 0
 
@@ -155,8 +157,10 @@ def cmd_report(args) -> int:
     report_mod.write_report(rep, out, force=args.force)
     use_color = _use_color(sys.stdout)
     print(f"{path.name}: {rep.width}x{rep.height}, report written to {out}")
-    print(f"dominant colours ({len(rep.dominant)}): {swatches(rep.dominant_sorted, use_color=use_color)}")
-    print(f"k-means palette ({len(rep.palette)}): {swatches(rep.palette_sorted, use_color=use_color)}")
+    dom = swatches(rep.dominant_sorted, use_color=use_color)
+    pal = swatches(rep.palette_sorted, use_color=use_color)
+    print(f"dominant colours ({len(rep.dominant)}): {dom}")
+    print(f"k-means palette ({len(rep.palette)}): {pal}")
     for note in rep.notes:
         print(f"note: {note}")
     n_close = int((rep.dominant_de < tp.JND).sum())
@@ -227,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
             "torchpalette dominant photo.jpg --top-n 10 --format gpl > photo.gpl")
     s.add_argument("image", metavar="IMAGE", help="image file")
     s.add_argument("--top-n", type=_int_in(1, 4096), default=32, help="colours (default: 32)")
-    s.add_argument("--bins", type=_int_in(1, 256), default=16, help="bins per channel (default: 16)")
+    s.add_argument("--bins", type=_int_in(1, 256), default=16,
+                   help="bins per channel (default: 16)")
     s.add_argument("--format", choices=FORMATS, default="hex", help="output format (default: hex)")
     device(s)
 

@@ -88,8 +88,8 @@ def _scale_group(c: Tensor, scale: str, w: int, h: int, peak: float) -> str:
                      f'dominant-baseline="middle">{_compact(t)}</text>')
     bins = c.shape[1]
     xs = [round(_LEFT + i * pw / (bins - 1), 2) for i in range(bins)]
-    for (name, stroke, dash), row in zip(_CURVES, c.tolist()):
-        pts = " ".join(f"{x},{round(y(n), 2)}" for x, n in zip(xs, row))
+    for (name, stroke, dash), row in zip(_CURVES, c.tolist(), strict=True):
+        pts = " ".join(f"{x},{round(y(n), 2)}" for x, n in zip(xs, row, strict=True))
         dashes = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(f'<polyline fill="none" stroke="{stroke}" stroke-width="1.5"{dashes} '
                      f'points="{pts}"><title>{name}</title></polyline>')
@@ -222,7 +222,8 @@ def swatches_svg(
     Example:
         >>> import torch
         >>> from torchpalette.cli.figures import swatches_svg
-        >>> svg = swatches_svg(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), captions=["", "ΔE 52"])
+        >>> red_blue = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> svg = swatches_svg(red_blue, captions=["", "ΔE 52"])
         >>> svg.count("<rect"), "#ff0000" in svg, "ΔE 52" in svg
         (2, True, True)
     """
@@ -236,8 +237,11 @@ def swatches_svg(
         if isinstance(captions, str) or not isinstance(captions, Sequence):
             raise TypeError(f"captions: expected a sequence of str, got {type(captions).__name__}")
         if len(captions) != k:
-            raise ValueError(f"captions: expected {k} strings (one per colour), got {len(captions)}")
+            raise ValueError(
+                f"captions: expected {k} strings (one per colour), got {len(captions)}")
     hexes = to_hex(colors.detach().cpu())
+    if not isinstance(hexes, list):  # [K, 3] colours give one string per colour
+        raise TypeError(f"colors: expected shape [K, 3], got {list(colors.shape)}")
     font = max(8, size // 5)
     lines = int(labels) + int(captions is not None)
     gap = 4

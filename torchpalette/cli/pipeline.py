@@ -113,7 +113,8 @@ def gpu_decode_jpegs(items: list, paths: Sequence[Path], device: torch.device) -
             images = decode_jpeg([data for _, _, data, _, _ in items], mode=ImageReadMode.RGB,
                                  device=device, apply_exif_orientation=True)
         share = (time.perf_counter() - t0) / max(len(items), 1)
-        return [(i, "rgb", img, None, s + share) for (i, _, _, _, s), img in zip(items, images)]
+        return [(i, "rgb", img, None, s + share)
+                for (i, _, _, _, s), img in zip(items, images, strict=True)]
     except Exception:
         out = []
         for i, _, _, _, s in items:
@@ -134,7 +135,8 @@ def decode_loader(paths: Sequence[Path], batch_size: int, workers: int, raw_jpeg
     """Batches (lists) of decoded items, ``workers`` processes ahead of the caller; with
     ``raw_jpeg``, JPEGs come as raw bytes for :func:`gpu_decode_jpegs`."""
     return torch.utils.data.DataLoader(
-        _DecodeDataset(paths, raw_jpeg), batch_size=batch_size, num_workers=workers, collate_fn=_as_list,
+        _DecodeDataset(paths, raw_jpeg), batch_size=batch_size, num_workers=workers,
+        collate_fn=_as_list,
         prefetch_factor=4 if workers else None, persistent_workers=False)
 
 
@@ -230,21 +232,21 @@ class _Runner:
         """Quantize equal-shaped RGB images as one batch; on failure, each alone."""
         try:
             results = self._rgb_batch([img for _, img in members])
-        except Exception:
+        except Exception as exc:
             if len(members) > 1:
                 for m in members:
                     self.rgb([m])
             else:
-                self.fail(members[0][0], one_line(sys.exc_info()[1]))
+                self.fail(members[0][0], one_line(exc))
             return
-        for (i, _), (idx, pal) in zip(members, results):
+        for (i, _), (idx, pal) in zip(members, results, strict=True):
             self.submit(i, idx, pal)
 
     def _rgb_batch(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         x = torch.stack(images).to(self.device, non_blocking=True)
         idx, pals = self.q.rgb_batch(x)
         idx, pals = idx.to(torch.uint8).cpu(), pals.float().cpu()
-        return list(zip(idx, pals))
+        return list(zip(idx, pals, strict=True))
 
     def rgba(self, i: int, image: Tensor) -> None:
         try:

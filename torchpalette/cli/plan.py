@@ -132,14 +132,15 @@ def plan_jobs(src: Path, dst: Path) -> Plan:
         raise UsageError(f"SRC: expected an existing folder, got {str(src)!r}")
     s, d = src.resolve(), dst.resolve()
     if d == s or s in d.parents:
-        raise UsageError(f"DST: expected a folder outside SRC, got {str(dst)!r} inside {str(src)!r}")
+        raise UsageError(
+            f"DST: expected a folder outside SRC, got {str(dst)!r} inside {str(src)!r}")
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
     plan = walk_images(src, avoid=d)
     rels = [j.rel for j in plan.jobs]
     names = output_names(rels)
-    plan.jobs = [Job(src / r, d / n, r) for r, n in zip(rels, names)]
-    plan.renamed = [(r, n) for r, n in zip(rels, names)
+    plan.jobs = [Job(src / r, d / n, r) for r, n in zip(rels, names, strict=True)]
+    plan.renamed = [(r, n) for r, n in zip(rels, names, strict=True)
                     if n != str(PurePosixPath(r).with_suffix(".png"))]
     return plan
 

@@ -99,6 +99,8 @@ class Quantizer:
         return idx, torch.cat(entries)
 
     def _rgba_fixed(self, x: Tensor, clear: Tensor, solid: Tensor, part: Tensor):
+        if self.fixed is None:
+            raise ValueError("fixed: expected a palette, got None")
         pal = self.fixed.to(x.device)
         k = len(pal)
         near = tp.palette_indices(x[:3], pal, space=self.space, dither=self.dither)

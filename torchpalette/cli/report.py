@@ -148,7 +148,8 @@ def _banded_histogram(image: Tensor) -> Tensor:
     """``tp.histogram`` of every pixel of ``[C, H, W]``, counted a band of rows at a time (the
     counts add up), so a 48-megapixel image needs no gigabytes of scratch."""
     rows = max(1, _BAND_PIXELS // image.shape[-1])
-    return sum(tp.histogram(image[:, r:r + rows]) for r in range(0, image.shape[-2], rows))
+    bands = [tp.histogram(image[:, r:r + rows]) for r in range(0, image.shape[-2], rows)]
+    return torch.stack(bands).sum(0)
 
 
 def _png(image: Tensor, palette: Tensor | None = None) -> bytes:
@@ -207,11 +208,13 @@ def _sorted_with_de(colors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Te
 
 
 def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
-    """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all."""
-    colors, weights = _used(tp.palette(work, k=n, seed=seed))
+    """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all:
+    the plain one is ``tp.quantize``'s own (one search), the dithered ones reuse its palette."""
+    q = tp.quantize(work, n, seed=seed)
+    colors, weights = _used(tp.Palette(q.palette, q.weights))
     out = []
     for dither in ("none", *DITHERS):
-        reduced = tp.apply_palette(work, colors, dither=dither)
+        reduced = q.image() if dither == "none" else tp.apply_palette(work, colors, dither=dither)
         out.append(Reduction(n, _png(reduced, colors), _mean_de(work, reduced), dither,
                              colors.cpu(), weights.cpu()))
     return out
@@ -232,7 +235,7 @@ def _shown(image: Tensor, work: Tensor, path: Path | None) -> tuple[bytes, str, 
     format browsers show, else the analysed image (JPEG when opaque: a fraction of a PNG)."""
     mime = _MIME.get(path.suffix.lower()) if path is not None else None
     file_bytes = path.stat().st_size if path is not None else len(_png(image))
-    if mime and work.shape == image.shape:
+    if mime and path is not None and work.shape == image.shape:
         return path.read_bytes(), mime, file_bytes
     if work.shape[0] == 3 and work.shape[-1] * work.shape[-2] > 4096:
         return _jpeg(work), "image/jpeg", file_bytes
@@ -301,7 +304,8 @@ def make_report(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         image, path = _load(source, device)
-        work = _resize(image, analysis_size(*image.shape[-2:], max_pixels))
+        h, w = image.shape[-2:]
+        work = _resize(image, analysis_size(h, w, max_pixels))
         dom = tp.dominant_colors(image, top_n=top_n)
         dom_sorted, dom_sorted_w, dom_de = _sorted_with_de(dom.colors, dom.weights)
         pal_colors, pal_weights = _used(tp.palette(work, k=colors, seed=seed))

@@ -187,9 +187,10 @@ def _reduced_section(rep: Report) -> str:
 
 def _sections(rep: Report) -> list[tuple[str, str, str]]:
     dom_sorted_caps = [[(p, "w")] + de for p, de in
-                       zip(_pct(rep.dominant_sorted_weights), _de_lines(rep.dominant_de))]
+                       zip(_pct(rep.dominant_sorted_weights), _de_lines(rep.dominant_de),
+                           strict=True)]
     pal_caps = [[(p, "w")] + de for p, de in
-                zip(_pct(rep.palette_sorted_weights), _de_lines(rep.palette_de))]
+                zip(_pct(rep.palette_sorted_weights), _de_lines(rep.palette_de), strict=True)]
     k_dom, k_pal = len(rep.dominant), len(rep.palette)
     return [
         ("image", "Image", _image_section(rep)),

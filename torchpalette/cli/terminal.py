@@ -51,7 +51,10 @@ def _xterm256(r: int, g: int, b: int) -> int:
     grey = min(23, max(0, round(((r + g + b) / 3 - 8) / 10)))
     cands = [(16 + 36 * cube[0] + 6 * cube[1] + cube[2], [levels[i] for i in cube]),
              (232 + grey, [8 + 10 * grey] * 3)]
-    return min(cands, key=lambda c: sum((x - y) ** 2 for x, y in zip(c[1], (r, g, b))))[0]
+    def dist(c: tuple[int, list[int]]) -> int:
+        return sum((x - y) ** 2 for x, y in zip(c[1], (r, g, b), strict=True))
+
+    return min(cands, key=dist)[0]
 
 
 def swatches(colors: Tensor, *, use_color: bool | str | None, width: int = 2) -> str:

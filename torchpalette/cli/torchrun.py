@@ -174,8 +174,8 @@ def session(device: torch.device) -> Iterator[tuple[Ranks | None, torch.device]]
         UsageError: ``LOCAL_RANK`` names a GPU this node does not have.
     """
     env = env_ranks()
-    dist = sys.modules.get("torch.distributed")
-    ready = dist is not None and dist.is_available() and dist.is_initialized()
+    loaded = sys.modules.get("torch.distributed")  # initialised by the caller, if imported
+    ready = loaded is not None and loaded.is_available() and loaded.is_initialized()
     if env is None and not ready:
         yield None, device
         return
