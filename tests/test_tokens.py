@@ -333,3 +333,31 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     for name in [*names, "palette.npy"]:
         assert (one / name).read_bytes() == (many / name).read_bytes(), name
     assert len(list((many / ".torchpalette").glob("tokens.*.jsonl"))) == 2  # one log per rank
+
+
+def test_readme_recipe_reads_shards_and_npy(tmp_path):
+    """The README's torch.utils.data recipe: webdataset batches and the npy memory-map decode
+    to the same images as the PNG mirror."""
+    wds = pytest.importorskip("webdataset")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    for fmt in ("png", "tokens", "npy"):
+        assert run(str(src), str(tmp_path / fmt), "--format", fmt, "--fit-palette",
+                   "--colors", "10", "--shard-size", "4") == 0
+    palette = torch.from_numpy(np.load(tmp_path / "tokens" / "palette.npy"))
+    ds = (wds.WebDataset(str(tmp_path / "tokens" / "shard-{000000..000001}.tar"),
+                         shardshuffle=False)
+          .decode().to_tuple("__key__", "idx.npy").batched(8))
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
+    keys, indices = next(iter(loader))
+    images = palette[torch.as_tensor(indices).long()].permute(0, 3, 1, 2)
+    assert list(keys) == [f"{i}_png" for i in range(6)]  # both shards, in order
+    arr = np.load(tmp_path / "npy" / "indices.npy", mmap_mode="r")
+    batch = torch.from_numpy(arr[:6].astype(np.int64))
+    from_npy = torch.from_numpy(np.load(tmp_path / "npy" / "palette.npy"))[batch]
+    assert torch.equal(from_npy.permute(0, 3, 1, 2), images)
+    for i in range(6):
+        assert torch.equal(images[i], tp.read_image(tmp_path / "png" / f"{i}.png"))
