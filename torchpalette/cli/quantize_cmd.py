@@ -176,6 +176,12 @@ Finished outputs are skipped (broken ones redone), a second run on the same DST 
 first (lock file DST/.torchpalette.lock), each failing file is listed at the end (exit 1);
 RGBA images get palette entries with alpha (--colors counts them). Directory symlinks are
 followed once; .gif files are processed (first frame only if single-frame).
+
+--format tokens writes WebDataset shards (DST/shard-000000.tar...): per sample <key>.idx.npy
+(uint8 indices, uint16 past 256 colours), <key>.json and, without --palette/--fit-palette,
+<key>.palette.npy; else one DST/palette.npy + palette.json. A WebDataset sample's other
+members pass through. Shards appear only when complete; a re-run redoes only unfinished ones.
+--format npy writes indices.npy [N, H, W] (same-size images), keys.json and the palette(s).
 """
 
 
