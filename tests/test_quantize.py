@@ -129,7 +129,7 @@ def test_reduce_colors_dithered_and_alpha():
 @pytest.mark.parametrize(
     "call, err, match",
     [
-        (lambda im: tp.apply_palette(im, PAL[:, :2]), ValueError, r"palette: expected shape \[..., K, 3\]"),
+        (lambda im: tp.apply_palette(im, PAL[:, :2]), ValueError, r"palette: expected shape \[..., K, 3\|4\]"),
         (lambda im: tp.apply_palette(im, PAL * 2), ValueError, r"palette: expected values in \[0, 1\]"),
         (lambda im: tp.apply_palette(im, (PAL * 255).to(torch.uint8)), TypeError, "palette: expected a floating"),
         (lambda im: tp.apply_palette(im, PAL.expand(3, 5, 3)), ValueError, "batch dims"),

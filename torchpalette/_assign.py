@@ -16,14 +16,16 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
+from ._alpha import opaque_substitutes, quantize_rgba
 from ._dither import dither_labels
 from ._image import split_alpha
 from ._nearest import search, search_near_boundaries
-from ._palette_core import PixelLabels
+from ._palette_core import PaletteOptions, PixelLabels
 from ._spaces import to_space
 
 DITHERS = ("none", "ordered", "floyd-steinberg")
 ASSIGNS = ("auto", "exact", "bins", "refined")
+ALPHAS = ("keep", "quantize")
 
 
 def plan(
@@ -108,3 +110,25 @@ def shares(image: Tensor, labels: Tensor, k: int) -> Tensor:
     counts = torch.zeros(labels.shape[0], k, dtype=torch.float64, device=labels.device)
     counts.scatter_add_(1, labels, w)
     return counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def label_rgba(
+    image: Tensor, space: str, dither: str, *, opt: PaletteOptions | None = None,
+    palette: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Labels ``[B, H*W]`` and RGBA palettes ``[B, K, 4]`` of a checked, detached image
+    ``[..., 3|4, H, W]`` with alpha quantized (``torchpalette._alpha``): each image's own
+    palette (``opt``) or the given ``palette [B, K, 4]``. A dither decides the opaque pixels
+    among the opaque entries."""
+    h, w = image.shape[-2:]
+    x = image.reshape(-1, image.shape[-3], h * w)
+    labels, pal = quantize_rgba(x, space, opt=opt, palette=palette)
+    if dither == "none":
+        return labels, pal
+    sub = opaque_substitutes(pal)  # [B, K]: non-opaque entries replaced by an opaque one
+    cols = pal[..., :3].gather(1, sub.unsqueeze(-1).expand(-1, -1, 3))
+    dithered = sub.gather(1, search_pixels(x[:, :3], cols, space, dither, (h, w)))
+    if x.shape[1] == 3:
+        return dithered, pal
+    solid = x[:, 3] == (255 if x.dtype == torch.uint8 else 1)
+    return torch.where(solid, dithered, labels), pal

@@ -51,10 +51,12 @@ class Quantized:
         indices: ``[..., H, W]`` index of each pixel's palette entry; ``uint8`` when K <= 256,
             ``int16`` up to 32,768 entries, ``int32`` beyond (or the ``index_dtype`` asked for).
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (float32, or the image's float dtype;
-            a given palette keeps its dtype and its autograd history).
+            a given palette keeps its dtype and its autograd history), or ``[..., K, 4]``
+            RGBA where alpha is quantized.
         weights: ``[..., K]`` fraction of the visible pixels of each entry (sum 1 per image;
             0 for an image whose pixels are all transparent).
-        alpha: ``[..., 1, H, W]`` the input's alpha channel, passed through, or None.
+        alpha: ``[..., 1, H, W]`` the input's alpha channel, passed through, or None (no
+            alpha, or alpha quantized in the palette).
         dtype: the input image's dtype, which :meth:`image` returns.
     """
 
@@ -70,9 +72,9 @@ class Quantized:
         passes through. Bit-identical to :func:`torchpalette.reduce_colors` /
         :func:`torchpalette.apply_palette` with the same options."""
         *batch, h, w = self.indices.shape
-        k = self.palette.shape[-2]
-        pal = self.palette.reshape(-1, k, 3)
+        k, c = self.palette.shape[-2:]
+        pal = self.palette.reshape(-1, k, c)
         pal = float_to_uint8(pal) if self.dtype == torch.uint8 else pal.to(self.dtype)
-        labels = self.indices.reshape(pal.shape[0], 1, h * w).long().expand(-1, 3, -1)
-        out = pal.transpose(1, 2).gather(2, labels).reshape(*batch, 3, h, w)
+        labels = self.indices.reshape(pal.shape[0], 1, h * w).long().expand(-1, c, -1)
+        out = pal.transpose(1, 2).gather(2, labels).reshape(*batch, c, h, w)
         return merge_alpha(out, self.alpha)

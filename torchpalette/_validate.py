@@ -175,6 +175,7 @@ def check_colors(
     min_ndim: int = 1,
     value_range: tuple[float, float] | None = (0.0, 1.0),
     check_values: bool = True,
+    channels: tuple[int, ...] = (3,),
 ) -> Tensor:
     """Validate a channel-last colour tensor ``[..., 3]`` of a floating dtype.
 
@@ -182,6 +183,7 @@ def check_colors(
         colors: the candidate colours.
         name: argument name used in error messages.
         min_ndim: fewest dims (2 for ``[..., K, 3]`` lists of colours).
+        channels: accepted sizes of the last dim (``(3, 4)``: RGBA palettes too).
         value_range: allowed closed range (sRGB: (0, 1)); ``None`` skips the range check
             (Lab, Oklab).
         check_values: check for NaN/inf and the range.
@@ -192,8 +194,9 @@ def check_colors(
     """
     check_tensor(colors, name)
     check_float_dtype(colors, name)
-    want = "[..., K, 3]" if min_ndim >= 2 else "[..., 3]"
-    if colors.ndim < min_ndim or colors.shape[-1] != 3:
+    c = "|".join(str(n) for n in channels)
+    want = f"[..., K, {c}]" if min_ndim >= 2 else f"[..., {c}]"
+    if colors.ndim < min_ndim or colors.shape[-1] not in channels:
         raise ValueError(f"{name}: expected shape {want}, got {shape_str(colors.shape)}")
     check_nonempty(colors, name)
     if check_values:

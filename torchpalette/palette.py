@@ -30,9 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from . import _policy
 from . import _validate as v
+from ._assign import ALPHAS, label_rgba, shares
 from ._palette_core import METHODS, check_options, image_palette
 from ._spaces import SPACES
 from ._types import Palette
@@ -49,6 +52,7 @@ def palette(
     seed: int = 0,
     method: str = "hist",
     bits: int | None = None,
+    alpha: str = "keep",
     **kmeans_kw: Any,
 ) -> Palette:
     """Weighted k-means palette of each image.
@@ -67,6 +71,11 @@ def palette(
         bits: bits per channel of the ``"hist"`` bins: ``None`` (default) adapts to the image
             up to exact colours; 8: exact colours, coarse-to-fine (above); 1..7 fixes them
             (5 was the default before).
+        alpha: ``"keep"`` (default): an RGB palette of the visible pixels. ``"quantize"``: an
+            RGBA palette ``[..., max(k, 2), 4]`` with alpha quantized, as
+            :func:`torchpalette.quantize` builds it (a transparent entry first where there
+            are transparent pixels, then opaque entries, then semi-transparent ones; weights
+            are shares of the visible pixels, not sorted).
         **kmeans_kw: passed to :func:`torchpalette.kmeans` (``max_iter``, ``tol``,
             ``n_init``); ``tol`` defaults to 1e-2 here and ``n_init`` to 3 for ``k <= 4``
             (small palettes: one seeding can land in a clearly worse local optimum), else 1.
@@ -93,5 +102,12 @@ def palette(
                 [255.,   0.,   0.]]), tensor([0.7500, 0.2500]))
     """
     v.check_image(image, "image")
+    v.check_choice(alpha, "alpha", ALPHAS)
     opt = check_options(k, space, max_pixels, seed, method, bits, kmeans_kw)
+    if alpha == "quantize":
+        with torch.no_grad(), _policy.no_autocast(image):
+            labels, rgba = label_rgba(image.detach(), space, "none", opt=opt)
+            weights = shares(image, labels, rgba.shape[-2]).to(rgba.dtype)
+        batch = image.shape[:-3]
+        return Palette(rgba.reshape(*batch, -1, 4), weights.reshape(*batch, -1))
     return image_palette(image, opt)[0]

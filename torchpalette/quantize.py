@@ -39,7 +39,7 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
-from ._assign import DITHERS, label_pixels, plan, shares
+from ._assign import ALPHAS, DITHERS, label_pixels, label_rgba, plan, shares
 from ._image import split_alpha
 from ._palette_core import check_options, image_palette
 from ._spaces import SPACES
@@ -59,6 +59,7 @@ def quantize(
     dither: str = "none",
     assign: str = "auto",
     index_dtype: torch.dtype | None = None,
+    alpha: str = "keep",
     **palette_kw: Any,
 ) -> Quantized:
     """Palette indices and palette of each image, in one call: one validation, one search.
@@ -83,6 +84,13 @@ def quantize(
         index_dtype: dtype of the indices; default the smallest that holds K: ``uint8`` up to
             256 colours, ``int16`` up to 32,768, ``int32`` beyond. ``torch.int64`` gives the
             indices torch's indexing ops take.
+        alpha: ``"keep"`` (default): alpha passes through, the palette is RGB. ``"quantize"``
+            (implied by an RGBA ``palette [..., K, 4]``): alpha is a quantized channel of an
+            RGBA palette ``[..., K, 4]`` (``max(colors, 2)`` entries for an own palette,
+            unused ones repeating entry 0): transparent pixels share one entry, opaque pixels
+            map to opaque entries, semi-transparent ones to the nearest entry in premultiplied
+            coordinates (``torchpalette._alpha``); ``assign`` is then the exact search, and a
+            dither chooses among the opaque entries for the opaque pixels.
         **palette_kw: own palette only, passed to :func:`torchpalette.palette` (``seed``,
             ``method``, ``max_pixels``, ``bits``, k-means options).
 
@@ -112,9 +120,10 @@ def quantize(
         >>> tp.quantize(img, palette=torch.tensor([[1.0, 0, 0], [0, 0, 0]])).indices[0].tolist()
         [0, 1, 1, 1]
     """
+    v.check_choice(alpha, "alpha", ALPHAS)
     if palette is not None:
         return _quantize_given(image, colors, palette, space, dither, assign, index_dtype,
-                               palette_kw)
+                               alpha, palette_kw)
     colors = _colors_alias(colors, palette_kw)
     v.check_image(image, "image")
     labels_mode, fallback = plan(assign, dither, palette_kw.get("method", "hist"),
@@ -124,6 +133,13 @@ def quantize(
         palette_kw.pop("method", "hist"), palette_kw.pop("bits", None), palette_kw,
         caller="quantize",
     )
+    if alpha == "quantize":
+        _exact_only(assign)
+        idtype = _index_dtype(index_dtype, max(opt.k, 2))
+        with torch.no_grad(), _policy.no_autocast(image):
+            labels, rgba = label_rgba(image.detach(), space, dither, opt=opt)
+            weights = shares(image, labels, rgba.shape[-2]).to(rgba.dtype)
+        return _result(image, labels, rgba.reshape(*image.shape[:-3], -1, 4), weights, idtype)
     idtype = _index_dtype(index_dtype, opt.k)
     with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
         pal, found = image_palette(image.detach(), opt, labels=labels_mode)
@@ -133,7 +149,7 @@ def quantize(
 
 def _quantize_given(
     image: Any, colors: Any, palette: Any, space: str, dither: str, assign: str,
-    index_dtype: Any, palette_kw: dict[str, Any],
+    index_dtype: Any, alpha: str, palette_kw: dict[str, Any],
 ) -> Quantized:
     """:func:`quantize` with a given palette."""
     if colors is not None or "k" in palette_kw:
@@ -147,8 +163,19 @@ def _quantize_given(
     _, fallback = plan(assign, dither, "given", None, image.device)
     idtype = _index_dtype(index_dtype, pal.shape[-2])
     pal = torch.broadcast_to(pal, (*batch, *pal.shape[-2:]))
+    if alpha == "quantize" and pal.shape[-1] == 3:
+        raise ValueError(
+            f"palette: expected RGBA entries [..., K, 4] with alpha='quantize', got shape "
+            f"{v.shape_str(pal.shape)}"
+        )
+    if pal.shape[-1] == 4:
+        _exact_only(assign)
     with torch.no_grad(), _policy.no_autocast(image):
-        labels = label_pixels(image.detach(), pal.detach(), space, dither, fallback, None)
+        if pal.shape[-1] == 4:
+            labels, _ = label_rgba(image.detach(), space, dither,
+                                   palette=pal.detach().reshape(-1, *pal.shape[-2:]))
+        else:
+            labels = label_pixels(image.detach(), pal.detach(), space, dither, fallback, None)
         weights = shares(image, labels, pal.shape[-2]).to(
             pal.dtype if pal.is_floating_point() else torch.float32)
     return _result(image, labels, pal, weights, idtype)
@@ -159,9 +186,18 @@ def _result(image: Tensor, labels: Tensor, pal: Tensor, weights: Tensor,
     """Pack labels ``[B, H*W]`` and the palette into a :class:`Quantized` of the image's
     batch shape."""
     batch, hw = image.shape[:-3], image.shape[-2:]
-    _, alpha = split_alpha(image)
+    alpha = None if pal.shape[-1] == 4 else split_alpha(image)[1]  # RGBA palettes hold it
     indices = labels.to(idtype).reshape(*batch, *hw)
     return Quantized(indices, pal, weights.reshape(*batch, -1), alpha, image.dtype)
+
+
+def _exact_only(assign: str) -> None:
+    """RGBA palettes are searched exactly: ``assign`` must be ``"auto"`` or ``"exact"``."""
+    if assign not in ("auto", "exact"):
+        raise ValueError(
+            f"assign: expected 'exact' or 'auto' with an RGBA palette (alpha='quantize'), "
+            f"got {assign!r}"
+        )
 
 
 def _index_dtype(index_dtype: Any, k: int) -> torch.dtype:
@@ -194,7 +230,7 @@ def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tenso
     v.check_image(image, "image")
     if isinstance(pal, Palette):
         pal = pal.colors
-    v.check_colors(pal, "palette", min_ndim=2)
+    v.check_colors(pal, "palette", min_ndim=2, channels=(3, 4))
     v.check_choice(space, "space", SPACES)
     v.check_choice(dither, "dither", DITHERS)
     try:
