@@ -8,8 +8,11 @@ then runs, each as a subprocess (start-up included) on a fresh DST, ``--repeats`
 * ``--format npy`` (one ``[N, H, W]`` array),
 * ``--format tokens --fit-palette --colors 512`` (ImageGPT's setting: a dataset palette, 2 passes).
 
-For each: median seconds, images/s, and output bytes per image (all files under DST except the
-tool's hidden record). The CPU load is printed before each run and under the table.
+For each: median seconds, images/s, CPU seconds per image (user + system of the subprocess,
+start-up included: what a busy shared machine distorts least), and output bytes per image (all
+files under DST except the tool's hidden record). The forms run interleaved, repeat by repeat,
+so a change of machine load hits them alike (the slow 512-colour fit runs once). The CPU load
+is printed before each run and under the table.
 
 Usage: python benchmarks/bench_tokens.py [--n 64] [--size 256] [--workers 2] [--repeats 3]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,19 +41,24 @@ def out_bytes(dst: Path) -> int:
                if p.is_file() and ".torchpalette" not in p.parts and not p.name.startswith("."))
 
 
-def time_run(src: Path, dst: Path, opts: list[str], workers: int) -> tuple[float, float]:
-    """Seconds of one ``quantize`` subprocess on a fresh DST, and the load just before it."""
+def time_run(src: Path, dst: Path, opts: list[str], workers: int
+             ) -> tuple[float, float, float]:
+    """Seconds and CPU seconds of one ``quantize`` subprocess on a fresh DST, and the load
+    just before it."""
     shutil.rmtree(dst, ignore_errors=True)
     busy = machine_busy(0.3)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "torchpalette", "quantize", str(src), str(dst),
                         "--device", "cpu", "--workers", str(workers), "--quiet", *opts],
                        env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"quantize {' '.join(opts)} failed:\n{p.stdout}\n{p.stderr}")
-    return seconds, busy
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return seconds, cpu, busy
 
 
 def main() -> None:
@@ -71,20 +80,27 @@ def main() -> None:
         src_bytes = out_bytes(src)
         print(f"{a.n} images {a.size}x{a.size} (PNG source: {src_bytes / a.n / 1024:.1f} KiB "
               f"per image), --workers {a.workers}, median of {a.repeats}")
-        rows, loads = [], [busy0]
-        for name, opts in forms.items():
-            runs = [time_run(src, Path(tmp) / "dst", opts, a.workers) for _ in range(a.repeats)]
-            loads += [b for _, b in runs]
-            sec = statistics.median(s for s, _ in runs)
-            per = out_bytes(Path(tmp) / "dst") / a.n
-            rows.append((name, sec, a.n / sec, per))
-            print(f"  {name}: runs {[round(s, 2) for s, _ in runs]} s, CPU busy before each "
-                  f"{[f'{100 * b:.0f}%' for _, b in runs]}", flush=True)
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in forms}
+        sizes: dict[str, int] = {}
+        for r in range(a.repeats):
+            for name, opts in forms.items():
+                if "512" in name and r > 0:
+                    continue
+                dst = Path(tmp) / "dst"
+                runs[name].append(time_run(src, dst, opts, a.workers))
+                sizes[name] = out_bytes(dst)
+                sec, cpu, busy = runs[name][-1]
+                print(f"  {name}: {sec:.2f} s, {cpu:.2f} CPU s, CPU busy before "
+                      f"{100 * busy:.0f}%", flush=True)
+    loads = [busy0] + [b for rs in runs.values() for _, _, b in rs]
     print()
-    print("| output | median s | images/s | bytes/image |")
-    print("|---|---:|---:|---:|")
-    for name, sec, rate, per in rows:
-        print(f"| {name} | {sec:.2f} | {rate:.1f} | {per:,.0f} |")
+    print("| output | runs | median s | images/s | CPU ms/image | bytes/image |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rs in runs.items():
+        sec = statistics.median(s for s, _, _ in rs)
+        cpu = statistics.median(c for _, c, _ in rs)
+        print(f"| {name} | {len(rs)} | {sec:.2f} | {a.n / sec:.1f} | {1000 * cpu / a.n:.0f} | "
+              f"{sizes[name] / a.n:,.0f} |")
     print(f"\nCPU busy before runs: max {100 * max(loads):.0f}%, load average after: "
           f"{os.getloadavg()}")
     warn_if_busy(max(loads))

@@ -38,7 +38,7 @@ from .tokens import HIDDEN, NpyWriter, ShardWriter, sample_members, write_datase
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Item ``i``: ``(i, kind, image, error, extras)`` with every error caught."""
+    """Item ``i``: ``(i, kind, image, error, extras, seconds)`` with every error caught."""
 
     def __init__(self, samples: list[Sample]):
         self.samples = samples
@@ -47,16 +47,16 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        s = self.samples[i]
+        s, t0 = self.samples[i], time.perf_counter()
         try:
             if s.image is None:
                 raise ValueError(f"{s.rel}: expected an image member, got "
                                  f"{sorted(s.extras) or 'none'}")
             kind, image = classify(io.read_image(s.name or s.rel, data=s.image.read()))
             extras = {k: r.read() for k, r in s.extras.items()}
-            return i, kind, image, None, extras
+            return i, kind, image, None, extras, time.perf_counter() - t0
         except Exception as exc:  # a bad sample fails alone
-            return i, "", None, one_line(exc), {}
+            return i, "", None, one_line(exc), {}, time.perf_counter() - t0
 
 
 def _batches(units: list[Unit], batch_size: int) -> list[list[int]]:
@@ -86,7 +86,7 @@ def quantize_items(items, q: Quantizer, device: torch.device):
     RGB images as one batch (each alone if the batch fails), RGBA one by one."""
     out: dict[int, Any] = {}
     groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    for i, kind, image, error, _ in items:
+    for i, kind, image, error, *_ in items:
         if error is not None:
             out[i] = error
         elif kind == "clear":
@@ -167,7 +167,7 @@ def fit_units(units: list[Unit], args: Any, device: torch.device) -> torch.Tenso
     def images():
         dl, _ = loader(units, args.batch_size, args.workers)
         for items in dl:
-            yield from (img for _, _, img, err, _ in items if err is None)
+            yield from (img for _, _, img, err, *_ in items if err is None)
 
     try:
         return tp.fit_palette(images(), args.colors, space=args.space, seed=args.seed,
@@ -253,57 +253,99 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     stats.total = total
     bar = Progress(total, not args.quiet)
     dl, samples = loader(ready, args.batch_size, args.workers)
-    npy = NpyWriter(dst, total, k, pal is not None) if args.format == "npy" else None
+    out: _Shards | _Array = (_Array(NpyWriter(dst, total, k, pal is not None))
+                             if args.format == "npy" else _Shards(dst, rank, digest, args, pid, k))
     owner = [u for u in ready for _ in u.samples]
-    writer: ShardWriter | None = None
-    current: Unit | None = None
-    failed: list[tuple[str, str]] = []
     try:
         for items in dl:
             t1 = time.perf_counter()
             results = quantize_items(items, quantizer, device)
             stats.quantize_s += time.perf_counter() - t1
-            for i, *_rest, extras in items:
+            for i, _kind, _image, _error, extras, seconds in items:
                 s, res = samples[i], results[i]
-                if owner[i] is not current and npy is None:
-                    _finish(writer, current, failed, dst, rank, digest, stats)
-                    current, failed = owner[i], []
-                    writer = ShardWriter(dst, current.name, max_count=args.shard_size,
-                                         max_bytes=args.shard_bytes)
+                stats.decode_s += seconds
+                t1 = time.perf_counter()
                 try:
                     if isinstance(res, str):
-                        raise ValueError(res)
-                    if npy is not None:
-                        npy.add(s.key, s.rel, *res)
-                    else:
-                        assert writer is not None
-                        writer.add(sample_members(s.key, s.rel, *res, dataset_pid=pid, k=k,
-                                                  extras=extras, fields=s.fields))
+                        raise _Failed(res)
+                    out.add(owner[i], s, res, extras)
                     stats.done += 1
-                except ValueError as exc:
-                    why = str(exc) if isinstance(res, str) else one_line(exc)
-                    failed.append((s.rel, why))
+                except (_Failed, ValueError) as exc:
+                    why = str(exc) if isinstance(exc, _Failed) else one_line(exc)
+                    out.fail(owner[i], (s.rel, why))
                     stats.failures.append((s.rel, why))
+                stats.encode_s += time.perf_counter() - t1
                 bar.add(1)
-        if npy is not None:
-            npy.commit()
-        else:
-            _finish(writer, current, failed, dst, rank, digest, stats)
-            writer = None
+        out.finish()
     finally:
-        if writer is not None:
-            writer.abort()
+        out.abort()
         bar.close()
     stats.failures.sort()
     stats.wall_s = time.perf_counter() - t0
     return stats
 
 
-def _finish(writer: ShardWriter | None, unit: Unit | None, failed: list[tuple[str, str]],
-            dst: Path, rank: int, digest: str, stats: QuantizeStats) -> None:
-    """Rename the unit's shards into DST, then record it (so a record means: shards complete)."""
-    if writer is None or unit is None:
-        return
-    outputs = writer.commit()
-    append_record(dst, rank, {"unit": unit.name, "inputs": unit.inputs[:1], "outputs": outputs,
-                              "samples": writer.samples, "failed": failed, "digest": digest})
+class _Failed(Exception):
+    """A sample that failed before writing (its reason already one line)."""
+
+
+class _Shards:
+    """Token output: one :class:`ShardWriter` per unit, committed (renamed into DST) and then
+    recorded when the next unit starts, so a record means: its shards are complete."""
+
+    def __init__(self, dst: Path, rank: int, digest: str, args: Any, pid: str | None, k: int):
+        self.dst, self.rank, self.digest, self.args = dst, rank, digest, args
+        self.pid, self.k = pid, k  # the dataset palette's id (None: per sample), its size
+        self.unit: Unit | None = None
+        self.writer: ShardWriter | None = None
+        self.failed: list[tuple[str, str]] = []
+
+    def _switch(self, unit: Unit) -> ShardWriter:
+        if unit is not self.unit or self.writer is None:
+            self.finish()
+            self.unit, self.failed = unit, []
+            self.writer = ShardWriter(self.dst, unit.name, max_count=self.args.shard_size,
+                                      max_bytes=self.args.shard_bytes)
+        return self.writer
+
+    def add(self, unit: Unit, sample: Sample, res: Any, extras: dict[str, bytes]) -> None:
+        members = sample_members(sample.key, sample.rel, *res, dataset_pid=self.pid, k=self.k,
+                                 extras=extras, fields=sample.fields)
+        self._switch(unit).add(members)
+
+    def fail(self, unit: Unit, failure: tuple[str, str]) -> None:
+        self._switch(unit)
+        self.failed.append(failure)
+
+    def finish(self) -> None:
+        if self.writer is None or self.unit is None:
+            return
+        outputs = self.writer.commit()
+        append_record(self.dst, self.rank, {
+            "unit": self.unit.name, "inputs": self.unit.inputs[:1], "outputs": outputs,
+            "samples": self.writer.samples, "failed": self.failed, "digest": self.digest})
+        self.writer = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+class _Array:
+    """npy output: every sample into one :class:`NpyWriter`, committed at the end."""
+
+    def __init__(self, writer: NpyWriter):
+        self.writer = writer
+
+    def add(self, unit: Unit, sample: Sample, res: Any, extras: dict[str, bytes]) -> None:
+        self.writer.add(sample.key, sample.rel, *res)
+
+    def fail(self, unit: Unit, failure: tuple[str, str]) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.writer.commit()
+
+    def abort(self) -> None:
+        pass
