@@ -235,11 +235,12 @@ def parquet_samples(path: str, column: str, start: int, stop: int) -> list[Sampl
                          f"{path!r}, got {column!r}")
     rows: list[dict[str, Any]] = []
     seen = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+    for g in range(pf.num_row_groups):  # only the row groups that hold rows start:stop
+        n = pf.metadata.row_group(g).num_rows
+        lo, hi = max(start - seen, 0), min(stop - seen, n)
         if hi > lo:
-            rows += batch.slice(lo, hi - lo).to_pylist()
-        seen += batch.num_rows
+            rows += pf.read_row_group(g).slice(lo, hi - lo).to_pylist()
+        seen += n
         if seen >= stop:
             break
     stem = Path(path).name.split(".")[0]
