@@ -146,10 +146,12 @@ def test_parquet_source(tmp_path):
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(buf, format="PNG")
         cells.append({"bytes": b"bad" if i == 2 else buf.getvalue(), "path": f"im{i}.png"})
-    pq.write_table(pa.table({"image": cells, "label": list(range(5))}), tmp_path / "d.parquet")
+    pq.write_table(pa.table({"image": cells, "label": list(range(5))}), tmp_path / "d.parquet",
+                   row_group_size=2)  # units of 3 rows cross row groups
     dst = tmp_path / "out"
     assert run(str(tmp_path / "d.parquet"), str(dst), "--format", "tokens", "--colors", "3",
-               "--shard-size", "2") == 1
+               "--shard-size", "3") == 1
+    assert sorted(p.name for p in dst.glob("*.tar")) == ["d-000000.tar", "d-000001.tar"]
     samples = read_shards(dst)
     assert sorted(samples) == ["d/000000000", "d/000000001", "d/000000003", "d/000000004"]
     meta = json.loads(samples["d/000000003"]["json"])["torchpalette"]
