@@ -237,6 +237,20 @@ def test_changed_options_redo_every_shard(tmp_path):
     assert len(read_shards(dst)) == 4
 
 
+def test_changed_source_redoes_its_shard_only(tmp_path):
+    src = make_tree(tmp_path / "src", n=6, corrupt=False)
+    dst = tmp_path / "dst"
+    args = ["--format", "tokens", "--colors", "3", "--shard-size", "3"]
+    assert run(str(src), str(dst), *args) == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in dst.glob("*.tar")}
+    Image.fromarray(np.full((5, 5, 3), 200, np.uint8)).save(src / "b" / "img05.png")
+    assert run(str(src), str(dst), *args) == 0
+    now = {p.name: p.stat().st_mtime_ns for p in dst.glob("*.tar")}
+    assert now["shard-000000.tar"] == stamps["shard-000000.tar"]  # a/ untouched
+    assert now["shard-000001.tar"] != stamps["shard-000001.tar"]  # b/img05 changed
+    assert json.loads(read_shards(dst)["b/img05_png"]["json"])["torchpalette"]["size"] == [5, 5]
+
+
 def test_shard_bytes_split_parts(tmp_path):
     src = make_tree(tmp_path / "src", n=6, corrupt=False)
     dst = tmp_path / "dst"

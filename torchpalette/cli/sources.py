@@ -19,7 +19,9 @@ are unique and never hold a dot in their last component, so WebDataset readers r
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
+import os
 import re
 import tarfile
 from collections.abc import Sequence
@@ -161,6 +163,20 @@ def load_unit(unit: Unit, kind: str) -> Unit:
         path, column, start, stop = unit.inputs
         unit.samples = parquet_samples(path, column, int(start), int(stop))
     return unit
+
+
+def inputs_digest(unit: Unit, kind: str) -> str:
+    """A digest of the unit's sources as they are now (path, size, mtime; a Parquet unit's row
+    range too): a changed, added or removed source makes its unit's shards stale."""
+    paths = [s.image.path for s in unit.samples if s.image] if kind == "folder" else unit.inputs[:1]
+    parts = [*unit.inputs[1:]] if kind == "parquet" else []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            parts.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}\tmissing")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def sample_keys(rels: Sequence[str]) -> list[str]:

@@ -33,7 +33,7 @@ from torchpalette import io
 from .errors import UsageError, one_line
 from .pipeline import Progress, QuantizeStats, classify
 from .quantizers import Quantizer, transparent
-from .sources import Sample, Unit, load_unit, plan_units, source_kind
+from .sources import Sample, Unit, inputs_digest, load_unit, plan_units, source_kind
 from .tokens import HIDDEN, NpyWriter, ShardWriter, sample_members, write_dataset_palette
 
 
@@ -139,9 +139,11 @@ def read_records(dst: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def finished(rec: dict[str, Any] | None, digest: str, dst: Path) -> bool:
-    return (rec is not None and rec.get("digest") == digest and not rec.get("failed")
-            and all((dst / f).is_file() for f in rec.get("outputs", [])))
+def finished(rec: dict[str, Any] | None, digest: str, sources: str, dst: Path) -> bool:
+    """A unit is finished when recorded with these options and sources, without failures,
+    and its shards are all there."""
+    return (rec is not None and rec.get("digest") == digest and rec.get("sources") == sources
+            and not rec.get("failed") and all((dst / f).is_file() for f in rec.get("outputs", [])))
 
 
 def drop_stale(dst: Path, records: dict[str, dict[str, Any]], digest: str,
@@ -239,8 +241,9 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
         ranks.barrier()  # the palette and the clean temp folder before any shard
     pid = None if pal is None else json.loads((dst / "palette.json").read_text())["palette_id"]
     records = {} if args.overwrite else read_records(dst)
-    todo = [u for u in mine if args.format == "npy" or not finished(records.get(u.name), digest,
-                                                                      dst)]
+    sources = {u.name: inputs_digest(u, args.kind) for u in mine}
+    todo = [u for u in mine if args.format == "npy"
+            or not finished(records.get(u.name), digest, sources[u.name], dst)]
     left = {id(u) for u in todo}
     stats.skipped = sum(records[u.name]["samples"] for u in mine if id(u) not in left)
     ready: list[Unit] = []
@@ -254,7 +257,8 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     bar = Progress(total, not args.quiet)
     dl, samples = loader(ready, args.batch_size, args.workers)
     out: _Shards | _Array = (_Array(NpyWriter(dst, total, k, pal is not None))
-                             if args.format == "npy" else _Shards(dst, rank, digest, args, pid, k))
+                             if args.format == "npy" else _Shards(dst, rank, digest, args, pid, k,
+                                                                sources))
     owner = [u for u in ready for _ in u.samples]
     try:
         for items in dl:
@@ -293,8 +297,10 @@ class _Shards:
     """Token output: one :class:`ShardWriter` per unit, committed (renamed into DST) and then
     recorded when the next unit starts, so a record means: its shards are complete."""
 
-    def __init__(self, dst: Path, rank: int, digest: str, args: Any, pid: str | None, k: int):
+    def __init__(self, dst: Path, rank: int, digest: str, args: Any, pid: str | None, k: int,
+                 sources: dict[str, str]):
         self.dst, self.rank, self.digest, self.args = dst, rank, digest, args
+        self.sources = sources  # unit name -> digest of its sources when planned
         self.pid, self.k = pid, k  # the dataset palette's id (None: per sample), its size
         self.unit: Unit | None = None
         self.writer: ShardWriter | None = None
@@ -323,7 +329,8 @@ class _Shards:
         outputs = self.writer.commit()
         append_record(self.dst, self.rank, {
             "unit": self.unit.name, "inputs": self.unit.inputs[:1], "outputs": outputs,
-            "samples": self.writer.samples, "failed": self.failed, "digest": self.digest})
+            "samples": self.writer.samples, "failed": self.failed, "digest": self.digest,
+            "sources": self.sources[self.unit.name]})
         self.writer = None
 
     def abort(self) -> None:
