@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .palette_files import load_palette
+from .tokens_cmd import add_token_arguments
 
 if TYPE_CHECKING:
     import torch
@@ -92,7 +92,12 @@ def run_quantize(args) -> int:
     from .plan import say_waiting
 
     if args.format != "png":
-        return run_token_format(args)
+        from .tokens_cmd import run_token_format
+
+        stats, rank, world = run_token_format(args)
+        if rank == 0:
+            return print_summary(stats, None, world_size=world)
+        return 1 if stats.failures else 0
     if args.colors > 256:
         raise UsageError(f"--colors: expected at most 256 for --format png (one byte per "
                          f"index), got {args.colors}; --format tokens or npy take more")
@@ -122,49 +127,6 @@ def run_quantize(args) -> int:
         if rank == 0:
             return print_summary(stats, plan, world_size=world)
         return 1 if stats.failures else 0
-
-
-def run_token_format(args) -> int:
-    """``--format tokens|npy`` (:mod:`torchpalette.cli.tokens_run`): SRC a folder, tar
-    shards or Parquet; ranks take disjoint units; rank 0 prints the summary of all ranks."""
-    from . import torchrun
-    from .commands import resolve_device
-    from .plan import DstLock, say_waiting
-    from .quantizers import Quantizer
-    from .tokens_run import run_tokens
-
-    dst = Path(args.dst)
-    if dst.exists() and not dst.is_dir():
-        raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
-    if Path(args.src).is_dir():
-        s, d = Path(args.src).resolve(), dst.resolve()
-        if d == s or s in d.parents:
-            raise UsageError(f"DST: expected a folder outside SRC, got {str(dst)!r} inside "
-                             f"{args.src!r}")
-    fixed = None if args.palette is None else load_palette(Path(args.palette), 65536)
-    with torchrun.session(resolve_device(args.device)) as (ranks, device):
-        rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
-        dst.mkdir(parents=True, exist_ok=True)
-        lock = DstLock(dst, say_waiting) if rank == 0 else contextlib.nullcontext()
-        with lock:
-            if ranks is not None:
-                ranks.barrier()
-            quantizer = Quantizer(args.colors, space=args.space, dither=args.dither,
-                                  seed=args.seed)
-            stats = run_tokens(args, quantizer, device, ranks, fixed)
-            if ranks is not None:
-                stats = ranks.gather_stats(stats)
-        if rank == 0:
-            return print_summary(stats, None, world_size=world)
-        return 1 if stats.failures else 0
-
-
-def _size(text: str) -> int:
-    """``--shard-bytes``: an int with an optional K/M/G suffix (powers of 1000)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
-    if m is None or int(m.group(1)) < 1:
-        raise argparse.ArgumentTypeError(f"expected a size like 500M, got {text!r}")
-    return int(m.group(1)) * 1000 ** " kmg".index(m.group(2).lower() or " ")
 
 
 QUANTIZE_NOTES = """
@@ -213,15 +175,7 @@ def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--optimize", action="store_true",
                    help="smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
-    s.add_argument("--format", choices=("png", "tokens", "npy"), default="png",
-                   help="png: indexed PNG mirror (default); tokens: WebDataset shards of "
-                        "palette indices; npy: one [N, H, W] array (same-size images)")
-    s.add_argument("--shard-size", type=_int_in(1, 1 << 30), default=1000,
-                   help="tokens: samples per output shard (default: 1000)")
-    s.add_argument("--shard-bytes", type=_size, default=None,
-                   help="tokens: also start a new shard part past this size (e.g. 500M)")
-    s.add_argument("--image-column", default="image",
-                   help="Parquet SRC: the column of encoded images (default: image)")
+    add_token_arguments(s, _int_in)
     s.add_argument("--timings", action="store_true", help=argparse.SUPPRESS)  # always printed
     device(s)
     s.epilog = (s.epilog or "") + "\n" + QUANTIZE_NOTES
