@@ -291,9 +291,10 @@ g = torch.Generator().manual_seed(0)
 img = torch.randint(0, 256, (2, 4, 200, 340), generator=g, dtype=torch.uint8)
 img[:, :3, :100] = img[:, :3, :100] // 50 * 50  # few colours: hot bins and ties
 img[1, 3, :5] = 0  # transparent rows
-for bins, top_n in [(16, 32), (2, 100)]:
-    a = _dominant(img, top_n, bins, use_triton=True)
-    b = _dominant(img, top_n, bins, use_triton=False)
+many = torch.randint(0, 256, (40, 3, 12, 12), generator=g, dtype=torch.uint8)  # one program each
+for x, bins, top_n in [(img, 16, 32), (img, 2, 100), (many, 8, 8)]:
+    a = _dominant(x, top_n, bins, use_triton=True)
+    b = _dominant(x, top_n, bins, use_triton=False)
     assert torch.equal(a.colors, b.colors) and torch.equal(a.weights, b.weights), (bins, top_n)
 print("ok")
 """
@@ -301,7 +302,8 @@ print("ok")
 
 def test_triton_kernels_match_torch_path_interpreted():
     # The CUDA kernels, run on the CPU by Triton's interpreter (multi-block programs, ragged
-    # tail, alpha, bins 16 and 2) against the torch path that CI runs everywhere else.
+    # tail, alpha, bins 16 and 2, many images folded into the grid) against the torch path
+    # that CI runs everywhere else.
     pytest.importorskip("triton")
     import os
     import subprocess

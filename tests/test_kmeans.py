@@ -193,17 +193,21 @@ def test_sync_free_lloyd_matches_cpu_style(dtype):
     c0 = x[:, 50:58].clone()
     c0[:, 7] = 1e3  # a far seed: its cluster empties and is re-seeded
     thr = torch.full((3,), 1e-10, dtype=dtype)
-    cpu_c, cpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50, sync_free=False)
-    gpu_c, gpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50, sync_free=True)
+    with _policy.force("cpu"):
+        cpu_c, cpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50)
+    with _policy.force("cuda"):
+        gpu_c, gpu_n = _kmeans._lloyd(x, xx, w, c0, thr, 50)
     torch.testing.assert_close(gpu_c, cpu_c)
     assert bool((gpu_n >= cpu_n).all())  # the GPU style checks for convergence less often
     dist = torch.rand(2, 5, 30, generator=g, dtype=dtype)
-    for a, b in zip(argmin_over_k(dist, single_pass=True), argmin_over_k(dist, single_pass=False)):
+    with _policy.force("cuda"):
+        single = argmin_over_k(dist)
+    for a, b in zip(single, argmin_over_k(dist), strict=True):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("sync_free", [False, True])
-def test_compacting_converged_elements_changes_nothing(sync_free):
+@pytest.mark.parametrize("kind", ["cpu", "cuda"])
+def test_compacting_converged_elements_changes_nothing(kind):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 300, 3, generator=g)
     x[:4] = x[:4].round()  # few distinct points: these converge in a step or two
@@ -211,10 +215,12 @@ def test_compacting_converged_elements_changes_nothing(sync_free):
     xx = (x * x).sum(-1)
     c0 = x[:, :5].clone()
     thr = torch.full((6,), 1e-12)
-    cent, n_iter = _kmeans._lloyd(x, xx, w, c0, thr, 100, sync_free=sync_free)
+    with _policy.force(kind):
+        cent, n_iter = _kmeans._lloyd(x, xx, w, c0, thr, 100)
     assert int(n_iter.min()) < int(n_iter.max())  # the batch was compacted on the way
     for i in range(6):
-        ci, ni = _kmeans._lloyd(x[i : i + 1], xx[i : i + 1], w[i : i + 1], c0[i : i + 1],
-                           thr[i : i + 1], 100, sync_free=sync_free)
+        with _policy.force(kind):
+            ci, ni = _kmeans._lloyd(x[i : i + 1], xx[i : i + 1], w[i : i + 1], c0[i : i + 1],
+                                    thr[i : i + 1], 100)
         torch.testing.assert_close(cent[i], ci[0])
         assert int(ni[0]) == int(n_iter[i])

@@ -198,8 +198,9 @@ def test_gpu_sums_match_cpu_bincount():
     flat = torch.randint(0, 50, (1000,), generator=g, dtype=torch.int32)
     w = torch.rand(1000, generator=g)
     for weights in (None, w):
-        want = _bins.sum_by(flat, weights, 64, torch.float32, scatter=False)
-        got = _bins.sum_by(flat, weights, 64, torch.float32, scatter=True)  # GPU branch
+        want = _bins.sum_by(flat, weights, 64, torch.float32)
+        with _policy.force("cuda"):
+            got = _bins.sum_by(flat, weights, 64, torch.float32)  # GPU branch
         torch.testing.assert_close(got, want)
         assert float(got.sum()) == pytest.approx(1000 if weights is None else float(w.sum()))
 
@@ -211,8 +212,9 @@ def test_gpu_sums_do_not_depend_on_order():
     flat = torch.randint(0, 20, (5000,), generator=g)
     w = torch.rand(5000, generator=g) * 255
     perm = torch.randperm(5000, generator=g)
-    a = _bins.sum_by(flat, w, 20, torch.float32, scatter=True)
-    b = _bins.sum_by(flat[perm], w[perm], 20, torch.float32, scatter=True)
+    with _policy.force("cuda"):
+        a = _bins.sum_by(flat, w, 20, torch.float32)
+        b = _bins.sum_by(flat[perm], w[perm], 20, torch.float32)
     assert torch.equal(a, b)
 
 
@@ -221,9 +223,10 @@ def test_integer_sums_match_float_sums():
     g = torch.Generator().manual_seed(2)
     flat = torch.randint(0, 30, (4000,), generator=g)
     w = torch.randint(0, 256, (4000,), generator=g, dtype=torch.uint8)
-    want = _bins.sum_by(flat, w.float(), 30, torch.float32, scatter=False)
-    for scatter in (False, True):
-        assert torch.equal(_bins.sum_by(flat, w, 30, torch.float32, scatter=scatter), want)
+    want = _bins.sum_by(flat, w.float(), 30, torch.float32)
+    for kind in ("cpu", "cuda"):
+        with _policy.force(kind):
+            assert torch.equal(_bins.sum_by(flat, w, 30, torch.float32), want)
 
 
 # --------------------------------------------------------------------------- adaptive bins

@@ -70,13 +70,14 @@ def nearest_entry(rgba: Tensor, palette: Tensor, space: str) -> Tensor:
     barred = (~opaque & opaque.any(-1, keepdim=True)).unsqueeze(-1)  # [B, K, 1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgba.device)
     step = max(1, _policy.nearest_chunk(rgba) // max(1, b * k))
-    for s in range(0, p, step):
-        x = to_float(rgba[..., s : s + step], dtype).transpose(1, 2)  # [B, c, 4]
-        pts = premultiplied(x, space)
-        dist = torch.baddbmm(ee, entries, pts.transpose(1, 2), alpha=-2.0)  # [B, K, c]
-        solid = (x[..., 3] >= 1.0).unsqueeze(1)  # [B, 1, c]
-        dist = dist.masked_fill(barred & solid, float("inf"))
-        labels[:, s : s + step] = argmin_over_k(dist, single_pass=True)[0]
+    with _policy.ieee_fp32():
+        for s in range(0, p, step):
+            x = to_float(rgba[..., s : s + step], dtype).transpose(1, 2)  # [B, c, 4]
+            pts = premultiplied(x, space)
+            dist = torch.baddbmm(ee, entries, pts.transpose(1, 2), alpha=-2.0)  # [B, K, c]
+            solid = (x[..., 3] >= 1.0).unsqueeze(1)  # [B, 1, c]
+            dist = dist.masked_fill(barred & solid, float("inf"))
+            labels[:, s : s + step] = argmin_over_k(dist)[0]  # ties: the lower index
     return labels
 
 

@@ -8,8 +8,9 @@ for palettes (:func:`bin_pixels`), dataset palettes (:mod:`torchpalette.fit`), d
 
 Counts and sums over a batch are one pass each: every image's codes are offset by
 ``image * 2**(3 bits)``, and one ``bincount`` (CPU) or ``scatter_add_`` (other devices, where
-``bincount`` syncs to size its output) sums them. On a GPU float sums are integer fixed point,
-so atomics in any order give the same bits (same seed, same palette).
+``bincount`` syncs to size its output; :func:`_policy.device_choices`) sums them. Counts are
+int64 everywhere; on a GPU float sums are integer fixed point, so atomics in any order give
+the same bits (same seed, same palette).
 """
 
 from __future__ import annotations
@@ -42,26 +43,25 @@ def bin_codes(rgb: Tensor, bits: int) -> Tensor:
     return pack3(to_levels(rgb), 8 - bits, bits, None, torch.int32)
 
 
-def sum_by(
-    flat: Tensor, w: Tensor | None, size: int, dtype: torch.dtype, scatter: bool | None = None
-) -> Tensor:
-    """Dense per-code sums of ``w`` (counts when None): ``[size]`` of ``dtype``. CPU:
-    ``bincount``; other devices (or ``scatter=True``): ``scatter_add_``, no host sync.
+def sum_by(flat: Tensor, w: Tensor | None, size: int, dtype: torch.dtype) -> Tensor:
+    """Dense per-code sums of ``w`` (counts when None): ``[size]`` of ``dtype``. By
+    ``bincount``, or by ``scatter_add_`` where :func:`_policy.device_choices` says
+    ``scatter_bins`` (no host sync).
 
-    Off the CPU, float ``w`` is summed as int64 fixed point (steps of 2**-24): groups hold at
-    most 2**24 pixels, so sums of values up to 255 * 2**24 cannot overflow."""
-    if not (flat.device.type != "cpu" if scatter is None else scatter):
-        w = w if w is None or w.is_floating_point() else w.to(dtype)
+    Counts are exact on every path (a float32 sum of ones stops at 2**24). On the scatter path
+    float ``w`` is summed as int64 fixed point (steps of 2**-24), so atomics in any order give
+    the same bits: values up to 255 summed over up to 2**30 pixels cannot overflow."""
+    if not _policy.device_choices(flat).scatter_bins:  # float64 weights: float64 sums
+        w = None if w is None else w.double()
         return torch.bincount(flat, weights=w, minlength=size).to(dtype)
     flat = flat.long()
-    if w is not None and not w.is_floating_point():  # integer values (uint8 pixels): exact
-        sums = torch.zeros(size, dtype=torch.int64, device=flat.device)
+    sums = torch.zeros(size, dtype=torch.int64, device=flat.device)
+    if w is None:  # counts: exact int64 sums of ones
+        ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(flat.shape)
+        return sums.scatter_add_(0, flat, ones).to(dtype)
+    if not w.is_floating_point():  # integer values (uint8 pixels): exact
         return sums.scatter_add_(0, flat, w.long()).to(dtype)
-    if w is None:  # counts: sums of ones are exact in any order
-        ones = torch.ones((), dtype=dtype, device=flat.device).expand(flat.shape)
-        return torch.zeros(size, dtype=dtype, device=flat.device).scatter_add_(0, flat, ones)
-    fixed = torch.round(w * _FIXED).long()
-    sums = torch.zeros(size, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, fixed)
+    sums.scatter_add_(0, flat, torch.round(w * _FIXED).long())
     return sums.to(dtype) / _FIXED
 
 
@@ -150,13 +150,14 @@ def bin_pixels(
     b, _, p = rgb.shape
     dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
     nb = 1 << (3 * bits)
-    group = max(1, _policy.bin_group(rgb) // max(p, nb))
+    choices = _policy.device_choices(rgb)
+    group = max(1, choices.bin_group // max(p, nb))
     scale = 1.0 / 255.0 if rgb.dtype == torch.uint8 else 1.0
     parts = []
     for g0 in range(0, b, group):
         x = rgb[g0 : g0 + group]
         wg = None if weights is None else weights[g0 : g0 + group]
-        chunked = rgb.device.type == "cpu" and p > _policy.BIN_PIXEL_CHUNK >= nb
+        chunked = choices.chunk_pixels and p > _policy.BIN_PIXEL_CHUNK >= nb
         counts, sums = (dense_sums_chunked if chunked else dense_sums)(x, wg, bits, dtype)
         parts.append(_compact(counts, sums, x.shape[0], nb, scale, dtype))
     m = max(part[0].shape[1] for part in parts)

@@ -144,7 +144,7 @@ def top_bins(q: Tensor, opaque: Tensor | None, top_n: int, bins: int,
     if tri:
         q = q.contiguous()
         counts = _bins_triton.bin_counts(q, opaque, bins)
-    elif dev.type == "cpu" and n_pix >= 2 * _policy.DOMINANT_PIXEL_CHUNK:
+    elif _policy.device_choices(q).chunk_pixels and n_pix >= 2 * _policy.DOMINANT_PIXEL_CHUNK:
         return _top_bins_chunked(q, opaque, top_n, bins)
     elif step >= n_img:  # one chunk: keep the index for the second pass
         flat = _flat_index(q, opaque, bins)

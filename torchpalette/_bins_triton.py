@@ -54,11 +54,16 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _grid(n_pix: int, n_img: int) -> tuple[tuple[int, int], int]:
-    """(grid, pixels per program): enough programs to fill a GPU, each a few blocks long."""
+def _grid(n_pix: int, n_img: int) -> tuple[tuple[int], int, int]:
+    """(grid, programs per image, pixels per program): enough programs to fill a GPU, each a
+    few blocks long. Images are folded into the grid's x dimension (up to 2**31 - 1): y and z
+    stop at 65,535, fewer images than one batch of small crops may hold."""
     blocks = -(-n_pix // _BLOCK)
     per = max(1, min(64, -(-blocks // 16)))  # blocks per program
-    return (-(-blocks // per), n_img), per * _BLOCK
+    progs = -(-blocks // per)
+    if progs * n_img >= 1 << 31:
+        raise ValueError(f"q: expected fewer than 2**31 programs, got {progs} x {n_img} images")
+    return (progs * n_img,), progs, per * _BLOCK
 
 
 if triton is not None:
@@ -79,11 +84,12 @@ if triton is not None:
         return r, g, b, key, valid
 
     @triton.jit
-    def _count_kernel(q_ptr, a_ptr, out_ptr, n_pix, per_prog, HAS_ALPHA: tl.constexpr,
+    def _count_kernel(q_ptr, a_ptr, out_ptr, n_pix, per_prog, progs, HAS_ALPHA: tl.constexpr,
                       SHIFT: tl.constexpr, BITS: tl.constexpr, NB: tl.constexpr,
                       BLOCK: tl.constexpr):
-        img = tl.program_id(1).to(tl.int64)
-        start = tl.program_id(0).to(tl.int64) * per_prog
+        pid = tl.program_id(0).to(tl.int64)
+        img = pid // progs
+        start = (pid % progs) * per_prog
         acc = tl.zeros([NB], dtype=tl.int32)
         for s in range(0, per_prog, BLOCK):
             offs = start + s + tl.arange(0, BLOCK)
@@ -94,11 +100,12 @@ if triton is not None:
         tl.atomic_add(out_ptr + img * NB + bins, acc, mask=acc > 0)
 
     @triton.jit
-    def _sum_kernel(q_ptr, a_ptr, lut_ptr, out_ptr, n_pix, per_prog, HAS_ALPHA: tl.constexpr,
-                    SHIFT: tl.constexpr, BITS: tl.constexpr, NB: tl.constexpr,
-                    NT: tl.constexpr, BLOCK: tl.constexpr):
-        img = tl.program_id(1).to(tl.int64)
-        start = tl.program_id(0).to(tl.int64) * per_prog
+    def _sum_kernel(q_ptr, a_ptr, lut_ptr, out_ptr, n_pix, per_prog, progs,
+                    HAS_ALPHA: tl.constexpr, SHIFT: tl.constexpr, BITS: tl.constexpr,
+                    NB: tl.constexpr, NT: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        img = pid // progs
+        start = (pid % progs) * per_prog
         low = (1 << SHIFT) - 1
         acc_r = tl.zeros([NT], dtype=tl.int32)
         acc_g = tl.zeros([NT], dtype=tl.int32)
@@ -132,9 +139,9 @@ def bin_counts(q: Tensor, opaque: Tensor | None, bins: int) -> Tensor:
     nb = bins**3
     out = torch.zeros(n_img, nb, dtype=torch.int32, device=q.device)
     a, has_alpha = _alpha_arg(q, opaque)
-    grid, per = _grid(n_pix, n_img)
-    _count_kernel[grid](q, a, out, n_pix, per, HAS_ALPHA=has_alpha, SHIFT=8 - bits, BITS=bits,
-                        NB=nb, BLOCK=_BLOCK, num_warps=8)
+    grid, progs, per = _grid(n_pix, n_img)
+    _count_kernel[grid](q, a, out, n_pix, per, progs, HAS_ALPHA=has_alpha, SHIFT=8 - bits,
+                        BITS=bits, NB=nb, BLOCK=_BLOCK, num_warps=8)
     return out.to(torch.int64)
 
 
@@ -157,8 +164,8 @@ def slot_sums(q: Tensor, opaque: Tensor | None, slot: Tensor, bins: int, k: int)
     nt = _pow2(k + 1) * width
     out = torch.zeros(n_img, 3, nt, dtype=torch.int32, device=q.device)
     a, has_alpha = _alpha_arg(q, opaque)
-    grid, per = _grid(n_pix, n_img)
-    _sum_kernel[grid](q, a, slot.contiguous(), out, n_pix, per, HAS_ALPHA=has_alpha,
+    grid, progs, per = _grid(n_pix, n_img)
+    _sum_kernel[grid](q, a, slot.contiguous(), out, n_pix, per, progs, HAS_ALPHA=has_alpha,
                       SHIFT=8 - bits, BITS=bits, NB=bins**3, NT=nt, BLOCK=_BLOCK, num_warps=8)
     hist = out.view(n_img, 3, nt // width, width).to(torch.int64)
     w = torch.arange(width, dtype=torch.int64, device=q.device)

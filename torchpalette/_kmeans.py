@@ -68,7 +68,7 @@ def cluster(
     thr = _threshold(x, w, tol)
 
     work = n_init * b * n * k
-    with _policy.single_thread_if_small(x, work, _policy.KMEANS_SMALL_WORK):
+    with _policy.single_thread_if_small(x, work, _policy.KMEANS_SMALL_WORK), _policy.ieee_fp32():
         return _cluster_batch(x, batch, k, w, xx, thr, init, max_iter, n_init, generator)
 
 
@@ -158,6 +158,9 @@ def _kmeans_pp(
     cent[:, 0] = x[rows, first]
     d2 = (xx - 2 * (x @ cent[:, 0].unsqueeze(-1)).squeeze(-1) + xx[rows, first, None]).clamp_min_(0)
     degenerate = torch.zeros(r, dtype=torch.bool, device=x.device)
+    # rows per block of candidate distances; a row is never split, so that its sums (and
+    # seeds) do not depend on the batch
+    group = max(1, _policy.device_choices(x).nearest_chunk // (trials * n))
     for j in range(1, k):
         p = w * d2
         total = p.sum(-1, keepdim=True)
@@ -166,13 +169,15 @@ def _kmeans_pp(
         p = torch.where(flat, w, p)
         cand = _draw(p, u[:, j])  # [R, L]
         cx = x.gather(1, cand.unsqueeze(-1).expand(-1, -1, d))  # [R, L, D]
-        dc = torch.baddbmm(
-            xx.unsqueeze(1) + xx.gather(1, cand).unsqueeze(-1), cx, x.transpose(1, 2), alpha=-2.0
-        ).clamp_min_(0)  # [R, L, N]
-        dc = torch.minimum(dc, d2.unsqueeze(1))
-        best = (dc * w.unsqueeze(1)).sum(-1).argmin(-1)  # [R]
-        cent[:, j] = cx[rows, best]
-        d2 = dc[rows, best]
+        for r0 in range(0, r, group):  # rows of [R, L, N] distances within the budget
+            sl = slice(r0, r0 + group)
+            dc = torch.baddbmm(xx[sl].unsqueeze(1) + xx[sl].gather(1, cand[sl]).unsqueeze(-1),
+                               cx[sl], x[sl].transpose(1, 2), alpha=-2.0).clamp_min_(0)
+            dc = torch.minimum(dc, d2[sl].unsqueeze(1))  # [g, L, N]
+            best = (dc * w[sl].unsqueeze(1)).sum(-1).argmin(-1)  # [g]
+            ar = torch.arange(dc.shape[0], device=x.device)
+            cent[sl, j] = cx[sl][ar, best]
+            d2[sl] = dc[ar, best]
     return cent, degenerate
 
 
@@ -183,7 +188,6 @@ def _lloyd(
     cent: Tensor,
     thr: Tensor,
     max_iter: int,
-    sync_free: bool | None = None,
     active: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``).
@@ -191,19 +195,19 @@ def _lloyd(
 
     Converged elements are frozen; once at most half of the live ones are still moving, the
     batch is compacted to those (a batch of photos has a long tail: at k=16 the median image
-    converges in ~12 steps, the slowest of 256 in ~50). ``sync_free`` forces the one-hot
-    variant that never syncs inside a step (None = on non-CPU devices), so the tests run it
-    on CPU too.
+    converges in ~12 steps, the slowest of 256 in ~50). Off the CPU the steps never sync
+    (``sync_free_kmeans`` of :func:`_policy.device_choices`, which the tests force on CPU).
     """
     r, n, d = x.shape
     k = cent.shape[1]
     xt = x.transpose(1, 2).contiguous()  # [R, D, N]
     xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [R, D + 1, N]
-    on_cpu = x.device.type == "cpu" if sync_free is None else not sync_free
+    choices = _policy.device_choices(x)
+    on_cpu = not choices.sync_free_kmeans
     onehot_update = not on_cpu  # GPU: one-hot bmm; CPU: scatter_add (faster)
     # On CPU a host check costs nothing: test convergence every step and skip the re-seeding
     # work when no cluster is empty. On a GPU the loop syncs only every few steps.
-    check_every = 1 if on_cpu else _policy.KMEANS_CHECK_EVERY
+    check_every = choices.kmeans_check_every
     if active is None:
         active = torch.ones(r, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(r, dtype=torch.int64, device=x.device)
@@ -212,7 +216,7 @@ def _lloyd(
     out_cent, out_iter = cent, n_iter
     for it in range(max_iter):
         rl = x.shape[0]
-        labels, m = nearest_centroid(cent, xt, not on_cpu)  # m + xx: squared distance
+        labels, m = nearest_centroid(cent, xt)  # m + xx: squared distance
         new, empty = _weighted_means(xw, labels, k, onehot_update)
         if not on_cpu or bool(empty.any()):  # re-seed empty clusters from the farthest points
             far = torch.where(w > 0, (m + xx).clamp_min_(0.0), -1.0).topk(n_far, dim=-1).indices
@@ -246,9 +250,17 @@ def _weighted_means(xw: Tensor, labels: Tensor, k: int, onehot: bool) -> tuple[T
     (means ``[R, k, D]``, empty ``[R, k]`` bool). ``onehot``: one ``bmm`` against a one-hot
     matrix (no atomics, fast on GPUs); else ``scatter_add_`` (faster on the CPU)."""
     r, d1, n = xw.shape
-    if onehot:
-        hot = xw.new_zeros(r, k, n).scatter_(1, labels.unsqueeze(1), 1.0)  # [R, k, N]
-        sums = torch.bmm(xw, hot.transpose(1, 2))  # [R, D + 1, k]
+    if onehot:  # in blocks of rows and of points within the budget; points in fixed blocks
+        budget = _policy.device_choices(xw).nearest_chunk
+        step = max(1, min(n, budget // k))  # never depends on R: same sums at any batch size
+        rows = max(1, budget // (k * step))
+        sums = xw.new_zeros(r, d1, k)
+        for r0 in range(0, r, rows):
+            for s in range(0, n, step):
+                lab = labels[r0 : r0 + rows, s : s + step].unsqueeze(1)
+                hot = xw.new_zeros(lab.shape[0], k, lab.shape[2]).scatter_(1, lab, 1.0)
+                sums[r0 : r0 + rows].baddbmm_(xw[r0 : r0 + rows, :, s : s + step],
+                                              hot.transpose(1, 2))
     else:
         sums = xw.new_zeros(r, d1, k)
         sums.scatter_add_(2, labels.unsqueeze(1).expand(-1, d1, -1), xw)
@@ -282,6 +294,6 @@ def refine(
     xx = (x * x).sum(-1)
     thr = _threshold(x, w, tol)
     with _policy.single_thread_if_small(x, x.shape[0] * x.shape[1] * cent.shape[1],
-                                        _policy.KMEANS_SMALL_WORK):
+                                        _policy.KMEANS_SMALL_WORK), _policy.ieee_fp32():
         return _lloyd(x, xx, w, cent.to(x.dtype), thr, max_iter, active=active)[0]
 

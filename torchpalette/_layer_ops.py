@@ -144,7 +144,8 @@ def palettes_at_k(
         occupied bins, labels [B, M] their palette index, degenerate [B] bool: fewer distinct
         colour bins than k[i])``.
     """
-    with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS):
+    with _policy.single_thread_if_small(rgb, rgb.shape[0] * rgb.shape[-1], _policy.SMALL_PIXELS), \
+            _policy.ieee_fp32():  # k-means products: no TF32
         return _palettes_at_k(rgb, weights, k, kmax, space, seed, bits, max_iter, tol)
 
 
@@ -187,8 +188,8 @@ def _masked_lloyd(
     kmax = cent.shape[1]
     xt = x.transpose(1, 2).contiguous()
     xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [B, D + 1, N]
-    on_cpu = x.device.type == "cpu"
-    check_every = 1 if on_cpu else _policy.KMEANS_CHECK_EVERY
+    choices = _policy.device_choices(x)
+    on_cpu, check_every = not choices.sync_free_kmeans, choices.kmeans_check_every
     active = torch.ones(b, dtype=torch.bool, device=x.device)
     for it in range(max_iter):
         labels, _ = nearest_centroid(_masked(cent, valid), xt)

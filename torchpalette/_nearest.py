@@ -21,34 +21,46 @@ from ._bins import bin_codes
 from ._spaces import srgb_to_lab_cf, to_space_cf
 
 
-def nearest_centroid(
-    c: Tensor, xt: Tensor, single_pass: bool | None = None
-) -> tuple[Tensor, Tensor]:
+def nearest_centroid(c: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     """Nearest centroid without ``|x|^2``: centroids ``c [B, k, D]``, points transposed
     ``xt [B, D, N]`` -> (labels ``[B, N]`` int64, ``min_j |c_j|^2 - 2 x.c_j`` ``[B, N]``).
 
-    Distances are laid out ``[B, k, N]``. On CPU they are reduced with ``amin`` over dim 1
-    plus an equality mask for the index, several times faster than ``argmin``/``min`` over a
-    short dim there (ties pick the highest index); on other devices with one ``min(1)``
-    (values and indices in one pass).
+    Distances are laid out ``[B, k, N]`` and built in chunks of points, at most
+    ``nearest_chunk`` of them at once (:func:`_policy.device_choices`), so memory stays
+    bounded at any B, k and N; a point's result does not depend on the chunking.
     """
+    b, k, _ = c.shape
+    n = xt.shape[-1]
     cc = (c * c).sum(-1, keepdim=True)  # [B, k, 1]
-    return argmin_over_k(torch.baddbmm(cc, c, xt, alpha=-2.0), single_pass)  # distances [B, k, N]
+    step = max(1, _policy.device_choices(xt).nearest_chunk // max(1, b * k))
+    with _policy.ieee_fp32():
+        if step >= n or torch.compiler.is_compiling():
+            return argmin_over_k(torch.baddbmm(cc, c, xt, alpha=-2.0))
+        labels = torch.empty(b, n, dtype=torch.int64, device=xt.device)
+        m = torch.empty(b, n, dtype=torch.result_type(c, xt), device=xt.device)
+        for s in range(0, n, step):
+            dist = torch.baddbmm(cc, c, xt[..., s : s + step], alpha=-2.0)
+            labels[:, s : s + step], m[:, s : s + step] = argmin_over_k(dist)
+    return labels, m
 
 
-def argmin_over_k(dist: Tensor, single_pass: bool | None = None) -> tuple[Tensor, Tensor]:
-    """``dist [B, k, N]`` -> (index of the minimum over k ``[B, N]`` int64, minimum ``[B, N]``)
-    (see :func:`nearest_centroid`; ``single_pass`` forces the one value+index reduction used
-    off the CPU; None = by device)."""
+def argmin_over_k(dist: Tensor) -> tuple[Tensor, Tensor]:
+    """``dist [B, k, N]`` -> (index of the minimum over k ``[B, N]`` int64, minimum ``[B, N]``).
+    Ties go to the lowest index on every device (as ``torch.argmin``).
+
+    With ``single_pass_argmin`` (:func:`_policy.device_choices`, off the CPU) one ``min(1)``
+    gives values and indices; on the CPU ``amin`` plus an equality mask is several times
+    faster than ``argmin``/``min`` over a short dim."""
     k = dist.shape[1]
-    if dist.device.type != "cpu" if single_pass is None else single_pass:  # values + indices
+    if _policy.device_choices(dist).single_pass_argmin:
         m, labels = dist.min(1)
         return labels, m
     m = dist.amin(1, keepdim=True)
-    small = torch.uint8 if k <= 256 else torch.int32
-    ar = torch.arange(k, device=dist.device, dtype=small).view(1, k, 1)
-    labels = ((dist == m).to(small) * ar).amax(1)
-    return labels.long(), m.squeeze(1)
+    # the lowest index among the minima is k minus the largest of (k - j) where dist == m
+    small = torch.uint8 if k < 256 else torch.int32
+    rev = torch.arange(k, 0, -1, device=dist.device, dtype=small).view(1, k, 1)
+    labels = k - ((dist == m).to(small) * rev).amax(1).long()
+    return labels.clamp_max_(k - 1), m.squeeze(1)  # (no minimum found: NaN rows -> k - 1)
 
 
 def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
@@ -58,19 +70,53 @@ def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) 
     b, _, p = rgb.shape
     k = ps.shape[1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
-    budget = _policy.nearest_chunk(rgb)
+    budget = _policy.device_choices(rgb).nearest_chunk
     step = max(1, budget // max(1, b * k))
     step = p if torch.compiler.is_compiling() else step  # compiled: one chunk, any batch size
-    for s in range(0, p, step):
-        x = rgb[..., s : s + step]
-        if x.is_floating_point():
-            x = x.to(dtype)
-        if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
-            dist = torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True))
-            labels[:, s : s + step] = argmin_over_k(dist)[0]
-        else:
-            labels[:, s : s + step] = nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
-    return labels
+    with _policy.ieee_fp32():
+        for s in range(0, p, step):
+            x = rgb[..., s : s + step]
+            if x.is_floating_point():
+                x = x.to(dtype)
+            if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
+                dist = torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True))
+                labels[:, s : s + step] = argmin_over_k(dist)[0]
+            else:
+                labels[:, s : s + step] = nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
+    return first_of_equal(ps, labels)
+
+
+#: Largest palette whose near-duplicate entries :func:`first_of_equal` merges (the test costs
+#: ``K**2`` per image; beyond, duplicates keep the plain argmin tie rule).
+DEDUP_MAX_K = 1024
+
+
+def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
+    """``labels [B, P]`` into palettes ``ps [B, K, 3]`` with each duplicate entry replaced by
+    the first entry of the same colour, so the tie rule (the lowest index) holds on every
+    device. Entries within float rounding of each other count as the same colour: the
+    conversion rounds a duplicate by its position (vectorised and scalar code, matrix-product
+    tiles; Lab's a and b, differences of cube roots times 500, by ~30 ulps of L), and then so
+    do the distances. Palettes over :data:`DEDUP_MAX_K` colours are left as they are."""
+    b, k, _ = ps.shape
+    if k > DEDUP_MAX_K or k == 1:
+        return labels
+    choices = _policy.device_choices(ps)
+    compiling = torch.compiler.is_compiling()
+    step = b if compiling else max(1, choices.nearest_chunk // (k * k))
+    first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
+    tol = 64 * torch.finfo(ps.dtype).eps
+    for s in range(0, b, step):  # [b, K, K] tables within the budget
+        p = ps[s : s + step]
+        gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
+        for c in range(3):
+            gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
+        scale = 1 + p.abs().amax(-1)  # [b, K]
+        first[s : s + step] = (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
+    if choices.kind == "cpu" and not compiling:  # a host check is free here
+        if not bool((first != torch.arange(k, device=ps.device)).any()):
+            return labels  # no duplicates (the common case): no gather over every pixel
+    return first.gather(1, labels)
 
 
 _PRUNE_BITS = 5  # bins (8 sRGB levels wide) of the refined search's look-up table
@@ -129,25 +175,33 @@ def search_near_boundaries(
     bits = _PRUNE_BITS
     nb = 1 << (3 * bits)
     cen, rad = bin_geometry(bits, space, dtype, str(dev))
-    code = bin_codes(rgb, bits)  # [B, P] int32
+    code = bin_codes(rgb, bits).long()  # [B, P]; int64 once offset: no overflow at any B
     if b > 1:
-        code += torch.arange(b, device=dev, dtype=torch.int32).unsqueeze(-1) * nb
+        code += torch.arange(b, device=dev).unsqueeze(-1) * nb
     flat = code.view(-1)
-    occ = torch.bincount(flat, minlength=b * nb) > 0
-    (idx,) = occ.nonzero(as_tuple=True)  # [M] occupied bins, image-major
-    img = idx // nb
+    inverse = None
+    if flat.numel() < b * nb:  # fewer pixels than bins: sort the codes, no dense table
+        idx, inverse = torch.unique(flat, return_inverse=True)
+    else:
+        (idx,) = (torch.bincount(flat, minlength=b * nb) > 0).nonzero(as_tuple=True)
+    img = idx // nb  # [M] occupied bins, image-major
     c = cen[idx - img * nb]  # [M, 3]
     pal = ps[img]  # [M, K, 3]
     d = (c.unsqueeze(1) - pal).square().sum(-1)  # [M, K]
     dmin, jstar = d.min(-1)
-    pd = torch.cdist(ps, ps)  # [B, K, K] distances between palette colours
+    with _policy.ieee_fp32():
+        pd = torch.cdist(ps, ps)  # [B, K, K] distances between palette colours
     gap = pd[img, jstar]  # [M, K]
     margin = (d - dmin.unsqueeze(-1)) / (2.0 * gap).clamp_min(torch.finfo(dtype).tiny)
     margin.scatter_(1, jstar.unsqueeze(-1), float("inf"))  # j* itself never blocks
     sure = margin.amin(-1) > rad[idx - img * nb] * alpha + _PRUNE_SLACK
-    lut = torch.full((b * nb,), -1, dtype=torch.int64, device=dev)
-    lut[idx] = torch.where(sure, jstar, -1)
-    labels = lut.index_select(0, flat)  # [B * P]
+    bin_label = torch.where(sure, jstar, -1)
+    if inverse is not None:
+        labels = bin_label[inverse]  # [B * P]
+    else:
+        lut = torch.full((b * nb,), -1, dtype=torch.int64, device=dev)
+        lut[idx] = bin_label
+        labels = lut.index_select(0, flat)
     (amb,) = (labels < 0).nonzero(as_tuple=True)
     if amb.numel():
         bi = amb // p
@@ -157,10 +211,11 @@ def search_near_boundaries(
         if b == 1:
             labels[amb] = search(px.unsqueeze(0), ps, pa, space, dtype)[0]
         else:  # each pixel against its own image's palette, in chunks of the budget
-            step = max(1, _policy.nearest_chunk(rgb) // (4 * k))
-            for s in range(0, amb.numel(), step):
-                x = to_space_cf(px[:, s : s + step].unsqueeze(0), space, dtype)[0]  # [3, a]
-                xa = torch.cat([x, torch.ones_like(x[:1])], 0).T.unsqueeze(-1)  # [a, 4, 1]
-                dist = torch.bmm(pa[bi[s : s + step]], xa).transpose(0, 2)  # [1, K, a]
-                labels[amb[s : s + step]] = argmin_over_k(dist)[0][0]
-    return labels.view(b, p)
+            step = max(1, _policy.device_choices(rgb).nearest_chunk // (4 * k))
+            with _policy.ieee_fp32():
+                for s in range(0, amb.numel(), step):
+                    x = to_space_cf(px[:, s : s + step].unsqueeze(0), space, dtype)[0]  # [3, a]
+                    xa = torch.cat([x, torch.ones_like(x[:1])], 0).T.unsqueeze(-1)  # [a, 4, 1]
+                    dist = torch.bmm(pa[bi[s : s + step]], xa).transpose(0, 2)  # [1, K, a]
+                    labels[amb[s : s + step]] = argmin_over_k(dist)[0][0]
+    return first_of_equal(ps, labels.view(b, p))

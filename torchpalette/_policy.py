@@ -2,18 +2,23 @@
 
 Every chunk budget and size threshold of the package lives here, so that the trade-offs between
 memory, cache and launch counts can be read (and tuned, and monkeypatched by the tests) in one
-place; so does the policy of the compiled CIEDE2000 kernel (:data:`CIEDE2000`). Modules read
-them as ``_policy.NAME`` at call time, never copy them at import time. The
+place; so do the choices that depend on the device (:func:`device_choices`, one switch per
+choice, which :func:`force` lets the tests take on CPU tensors), the float32 precision guard
+(:func:`ieee_fp32`) and the policy of the compiled CIEDE2000 kernel (:data:`CIEDE2000`).
+Modules read them as ``_policy.NAME`` at call time, never copy them at import time. The
 figures behind each choice are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import logging
 import math
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -66,6 +71,58 @@ def no_autocast(x: Tensor) -> Iterator[None]:
         yield
 
 
+@functools.lru_cache(maxsize=1)
+def _fp32_leaves() -> tuple:
+    """The per-operation float32 precision switches of torch >= 2.9 (``fp32_precision``) that
+    reach our matrix products and kornia's colour matrices; () on older torch."""
+    b = torch.backends
+    leaves = [getattr(b.cuda, "matmul", None), getattr(b.cudnn, "conv", None),
+              getattr(getattr(b, "mkldnn", None), "matmul", None),
+              getattr(getattr(b, "mkldnn", None), "conv", None)]
+    try:
+        return tuple(leaf for leaf in leaves if leaf is not None and leaf.fp32_precision)
+    except (AttributeError, RuntimeError):
+        return ()
+
+
+@contextlib.contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Run the block with IEEE float32 matrix products and convolutions, whatever the user's
+    precision flags say, and restore them on exit.
+
+    TF32 (``set_float32_matmul_precision("high")``, ``fp32_precision = "tf32"``) keeps 10
+    mantissa bits: enough to flip nearest colours and move palettes. Only the per-operation
+    switches are written (the new ``fp32_precision`` API where torch has it, else the legacy
+    ``allow_tf32`` flags): reading the legacy cuDNN flag after the new API was used raises.
+    Not thread-safe (the flags are global); a compiled graph keeps the flags it was traced with.
+    """
+    if torch.compiler.is_compiling():
+        yield
+        return
+    leaves = _fp32_leaves()
+    if leaves:
+        old = [leaf.fp32_precision for leaf in leaves]
+        for leaf, value in zip(leaves, old, strict=True):
+            if value != "ieee":
+                leaf.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for leaf, value in zip(leaves, old, strict=True):
+                if value != "ieee":
+                    leaf.fp32_precision = value
+        return
+    cuda_mm, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn  # torch < 2.9
+    legacy = (torch.get_float32_matmul_precision(), cuda_mm.allow_tf32, cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    cuda_mm.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(legacy[0])
+        cuda_mm.allow_tf32, cudnn.allow_tf32 = legacy[1], legacy[2]
+
+
 # --------------------------------------------------------------------------- k-means
 #: Lloyd steps between host-side "all converged?" checks on a GPU (a check is a sync).
 KMEANS_CHECK_EVERY = 4
@@ -100,14 +157,78 @@ NEAREST_CHUNK = 1 << 22
 NEAREST_CHUNK_GPU = 1 << 25
 
 
+
+
+# --------------------------------------------------------------------------- device choices
+
+
+@dataclass(frozen=True)
+class DeviceChoices:
+    """Every choice of the package that depends on the device, taken in one place.
+
+    Attributes:
+        kind: ``"cpu"`` or ``"gpu"`` (any other device: CUDA, MPS, ... where a host sync and an
+            atomic-heavy op cost more than extra arithmetic).
+        scatter_bins: per-bin sums by ``scatter_add_`` into a preallocated table (no host sync)
+            rather than ``bincount`` (which syncs to size its output off the CPU).
+        single_pass_argmin: nearest colour by one ``min(1)`` (value and index in one pass)
+            rather than ``amin`` plus an equality mask (several times faster on the CPU).
+        sync_free_kmeans: Lloyd steps without host syncs (one-hot ``bmm`` means, empty clusters
+            re-seeded unconditionally, convergence checked every ``kmeans_check_every`` steps).
+        chunk_pixels: bin and count one large image in cache-sized chunks of pixels.
+        bin_group: pixels (and dense bins) of a group of images binned at once.
+        nearest_chunk: pixel-colour distances alive at once in a nearest-colour search.
+        kmeans_check_every: Lloyd steps between host-side "all converged?" checks.
+        auto_labels: what ``assign="auto"`` labels through tables (:func:`auto_labels`).
+    """
+
+    kind: str
+    scatter_bins: bool
+    single_pass_argmin: bool
+    sync_free_kmeans: bool
+    chunk_pixels: bool
+    bin_group: int
+    nearest_chunk: int
+    kmeans_check_every: int
+    auto_labels: str
+
+
+_FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("torchpalette_device",
+                                                                    default=None)
+
+
+def device_choices(x: Tensor | torch.device) -> DeviceChoices:
+    """The :class:`DeviceChoices` for ``x``'s device (or the one :func:`force` names). Built
+    on each call from the module's budgets, so monkeypatched budgets take effect."""
+    kind = _FORCED.get() or (x.device if isinstance(x, Tensor) else x).type
+    if kind == "cpu":
+        return DeviceChoices("cpu", False, False, False, True, BIN_GROUP, NEAREST_CHUNK, 1,
+                             "table")
+    return DeviceChoices("gpu", True, True, True, False, BIN_GROUP_GPU, NEAREST_CHUNK_GPU,
+                         KMEANS_CHECK_EVERY, "bins")
+
+
+@contextlib.contextmanager
+def force(kind: str) -> Iterator[None]:
+    """Tests only: take the choices of ``kind`` (``"cpu"``, or ``"cuda"`` for the GPU ones)
+    for every tensor inside the block, so the CUDA code paths run on CPU tensors."""
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"kind: expected 'cpu' or 'cuda', got {kind!r}")
+    token = _FORCED.set(kind)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
 def bin_group(x: Tensor) -> int:
     """Pixels handled per group of images on ``x``'s device."""
-    return BIN_GROUP if x.device.type == "cpu" else BIN_GROUP_GPU
+    return device_choices(x).bin_group
 
 
 def nearest_chunk(x: Tensor) -> int:
     """Pixel-colour distances alive at once on ``x``'s device."""
-    return NEAREST_CHUNK if x.device.type == "cpu" else NEAREST_CHUNK_GPU
+    return device_choices(x).nearest_chunk
 
 
 # --------------------------------------------------------------------------- compiled ΔE
@@ -207,4 +328,4 @@ def auto_labels(device: torch.device) -> str:
     """What ``assign="auto"`` labels through tables on ``device`` (see ``quantize``): the exact
     colours' table only on the CPU, where the exact search is cheap next to the palette; the
     coarse bins' table too on other devices, where it saves most of the work."""
-    return "table" if device.type == "cpu" else "bins"
+    return device_choices(device).auto_labels

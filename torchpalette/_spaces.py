@@ -16,12 +16,11 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import kornia.color as kc
 import torch
 from torch import Tensor
+
+from . import _policy
 
 SPACES = ("lab", "oklab", "srgb")
 
@@ -58,7 +57,7 @@ OKLAB_M1_INV = (
 )
 
 
-def _matrix(m: tuple[tuple[float, float, float], ...], like: Tensor) -> Tensor:
+def _matrix(m: tuple[tuple[float, ...], ...], like: Tensor) -> Tensor:
     return torch.tensor(m, dtype=like.dtype, device=like.device)
 
 
@@ -85,6 +84,11 @@ def srgb_to_lab_cf(
     if dtype is None or rgb.is_floating_point():
         floats = (torch.float32, torch.float64)
         dtype = rgb.dtype if rgb.dtype in floats else (dtype or torch.float32)
+    with _policy.ieee_fp32():  # TF32 products move Lab by ~0.05
+        return _srgb_to_lab_cf(rgb, dtype, append_one)
+
+
+def _srgb_to_lab_cf(rgb: Tensor, dtype: torch.dtype, append_one: bool) -> Tensor:
     lin = _linear(rgb, dtype)
     m = _matrix(SRGB_TO_XYZ, lin) / _matrix((D65_WHITE,), lin).T
     t = torch.matmul(m, lin)
@@ -119,35 +123,25 @@ def srgb_to_lab(colors: Tensor) -> Tensor:
     return srgb_to_lab_cf(flat).transpose(1, 2).reshape(colors.shape)
 
 
-@contextlib.contextmanager
-def _ieee_fp32(device: torch.device) -> Iterator[None]:
-    """Full float32 precision for kornia's 3x3 colour matrices: on CUDA kornia applies them as
-    a cuDNN convolution, where TF32 is allowed by default (Lab off by up to ~0.05)."""
-    if device.type != "cuda":
-        yield
-        return
-    c = torch.backends.cudnn
-    with c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic,
-                 allow_tf32=False):
-        yield
-
-
 def lab_to_srgb(lab: Tensor, clip: bool = True) -> Tensor:
     """CIELAB ``[..., 3]`` -> sRGB ``[..., 3]`` (kornia's; clamped to [0, 1] by ``clip``)."""
-    with _ieee_fp32(lab.device):
+    with _policy.ieee_fp32():  # kornia's colour matrices are einsums/convolutions
         return kc.lab_to_rgb(lab[..., None, None], clip=clip)[..., 0, 0]
 
 
 def srgb_to_oklab(colors: Tensor) -> Tensor:
     """sRGB ``[..., 3]`` -> Oklab ``[..., 3]``."""
     lin = kc.rgb_to_linear_rgb(colors[..., None, None])[..., 0, 0]
-    lms = lin @ _matrix(OKLAB_M1, lin).T
-    return (torch.sign(lms) * lms.abs().pow(1.0 / 3.0)) @ _matrix(OKLAB_M2, lms).T
+    with _policy.ieee_fp32():
+        lms = lin @ _matrix(OKLAB_M1, lin).T
+        return (torch.sign(lms) * lms.abs().pow(1.0 / 3.0)) @ _matrix(OKLAB_M2, lms).T
 
 
 def oklab_to_srgb(oklab: Tensor, clip: bool = True) -> Tensor:
     """Oklab ``[..., 3]`` -> sRGB ``[..., 3]`` (clamped to [0, 1] by ``clip``)."""
-    linear = (oklab @ _matrix(OKLAB_M2_INV, oklab).T).pow(3) @ _matrix(OKLAB_M1_INV, oklab).T
+    with _policy.ieee_fp32():
+        lms = (oklab @ _matrix(OKLAB_M2_INV, oklab).T).pow(3)
+        linear = lms @ _matrix(OKLAB_M1_INV, oklab).T
     if clip:
         linear = linear.clamp(0.0, 1.0)
     return kc.linear_rgb_to_rgb(linear[..., None, None])[..., 0, 0]

@@ -144,7 +144,7 @@ def _channel_rows(lab: Tensor, shape: torch.Size) -> Tensor:
 def _run_compiled(kernel, lab1: Tensor, lab2: Tensor, shape, kL, kC, kH) -> Tensor:
     """The compiled CIEDE2000 kernel on broadcast ``[..., 3]`` Lab; returns ``[...]``."""
     n = shape.numel() // 3
-    if lab1.device.type == "cpu" and n != 3:
+    if _policy.device_choices(lab1).kind == "cpu" and n != 3:
         # inductor vectorizes contiguous rows, not stride-3 loads: [3, N] rows
         x1, x2 = (_channel_rows(x, shape).contiguous() for x in (lab1, lab2))
     else:  # GPU: [N, 3] as is; the stride-3 loads coalesce through the cache, no extra pass
@@ -164,7 +164,8 @@ def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Ten
             policy.failed = True
             msg = f"delta_e: compiled path unavailable ({err!r}); using eager"
             warnings.warn(msg, stacklevel=3)
-    if needs_grad or lab1.device.type != "cpu" or torch.compiler.is_compiling():
+    gpu = _policy.device_choices(lab1).kind != "cpu"
+    if needs_grad or gpu or torch.compiler.is_compiling():
         # the functional form: autograd's graph, one pass per op on GPUs, traceable
         (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
         return ciede2000(L1, a1, b1, L2, a2, b2, kL, kC, kH)

@@ -10,6 +10,7 @@ mean colours with the same weighted k-means and defaults as :func:`torchpalette.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -87,11 +88,11 @@ def fit_palette(
         batch = v.check_image(_plain(batch), "images_or_loader")
         if stats is None:
             device = torch.device(device) if device is not None else batch.device
-            stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device)
+            stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=device)
         _accumulate(stats, batch.to(device), bits, max_pixels)
     if stats is None:
-        stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=device or "cpu")
-    stats = _all_reduce(stats, process_group)
+        stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=device or "cpu")
+    stats = _carry(_all_reduce(stats, process_group))
     return _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
 
 
@@ -163,13 +164,18 @@ def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:
 
 
 # Statistics are integers (exact, so sums do not depend on batch order, rank count or
-# all-reduce order): colour sums in units of 1 / (255 * 2**16) of the sRGB range.
+# all-reduce order): per bin the pixel count, the sums of the whole 8-bit levels and the sums
+# of their fractions in units of 2**-16 level, carried into the whole part after each batch.
+# A bin then overflows only past 2**63 / 255 (3.6e16) pixels, where one int64 sum in units of
+# 2**-16 level overflowed past 5.5e11.
 _FIX_SHIFT = 16
+_FIX_MASK = (1 << _FIX_SHIFT) - 1
 
 
 def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None) -> None:
-    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 4]`` int64
-    (count, sum R, sum G, sum B per bin); alpha-0 pixels are not counted."""
+    """Add the pixels of ``images`` ``[..., 3|4, H, W]`` to ``stats`` ``[bins**3, 7]`` int64
+    (count, whole-level sums R, G, B, fraction sums R, G, B per bin); alpha-0 pixels are not
+    counted."""
     c, h, w = images.shape[-3:]
     flat = images.reshape(-1, c, h * w)
     n = h * w
@@ -186,9 +192,17 @@ def _accumulate(stats: Tensor, images: Tensor, bits: int, max_pixels: int | None
             fixed = (rgb.double() * (255 << _FIX_SHIFT)).round_().long()
         index = bin_codes(rgb, bits).reshape(-1).long()
         keep = torch.ones_like(index) if alpha is None else (alpha.reshape(-1) > 0).long()
-        sums = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
-        values = torch.cat([keep[:, None], sums], 1)
+        fixed = fixed.transpose(1, 2).reshape(-1, 3) * keep[:, None]
+        values = torch.cat([keep[:, None], fixed >> _FIX_SHIFT, fixed & _FIX_MASK], 1)
         stats.index_add_(0, index, values)
+    _carry(stats)
+
+
+def _carry(stats: Tensor) -> Tensor:
+    """Move whole levels from the fraction sums into the level sums of ``stats``, in place."""
+    stats[:, 1:4] += stats[:, 4:] >> _FIX_SHIFT
+    stats[:, 4:] &= _FIX_MASK
+    return stats
 
 
 def _distributed(process_group: Any) -> bool:
@@ -207,9 +221,26 @@ def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
 
     comm = stats
     if dist.get_backend(process_group) == "nccl" and stats.device.type != "cuda":
-        comm = stats.to(torch.device("cuda", torch.cuda.current_device()))
+        comm = stats.to(_nccl_device(process_group))
     dist.all_reduce(comm, op=dist.ReduceOp.SUM, group=process_group)
     return comm.to(stats.device)
+
+
+def _nccl_device(process_group: Any) -> torch.device:
+    """The GPU through which this rank talks NCCL when its statistics live on the CPU: the
+    group's bound device, else the current one if the caller chose it (``set_device``), else
+    ``LOCAL_RANK``'s (torchrun sets it), so ranks of one node never all pick GPU 0."""
+    import torch.distributed as dist
+
+    group = process_group if process_group is not None else dist.group.WORLD
+    bound = getattr(group, "bound_device_id", None)
+    if bound is not None:
+        return torch.device(bound)
+    current = torch.cuda.current_device()
+    local = os.environ.get("LOCAL_RANK")
+    if current != 0 or local is None:
+        return torch.device("cuda", current)
+    return torch.device("cuda", int(local) % max(1, torch.cuda.device_count()))
 
 
 def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
@@ -220,7 +251,7 @@ def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
 
     comm = colors.contiguous()
     if dist.get_backend(process_group) == "nccl" and colors.device.type != "cuda":
-        comm = comm.to(torch.device("cuda", torch.cuda.current_device()))
+        comm = comm.to(_nccl_device(process_group))
     src = 0 if process_group is None else dist.get_global_rank(process_group, 0)
     dist.broadcast(comm, src=src, group=process_group)
     return comm.to(colors.device)
@@ -237,7 +268,8 @@ def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Te
             f"images_or_loader), got {colors}"
         )
     counts = stats[occupied, 0].double()
-    means = stats[occupied, 1:].double() / (counts[:, None] * (255 << _FIX_SHIFT))
+    sums = stats[occupied, 1:4].double() + stats[occupied, 4:].double() / (1 << _FIX_SHIFT)
+    means = sums / (counts[:, None] * 255)
     points = to_space(means.float(), space)
     generator = torch.Generator().manual_seed(seed)  # CPU draws: the same on every device
     result, _ = cluster(

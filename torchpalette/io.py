@@ -17,8 +17,7 @@ from a palette, at the smallest bit depth that holds the palette (1, 2, 4 or 8) 
 ``PNG_LEVEL`` (``optimize=True`` for Pillow's slow, smallest search). The whole file is encoded
 in memory before the path is opened, so a bad argument never leaves a half-written file
 (writing atomically is the caller's job). torchvision is imported on first use only: its
-package import pulls in ``torchvision.ops`` and ``torch._dynamo``, seconds that a command which
-never decodes should not pay.
+import pulls in ``torch._dynamo``, seconds that a command which never decodes should not pay.
 """
 
 from __future__ import annotations
@@ -36,9 +35,10 @@ from torch import Tensor
 
 from . import _validate as v
 from ._image import float_to_uint8
+from ._jpeg import decode_jpegs  # batched (GPU) JPEG decoding, EXIF orientation applied
 
 __all__ = ["read_image", "write_image", "encode_indexed_png", "iter_image_files",
-           "IMAGE_SUFFIXES", "PNG_LEVEL"]
+           "decode_jpegs", "IMAGE_SUFFIXES", "PNG_LEVEL"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,7 +46,6 @@ JPEG_QUALITY = 95
 PNG_LEVEL = 4
 """zlib level of indexed PNGs: the knee of time vs size on 512x512 16-colour photos (see
 benchmarks/RESULTS.md): about 2x faster than level 6 for ~2% more bytes; 9 is 20x slower."""
-
 _TORCHVISION_FORMATS = ("PNG", "JPEG")
 
 

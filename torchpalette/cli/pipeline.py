@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,16 +101,12 @@ def classify(image: Tensor) -> tuple[str, Tensor]:
 
 def gpu_decode_jpegs(items: list, paths: Sequence[Path], device: torch.device) -> list:
     """Decode the raw JPEG items ``(i, "jpeg", data, None, s)`` on ``device`` in one batched
-    ``torchvision.io.decode_jpeg`` call; if the batch fails, each file on the CPU instead (so
-    a corrupt file gets ``read_image``'s error and fails alone). Returns decoded items."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
+    ``io.decode_jpegs`` call (EXIF orientation applied, as ``read_image`` does); if the batch
+    fails, each file on the CPU instead (so a corrupt file gets ``read_image``'s error and
+    fails alone). Returns decoded items."""
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs on every call
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-            images = decode_jpeg([data for _, _, data, _, _ in items], mode=ImageReadMode.RGB,
-                                 device=device, apply_exif_orientation=True)
+        images = io.decode_jpegs([data for _, _, data, _, _ in items], device)
         share = (time.perf_counter() - t0) / max(len(items), 1)
         return [(i, "rgb", img, None, s + share)
                 for (i, _, _, _, s), img in zip(items, images, strict=True)]

@@ -90,7 +90,8 @@ class Quantizer:
             points, counts, inverse = _unique_points(x, part)
             k = min(k_part, len(points))
             if k > 0:  # else (no entry left) partial pixels take the nearest other entry
-                gen = torch.Generator(device=x.device).manual_seed(self.seed)
+                # CPU draws (as tp.palette's): the same entries on every device
+                gen = torch.Generator().manual_seed(self.seed)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*fewer distinct.*")
                     cent = tp.kmeans(points, k, weights=counts.float(), generator=gen).centroids
