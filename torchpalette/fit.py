@@ -107,8 +107,9 @@ def color_stats(images: Tensor, *, bits: int = DEFAULT_BITS,
         max_pixels: at most this many evenly spaced pixels per image (``None``: all).
 
     Returns:
-        ``[2**(3*bits), 4]`` int64: pixel count and exact colour sums (R, G, B) per colour bin.
-        Sums of these over any split of a dataset are the same integers.
+        ``[2**(3*bits), 7]`` int64 per colour bin: pixel count, then exact colour sums (R, G,
+        B) in whole 8-bit levels and in fractions of a level. Sums of these over any split of
+        a dataset are the same integers.
 
     Example:
         >>> import torch
@@ -123,14 +124,14 @@ def color_stats(images: Tensor, *, bits: int = DEFAULT_BITS,
     if max_pixels is not None:
         max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
     images = v.check_image(_plain(images), "images")
-    stats = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64, device=images.device)
+    stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=images.device)
     _accumulate(stats, images, bits, max_pixels)
     return stats
 
 
 def palette_from_stats(stats: Tensor, colors: int, *, space: str = "lab",
                        seed: int = 0) -> Tensor:
-    """The palette of summed :func:`color_stats` ``[2**(3*bits), 4]`` -> ``[colors, 3]`` float32
+    """The palette of summed :func:`color_stats` ``[2**(3*bits), 7]`` -> ``[colors, 3]`` float32
     sRGB in [0, 1], most used colour first: the second half of :func:`fit_palette`.
 
     Raises:
@@ -138,10 +139,10 @@ def palette_from_stats(stats: Tensor, colors: int, *, space: str = "lab",
     """
     colors = v.check_int(colors, "colors", low=1)
     v.check_choice(space, "space", SPACES)
-    if not isinstance(stats, Tensor) or stats.ndim != 2 or stats.shape[1] != 4:
-        raise ValueError(f"stats: expected a [bins, 4] tensor of color_stats, got "
+    if not isinstance(stats, Tensor) or stats.ndim != 2 or stats.shape[1] != 7:
+        raise ValueError(f"stats: expected a [bins, 7] tensor of color_stats, got "
                          f"{getattr(stats, 'shape', type(stats).__name__)}")
-    return _palette_from_stats(stats.long(), colors, space, seed)
+    return _palette_from_stats(_carry(stats.long().clone()), colors, space, seed)
 
 
 def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:

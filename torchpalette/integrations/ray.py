@@ -85,9 +85,10 @@ class _Stats:
         self.image_column, self.bits, self.max_pixels = image_column, bits, max_pixels
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        stats = torch.zeros(1 << 3 * self.bits, 4, dtype=torch.int64)
-        for im in _images(batch, self.image_column):
-            stats += color_stats(im, bits=self.bits, max_pixels=self.max_pixels)
+        stats = sum(color_stats(im, bits=self.bits, max_pixels=self.max_pixels)
+                    for im in _images(batch, self.image_column))
+        if not isinstance(stats, torch.Tensor):  # an empty batch
+            return {"bin": np.zeros(0, np.int64), "stats": np.zeros((0, 7), np.int64)}
         occupied = stats[:, 0].nonzero().squeeze(1)
         return {"bin": occupied.numpy(), "stats": stats[occupied].numpy()}
 
@@ -108,7 +109,7 @@ def fit_palette_ray(ds: Any, colors: int, *, image_column: str = "image", space:
     """
     part = ds.map_batches(_Stats(image_column, bits, max_pixels), batch_format="numpy",
                           **map_kw)
-    total = torch.zeros(1 << 3 * bits, 4, dtype=torch.int64)
+    total = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64)
     for b in part.iter_batches(batch_format="numpy", batch_size=None):
         total.index_add_(0, torch.from_numpy(b["bin"]).long(), torch.from_numpy(b["stats"]))
     return palette_from_stats(total, colors, space=space, seed=seed)
