@@ -111,7 +111,8 @@ def fit_palette_ray(ds: Any, colors: int, *, image_column: str = "image", space:
                           **map_kw)
     total = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64)
     for b in part.iter_batches(batch_format="numpy", batch_size=None):
-        total.index_add_(0, torch.from_numpy(b["bin"]).long(), torch.from_numpy(b["stats"]))
+        # Ray hands read-only arrays: copied, as torch cannot wrap them
+        total.index_add_(0, torch.tensor(b["bin"]).long(), torch.tensor(b["stats"]))
     return palette_from_stats(total, colors, space=space, seed=seed)
 
 
