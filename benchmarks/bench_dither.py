@@ -3,22 +3,23 @@ Pillow, pngquant and libimagequant, for quality (blur metric) and speed.
 
 Quality: the *blur metric*, the mean CIEDE2000 (``tp.delta_e``) between the original and the
 dithered image after a Gaussian blur (sigma = 1 and 2 px) of both, applied in linear light (a
-proxy for how a dithered image looks from a normal viewing distance). Images: the four photos
-of ``bench_palette.py`` (astronaut, coffee, chelsea, rocket, each <= 100,000 pixels), a smooth
-2-D gradient between four colours, and the issue's two-colour hue gradient with its two ends
-as palette. k = 4, 16, 64. Rows:
+proxy for how a dithered image looks from a normal viewing distance), and the share of
+*far-off* pixels (CIEDE2000 > 20 from their source pixel). Images: the photos of
+``bench_palette.py`` (each <= 100,000 pixels), a smooth 2-D gradient between four colours, a
+saturated hue sweep darkening towards black (``dark-hue``, where a palette cannot reach every
+colour), and the two-colour hue gradient with its two ends as palette. k = 4, 16, 64. Rows:
 
 * ``tp-fs`` / ``tp-ordered`` / ``tp-none``: ``tp.palette(img, k)`` and our dithers (or none);
-* ``tp-fs-labdiff``: the same Floyd–Steinberg with errors diffused in Lab instead of linear
-  light (the design choice the module documents);
 * ``pil-fs``: Pillow ``Image.quantize(palette=..., dither=FLOYDSTEINBERG)``, same palette;
 * ``pngquant-fs`` / ``liq-fs``: pngquant and libimagequant (``imagequant``) with their own
-  k-colour palettes and full Floyd–Steinberg dithering.
+  k-colour palettes and full Floyd–Steinberg dithering (where installed).
 
-Speed: a batch of 32 images 512x512 at k = 16 (each with its own palette), torchpalette in
-one batched call vs Pillow FS over the same images one after another (single thread each,
-and torchpalette again with the default threads). ``--gpu``: B = 256 images 256x256, k = 16,
-on CUDA (img/s).
+Speed: batches of 8 images 256x256 and 512x512 at k = 16 (each with its own palette), one
+thread: torchpalette in one call (the compiled CPU loop for Floyd–Steinberg where numba is
+installed, else the wavefront) vs Pillow FS over the same images one after another; then
+torchpalette with the default threads. ``--gpu``: B = 256 images 256x256, k = 16, on CUDA.
+The CPU load (busy share and load average) is printed before the timings: on a shared
+machine the ratios, not the absolute rates, are the figures to compare.
 
 Usage: ``python benchmarks/bench_dither.py [--quick] [--gpu] [--skip-speed]``.
 """
@@ -26,6 +27,8 @@ Usage: ``python benchmarks/bench_dither.py [--quick] [--gpu] [--skip-speed]``.
 from __future__ import annotations
 
 import argparse
+import colorsys
+import os
 import shutil
 import statistics
 import subprocess
@@ -39,12 +42,15 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import (  # noqa: E402  (benchmarks/ is on sys.path)
+    median_seconds,
+    report_machine,
+    warn_if_busy,
+)
+from bench_palette import load_photos  # noqa: E402
 
 import torchpalette as tp
-from _common import median_seconds, report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
-from bench_palette import load_photos  # noqa: E402
 from torchpalette._dither import dither_labels
-from torchpalette._dither_fs import floyd_steinberg
 
 
 def blur_metric(orig: torch.Tensor, out: torch.Tensor, sigma: float) -> float:
@@ -66,6 +72,19 @@ def gradient_2d(h: int = 256, w: int = 384) -> torch.Tensor:
     top = c[0, :, None, None] * (1 - xx) + c[1, :, None, None] * xx
     bot = c[2, :, None, None] * (1 - xx) + c[3, :, None, None] * xx
     return ((top * (1 - yy) + bot * yy) * 255).round().to(torch.uint8)
+
+
+def dark_hue(h: int = 96, w: int = 256) -> torch.Tensor:
+    """Saturated hue sweep (x) darkening towards black (y), ``[3, H, W]`` uint8."""
+    rgb = torch.tensor([colorsys.hsv_to_rgb(float(u), 1.0, 1.0) for u in torch.linspace(0, 1, w)])
+    img = rgb.T[:, None, :] * torch.linspace(1, 0.05, h)[None, :, None]
+    return (img * 255).round().to(torch.uint8)
+
+
+def far_off(orig: torch.Tensor, out: torch.Tensor) -> float:
+    """Share of pixels more than 20 CIEDE2000 from their source pixel; ``[3, H, W]`` uint8."""
+    de = tp.delta_e(orig.movedim(0, -1).float() / 255, out.movedim(0, -1).float() / 255)
+    return float((de > 20).float().mean())
 
 
 def hue_gradient(h: int = 64, w: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,20 +136,11 @@ def liq_fs(img: torch.Tensor, k: int) -> torch.Tensor | None:
     return torch.from_numpy(np.array(out.convert("RGB"))).permute(2, 0, 1)
 
 
-def ours(img: torch.Tensor, pal: torch.Tensor, method: str | None, diffuse="linear"):
-    x = img[None].float() / 255
-    if method is None:
-        out = tp.apply_palette(x, pal[None])[0]
-    else:
-        if diffuse == "linear":
-            lab = dither_labels(x, pal[None], method, "lab")
-        else:
-            lab = floyd_steinberg(x, pal[None].float(), "lab", diffuse)
-        out = pal[lab[0]].permute(2, 0, 1)
-    return (out * 255).round().clamp(0, 255).to(torch.uint8)
+def ours(img: torch.Tensor, pal: torch.Tensor, method: str):
+    return tp.apply_palette(img, pal, dither=method)
 
 
-METHODS = ["tp-fs", "tp-ordered", "tp-none", "tp-fs-labdiff", "pil-fs", "pngquant-fs", "liq-fs"]
+METHODS = ["tp-fs", "tp-ordered", "tp-none", "pil-fs", "pngquant-fs", "liq-fs"]
 
 
 def quality(images: dict, ks: list[int]) -> None:
@@ -144,29 +154,32 @@ def quality(images: dict, ks: list[int]) -> None:
                 outs = {
                     "tp-fs": ours(img, pal, "floyd-steinberg"),
                     "tp-ordered": ours(img, pal, "ordered"),
-                    "tp-none": ours(img, pal, None),
-                    "tp-fs-labdiff": ours(img, pal, "floyd-steinberg", "space"),
+                    "tp-none": ours(img, pal, "none"),
                     "pil-fs": pil_fs(img, pil_palette_image(pal)),
                     "pngquant-fs": pngquant_fs(img, k, Path(d)) if fixed is None else None,
                     "liq-fs": liq_fs(img, k) if fixed is None else None,
                 }
                 for m, out in outs.items():
                     if out is not None:
-                        rows[(name, k, m)] = (blur_metric(img, out, 1), blur_metric(img, out, 2))
+                        rows[(name, k, m)] = (blur_metric(img, out, 1), blur_metric(img, out, 2),
+                                              far_off(img, out))
             print(f"  {name} done", flush=True)
-    print("\nblur metric (mean CIEDE2000 after a Gaussian blur in linear light), sigma=1 / sigma=2;"
-          " photos = mean over the photos")
-    groups = {"photos": [n for n in images if images[n][1] is None and "gradient" not in n],
-              "gradient-2d": ["gradient-2d"], "hue-gradient": ["hue-gradient"]}
-    print(f"{'image':<13} {'k':>3} " + " ".join(f"{m:>15}" for m in METHODS))
+    print("\nblur metric (mean CIEDE2000 after a Gaussian blur in linear light), sigma=1 / sigma=2,"
+          " and % of far-off pixels (CIEDE2000 > 20 from their source); photos = mean over the"
+          " photos")
+    special = ("gradient-2d", "dark-hue", "hue-gradient")
+    groups = {"photos": [n for n in images if n not in special], **{g: [g] for g in special}}
+    print(f"{'image':<13} {'k':>3} " + " ".join(f"{m:>19}" for m in METHODS))
     for g, names in groups.items():
         for k in ([2] if g == "hue-gradient" else ks):
             cells = []
             for m in METHODS:
                 vals = [rows[(n, k, m)] for n in names if (n, k, m) in rows]
-                cells.append(f"{statistics.mean(v[0] for v in vals):6.2f}/"
-                             f"{statistics.mean(v[1] for v in vals):<6.2f}" if vals else "-")
-            print(f"{g:<13} {k:>3} " + " ".join(f"{c:>15}" for c in cells))
+                cells.append(f"{statistics.mean(v[0] for v in vals):5.2f}/"
+                             f"{statistics.mean(v[1] for v in vals):5.2f}/"
+                             f"{100 * statistics.mean(v[2] for v in vals):5.2f}%"
+                             if vals else "-")
+            print(f"{g:<13} {k:>3} " + " ".join(f"{c:>19}" for c in cells))
 
 
 def speed_batch(n: int, size: int) -> torch.Tensor:
@@ -196,23 +209,33 @@ def timed(fn, repeats: int, sync=None, warmup=None) -> float:
 
 
 def speed_cpu(repeats: int) -> None:
-    b, size, k = 32, 512, 16
+    from torchpalette._dither import fs_cpu
+
+    path = "compiled loop (numba)" if fs_cpu.available() else "wavefront (numba missing)"
+    print(f"\nCPU speed, k=16, each image with its own palette; tp floyd-steinberg: {path}")
+    for size in (256, 512):
+        _speed_size(8, size, 16, repeats)
+
+
+def _speed_size(b: int, size: int, k: int, repeats: int) -> None:
+    """Pillow FS (one image after another, 1 thread) and both dithers on ``b`` images."""
     imgs = speed_batch(b, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pal = tp.palette(imgs, k).colors.float()  # [B, K, 3], one palette per image
-    x = imgs.float() / 255
     pal_imgs = [pil_palette_image(p) for p in pal]
-    t_pil = timed(lambda: [pil_fs(im, pi) for im, pi in zip(imgs, pal_imgs)], repeats)
-    print(f"\nCPU speed: {b} images {size}x{size}, k={k}, each with its own palette")
-    print(f"  pil-fs (one image after another)     {b / t_pil:8.1f} img/s")
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_pil = timed(lambda: [pil_fs(im, pi) for im, pi in zip(imgs, pal_imgs, strict=True)],
+                  repeats)
+    print(f"  {b} x {size}x{size}: pil-fs (one image after another, 1 thread) "
+          f"{b / t_pil:8.1f} img/s")
     for nt in sorted({1, threads}):
         torch.set_num_threads(nt)
         for m in ("floyd-steinberg", "ordered"):
-            t = timed(lambda m=m: dither_labels(x, pal, m, "lab"), repeats,
-                      warmup=lambda m=m: dither_labels(x[:2, :, :64, :64], pal[:2], m, "lab"))
-            print(f"  tp {m:<16} {nt} thread(s)     {b / t:8.1f} img/s   ratio to pil-fs "
+            t = timed(lambda m=m: dither_labels(imgs, pal, m, "lab"), repeats,
+                      warmup=lambda m=m: dither_labels(imgs[:2, :, :64, :64], pal[:2], m, "lab"))
+            print(f"    tp {m:<16} {nt} thread(s) {b / t:8.1f} img/s   ratio to pil-fs "
                   f"{t_pil / t:5.2f}")
     torch.set_num_threads(threads)
 
@@ -238,10 +261,12 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true", help="quality tables only")
     args = ap.parse_args()
     busy = report_machine()
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     t0 = time.perf_counter()
     ks = [4, 16] if args.quick else [4, 16, 64]
     images = {n: (im, None) for n, im in load_photos(args.quick).items()}
     images["gradient-2d"] = (gradient_2d(), None)
+    images["dark-hue"] = (dark_hue(), None)
     hue, ends = hue_gradient()
     images["hue-gradient"] = (hue, ends)
     threads = torch.get_num_threads()
@@ -249,7 +274,9 @@ def main() -> int:
     quality(images, ks)
     torch.set_num_threads(threads)
     if not args.skip_speed:
-        speed_cpu(1 if args.quick else 2)
+        busy = report_machine()
+        print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+        speed_cpu(1 if args.quick else 3)
         warn_if_busy(busy)
     if args.gpu:
         speed_gpu(5)

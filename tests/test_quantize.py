@@ -343,7 +343,8 @@ def test_dithers_through_the_public_functions(dither):
     assert out.shape == rgba.shape and out.dtype == torch.uint8
     assert torch.equal(out[:, 3], rgba[:, 3])  # alpha untouched
     idx = tp.palette_indices(rgba, pal, dither=dither)
-    want = dither_labels(rgba[:, :3].float() / 255, pal.expand(2, -1, -1), dither, "lab")
+    want = dither_labels(rgba[:, :3].float() / 255, pal.expand(2, -1, -1), dither, "lab",
+                         visible=rgba[:, 3] > 0)  # alpha-0 pixels influence no other
     assert torch.equal(idx, want)
     assert torch.equal(idx[1], tp.palette_indices(rgba[1], pal, dither=dither))  # batch == loop
     floats = tp.apply_palette(rgba.float() / 255, pal, dither=dither)

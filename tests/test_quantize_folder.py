@@ -363,7 +363,7 @@ def test_output_names_rule():
     from torchpalette.cli.plan import output_names
 
     rels = sorted(["a.png", "a.PNG", "b.jpg", "b.png", "b.jpg.png", "C/x.png", "c/x.png"])
-    got = dict(zip(rels, output_names(rels)))
+    got = dict(zip(rels, output_names(rels), strict=True))
     assert got == {"C/x.png": "C/x.png", "a.PNG": "a.PNG.png", "a.png": "a.png",
                    "b.jpg": "b.jpg~2.png", "b.jpg.png": "b.jpg.png", "b.png": "b.png",
                    "c/x.png": "c/x.png.png"}
@@ -452,3 +452,32 @@ def test_cuda_jpeg_run_isolates_a_corrupt_file(capsys, tmp_path):
     for i in range(4):  # 3 colours, so the GPU decode's rounding barely matters
         want = tp.read_image(src / f"j{i}.jpg").permute(1, 2, 0).numpy().astype(int)
         assert np.abs(pixels(tmp_path / "g" / f"j{i}.png")[..., :3] - want).mean() < 3
+
+
+def test_dither_strength_and_hidden_rgb(capsys, tmp_path):
+    """``--dither-strength 0`` is no dither and a value outside [0, 1] is bad usage; with a
+    fixed palette, the RGB under alpha 0 changes no visible pixel of a Floyd–Steinberg output."""
+    h, w = 24, 32
+    rgb = np.asarray(Image.open(tp.io.SAMPLE).convert("RGB").resize((w, h)))
+    a = np.full((h, w), 255, np.uint8)
+    a[4:12, 6:20] = 0
+    other = rgb.copy()
+    other[a == 0] = RNG.integers(0, 256, (int((a == 0).sum()), 3), dtype=np.uint8)
+    save(tmp_path / "src" / "one" / "x.png", np.dstack([rgb, a]))
+    save(tmp_path / "src" / "two" / "x.png", np.dstack([other, a]))
+    save(tmp_path / "plain" / "y.png", rgb)
+    (tmp_path / "p.txt").write_text("#000000\n#ffffff\n#ff0000\n#3060c0\n")
+    fixed = ["--palette", tmp_path / "p.txt", "--workers", "0", "--quiet"]
+    code, _, err = run(capsys, "quantize", tmp_path / "src", tmp_path / "fs", "--dither",
+                       "floyd-steinberg", *fixed)
+    assert code == 0, err
+    one = pixels(tmp_path / "fs" / "one" / "x.png")
+    two = pixels(tmp_path / "fs" / "two" / "x.png")
+    assert (one[a > 0] == two[a > 0]).all()
+    for d, extra in (("s0", ["--dither", "ordered", "--dither-strength", "0"]), ("none", [])):
+        code, _, err = run(capsys, "quantize", tmp_path / "plain", tmp_path / d, *extra, *fixed)
+        assert code == 0, err
+    assert (pixels(tmp_path / "s0" / "y.png") == pixels(tmp_path / "none" / "y.png")).all()
+    code, _, err = run(capsys, "quantize", tmp_path / "plain", tmp_path / "bad",
+                       "--dither-strength", "2")
+    assert code == 2 and "--dither-strength" in err

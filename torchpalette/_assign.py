@@ -61,39 +61,48 @@ def plan(
 
 def label_pixels(
     image: Tensor, pal: Tensor, space: str, dither: str, fallback: str,
-    found: PixelLabels | None,
+    found: PixelLabels | None, strength: float = 1.0,
 ) -> Tensor:
     """Labels ``[B, H*W]`` int64 of a checked, detached image against ``pal [..., K, 3]``:
-    those ``found`` by the palette engine, the rest by ``fallback``."""
+    those ``found`` by the palette engine, the rest by ``fallback`` (a dither of
+    ``strength``; alpha-0 pixels influence no other)."""
     h, w = image.shape[-2:]
-    rgb, _ = split_alpha(image)
+    rgb, alpha = split_alpha(image)
     rgb = rgb.reshape(-1, 3, h * w)
+    alpha = None if alpha is None else alpha.reshape(-1, 1, h * w)
     pal = pal.reshape(rgb.shape[0], -1, 3)
     if found is None:
-        return search_pixels(rgb, pal, space, dither, (h, w), fallback == "refined")
+        return search_pixels(rgb, pal, space, dither, (h, w), fallback == "refined", strength,
+                             alpha)
     if bool(found.known.all()):
         return found.labels
     rest = (~found.known).nonzero().squeeze(1)  # images the engine did not label
     labels = found.labels.clone()
-    labels[rest] = search_pixels(rgb[rest], pal[rest], space, dither, (h, w), fallback == "refined")
+    labels[rest] = search_pixels(rgb[rest], pal[rest], space, dither, (h, w),
+                                 fallback == "refined", strength,
+                                 None if alpha is None else alpha[rest])
     return labels
 
 
 def search_pixels(
-    rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, int], refine: bool = False
+    rgb: Tensor, pal: Tensor, space: str, dither: str, hw: tuple[int, int], refine: bool = False,
+    strength: float = 1.0, alpha: Tensor | None = None,
 ) -> Tensor:
     """Unchecked nearest-colour search: ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
     ``[B, K, 3]`` sRGB float -> labels ``[B, P]`` int64. Chunked over P, batched over B.
     ``refine`` (no dither): the per-pixel search only near decision boundaries; a ``dither``
-    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``."""
+    other than ``"none"`` chooses among palette colours with ``torchpalette._dither``
+    (``strength`` 0 is no dither; pixels of ``alpha [B, 1, P]`` 0 influence no other)."""
     b, _, p = rgb.shape
     dtype = torch.float64 if torch.float64 in (rgb.dtype, pal.dtype) else torch.float32
     pal = pal.to(dtype)
     with _policy.single_thread_if_small(rgb, b * p, _policy.SMALL_PIXELS):
-        if dither != "none":
-            x = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
+        if dither != "none" and strength > 0:
+            x = rgb if rgb.dtype == torch.uint8 else rgb.to(dtype)  # uint8: converted by bands
+            vis = None if alpha is None else alpha.reshape(b, *hw) > 0
             pal = pal.expand(b, -1, -1).contiguous()
-            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space).reshape(b, p)
+            return dither_labels(x.reshape(b, 3, *hw), pal, dither, space, strength=strength,
+                                 visible=vis).reshape(b, p)
         ps = to_space(pal, space).expand(b, -1, -1)  # [B, K, 3]
         pa = torch.cat([ps * -2.0, (ps * ps).sum(-1, keepdim=True)], -1)  # [B, K, 4]
         if refine:
@@ -114,7 +123,7 @@ def shares(image: Tensor, labels: Tensor, k: int) -> Tensor:
 
 def label_rgba(
     image: Tensor, space: str, dither: str, *, opt: PaletteOptions | None = None,
-    palette: Tensor | None = None,
+    palette: Tensor | None = None, strength: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Labels ``[B, H*W]`` and RGBA palettes ``[B, K, 4]`` of a checked, detached image
     ``[..., 3|4, H, W]`` with alpha quantized (``torchpalette._alpha``): each image's own
@@ -123,11 +132,13 @@ def label_rgba(
     h, w = image.shape[-2:]
     x = image.reshape(-1, image.shape[-3], h * w)
     labels, pal = quantize_rgba(x, space, opt=opt, palette=palette)
-    if dither == "none":
+    if dither == "none" or strength == 0:
         return labels, pal
     sub = opaque_substitutes(pal)  # [B, K]: non-opaque entries replaced by an opaque one
     cols = pal[..., :3].gather(1, sub.unsqueeze(-1).expand(-1, -1, 3))
-    dithered = sub.gather(1, search_pixels(x[:, :3], cols, space, dither, (h, w)))
+    alpha = x[:, 3:] if x.shape[1] == 4 else None
+    dithered = sub.gather(1, search_pixels(x[:, :3], cols, space, dither, (h, w),
+                                           strength=strength, alpha=alpha))
     if x.shape[1] == 3:
         return dithered, pal
     solid = x[:, 3] == (255 if x.dtype == torch.uint8 else 1)

@@ -156,6 +156,11 @@ FIT_CHUNK_PIXELS = 1 << 22
 NEAREST_CHUNK = 1 << 22
 NEAREST_CHUNK_GPU = 1 << 25
 
+# --------------------------------------------------------------------------- dithering
+#: Pixels of one band of rows that a dither holds in float at once (the image is streamed by
+#: bands, so a 100 MP image costs little more than its labels).
+DITHER_BAND = 1 << 21
+
 
 
 

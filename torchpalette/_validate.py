@@ -246,3 +246,13 @@ def check_kmeans_options(*, max_iter: int = 100, tol: float = 1e-4, n_init: int 
     check_int(max_iter, "max_iter", low=0)
     check_int(n_init, "n_init", low=1)
     check_positive(tol, "tol", allow_zero=True)
+
+
+def check_unit(value: Any, name: str) -> float:
+    """Validate a real number in [0, 1] (a strength, a share); return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+    return value

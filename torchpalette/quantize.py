@@ -26,7 +26,7 @@ Which of these an image gets depends on that image alone, never on its batch. Di
 (``torchpalette._dither``) chooses among palette colours per pixel: ``"floyd-steinberg"``
 diffuses each pixel's error (in linear light) to its neighbours in raster order, batched over
 images in wavefronts; ``"ordered"`` is Knoll's pattern dithering (a plan of palette colours
-whose mean approaches the pixel, one picked by an 8x8 Bayer map), so it mixes any hues.
+whose mean approaches the pixel, one picked by an 16x16 threshold map), so it mixes any hues.
 Dithering implies the per-pixel search (``assign`` ``"exact"`` or ``"auto"``).
 """
 
@@ -60,6 +60,7 @@ def quantize(
     assign: str = "auto",
     index_dtype: torch.dtype | None = None,
     alpha: str = "keep",
+    dither_strength: float = 1.0,
     **palette_kw: Any,
 ) -> Quantized:
     """Palette indices and palette of each image, in one call: one validation, one search.
@@ -91,6 +92,8 @@ def quantize(
             map to opaque entries, semi-transparent ones to the nearest entry in premultiplied
             coordinates (``torchpalette._alpha``); ``assign`` is then the exact search, and a
             dither chooses among the opaque entries for the opaque pixels.
+        dither_strength: 0..1, how much of each pixel's error the dither mixes in (0: no
+            dither, 1: full dither). Pixels of alpha 0 influence no other pixel in any dither.
         **palette_kw: own palette only, passed to :func:`torchpalette.palette` (``seed``,
             ``method``, ``max_pixels``, ``bits``, k-means options).
 
@@ -121,9 +124,10 @@ def quantize(
         [0, 1, 1, 1]
     """
     v.check_choice(alpha, "alpha", ALPHAS)
+    strength = v.check_unit(dither_strength, "dither_strength")
     if palette is not None:
         return _quantize_given(image, colors, palette, space, dither, assign, index_dtype,
-                               alpha, palette_kw)
+                               alpha, palette_kw, strength)
     colors = _colors_alias(colors, palette_kw)
     v.check_image(image, "image")
     labels_mode, fallback = plan(assign, dither, palette_kw.get("method", "hist"),
@@ -137,19 +141,20 @@ def quantize(
         _exact_only(assign)
         idtype = _index_dtype(index_dtype, max(opt.k, 2))
         with torch.no_grad(), _policy.no_autocast(image):
-            labels, rgba = label_rgba(image.detach(), space, dither, opt=opt)
+            labels, rgba = label_rgba(image.detach(), space, dither, opt=opt, strength=strength)
             weights = shares(image, labels, rgba.shape[-2]).to(rgba.dtype)
         return _result(image, labels, rgba.reshape(*image.shape[:-3], -1, 4), weights, idtype)
     idtype = _index_dtype(index_dtype, opt.k)
     with torch.no_grad(), _policy.no_autocast(image):  # piecewise constant: no gradient
         pal, found = image_palette(image.detach(), opt, labels=labels_mode)
-        labels = label_pixels(image.detach(), pal.colors, space, dither, fallback, found)
+        labels = label_pixels(image.detach(), pal.colors, space, dither, fallback, found,
+                              strength)
     return _result(image, labels, pal.colors, pal.weights, idtype)
 
 
 def _quantize_given(
     image: Any, colors: Any, palette: Any, space: str, dither: str, assign: str,
-    index_dtype: Any, alpha: str, palette_kw: dict[str, Any],
+    index_dtype: Any, alpha: str, palette_kw: dict[str, Any], strength: float = 1.0,
 ) -> Quantized:
     """:func:`quantize` with a given palette."""
     if colors is not None or "k" in palette_kw:
@@ -173,9 +178,11 @@ def _quantize_given(
     with torch.no_grad(), _policy.no_autocast(image):
         if pal.shape[-1] == 4:
             labels, _ = label_rgba(image.detach(), space, dither,
-                                   palette=pal.detach().reshape(-1, *pal.shape[-2:]))
+                                   palette=pal.detach().reshape(-1, *pal.shape[-2:]),
+                                   strength=strength)
         else:
-            labels = label_pixels(image.detach(), pal.detach(), space, dither, fallback, None)
+            labels = label_pixels(image.detach(), pal.detach(), space, dither, fallback, None,
+                                  strength)
         weights = shares(image, labels, pal.shape[-2]).to(
             pal.dtype if pal.is_floating_point() else torch.float32)
     return _result(image, labels, pal, weights, idtype)
@@ -248,7 +255,8 @@ def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tenso
 
 
 def palette_indices(
-    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
+    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none",
+    dither_strength: float = 1.0,
 ) -> Tensor:
     """Index of the nearest palette colour for every pixel (for indexed images): the indices
     of :func:`quantize` with a given palette, as int64.
@@ -258,8 +266,11 @@ def palette_indices(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
-            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 16x16 threshold map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring. Pixels of
+            alpha 0 influence no other pixel.
+        dither_strength: 0..1, how much of each pixel's error is mixed in (0: no dither,
+            1: full dither).
 
     Returns:
         ``[..., H, W]`` int64 indices into the palette's K colours (ties: the lower index).
@@ -275,12 +286,14 @@ def palette_indices(
         >>> tp.palette_indices(img, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         tensor([[1, 0]])
     """
-    q = quantize(image, palette=palette, space=space, dither=dither, index_dtype=torch.int64)
+    q = quantize(image, palette=palette, space=space, dither=dither, index_dtype=torch.int64,
+                 dither_strength=dither_strength)
     return q.indices
 
 
 def apply_palette(
-    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none"
+    image: Tensor, palette: Tensor | Palette, *, space: str = "lab", dither: str = "none",
+    dither_strength: float = 1.0,
 ) -> Tensor:
     """Replace every pixel by its nearest palette colour: ``quantize(image,
     palette=palette).image()``.
@@ -290,8 +303,11 @@ def apply_palette(
         palette: ``[..., K, 3]`` sRGB float in [0, 1] (or a :class:`Palette`), batch dims
             broadcastable to the image's.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
-        dither: ``"none"``, ``"ordered"`` (pattern dithering, 8x8 Bayer map) or
-            ``"floyd-steinberg"`` (error diffusion); see the module docstring.
+        dither: ``"none"``, ``"ordered"`` (pattern dithering, 16x16 threshold map) or
+            ``"floyd-steinberg"`` (error diffusion); see the module docstring. Pixels of
+            alpha 0 influence no other pixel.
+        dither_strength: 0..1, how much of each pixel's error is mixed in (0: no dither,
+            1: full dither).
 
     Returns:
         Image of the input's shape and dtype. uint8 output holds exactly the palette
@@ -313,7 +329,8 @@ def apply_palette(
                 [  0, 255],
                 [  0, 255]], dtype=torch.uint8)
     """
-    return quantize(image, palette=palette, space=space, dither=dither).image()
+    return quantize(image, palette=palette, space=space, dither=dither,
+                    dither_strength=dither_strength).image()
 
 
 def reduce_colors(
@@ -323,6 +340,7 @@ def reduce_colors(
     space: str = "lab",
     dither: str = "none",
     assign: str = "auto",
+    dither_strength: float = 1.0,
     **palette_kw: Any,
 ) -> Tensor:
     """Reduce each image to its own ``colors``-colour k-means palette: ``quantize(image,
@@ -337,6 +355,7 @@ def reduce_colors(
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (see :func:`apply_palette`).
         assign: how pixels find their colour: ``"auto"``, ``"exact"``, ``"bins"`` or
             ``"refined"``, see :func:`quantize` and the module docstring.
+        dither_strength: 0..1, how much of each pixel's error is mixed in.
         **palette_kw: passed to :func:`torchpalette.palette` (``seed``, ``method``,
             ``max_pixels``, ``bits``, k-means options).
 
@@ -361,4 +380,4 @@ def reduce_colors(
     if "k" in palette_kw:  # the alias; 16 is the default, i.e. colors not given
         colors = _colors_alias(None if colors == 16 else colors, palette_kw)
     return quantize(image, colors, space=space, dither=dither, assign=assign,
-                    **palette_kw).image()
+                    dither_strength=dither_strength, **palette_kw).image()

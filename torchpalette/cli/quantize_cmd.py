@@ -45,7 +45,19 @@ def make_quantizer(args, device: torch.device, jobs, ranks=None):
                 if "--fit-palette" in str(w.message):
                     print(f"torchpalette quantize: warning: {w.message}", file=sys.stderr)
     return Quantizer(args.colors, space=args.space, dither=args.dither, seed=args.seed,
-                     fixed=None if fixed is None else fixed.to(device))
+                     fixed=None if fixed is None else fixed.to(device),
+                     dither_strength=args.dither_strength)
+
+
+def _unit(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
 
 
 def print_summary(stats: QuantizeStats, plan: Plan | None = None, *, world_size: int = 1) -> int:
@@ -166,6 +178,8 @@ def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
                    help="colour space for matching (default: lab)")
     s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
                    help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
+    s.add_argument("--dither-strength", type=_unit, default=1.0, metavar="S",
+                   help="0..1: how much of each pixel's error the dither mixes in (default: 1)")
     s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
     s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
                    help="DataLoader decode workers, 0 = decode in this process (default: "

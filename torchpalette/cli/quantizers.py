@@ -47,9 +47,15 @@ class Quantizer:
     ``fixed`` palette ``[K, 3]`` for every image."""
 
     def __init__(self, colors: int, *, space: str = "lab", dither: str = "none", seed: int = 0,
-                 fixed: Tensor | None = None):
+                 fixed: Tensor | None = None, dither_strength: float = 1.0):
         self.colors, self.space, self.dither, self.seed = colors, space, dither, seed
-        self.fixed = fixed
+        self.fixed, self.dither_strength = fixed, dither_strength
+
+    def _indices(self, x: Tensor, pal: Tensor) -> Tensor:
+        """Nearest (or dithered) palette indices; an RGBA ``x`` keeps what lies under alpha 0
+        out of the dither."""
+        return tp.palette_indices(x, pal, space=self.space, dither=self.dither,
+                                  dither_strength=self.dither_strength)
 
     def rgb_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 ``[B, 3, H, W]`` -> (indices ``[B, H, W]`` int64, palettes ``[B, K, 3]``)."""
@@ -59,7 +65,7 @@ class Quantizer:
                 pals = tp.palette(x, k=self.colors, space=self.space, seed=self.seed).colors
         else:
             pals = self.fixed.to(x.device).expand(x.shape[0], *self.fixed.shape)
-        return tp.palette_indices(x, pals, space=self.space, dither=self.dither), pals
+        return self._indices(x, pals), pals
 
     def rgba_one(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 ``[4, H, W]`` with some alpha < 255 -> (indices ``[H, W]``, palette
@@ -83,7 +89,7 @@ class Quantizer:
                 warnings.filterwarnings("ignore", message=".*fewer distinct colours.*")
                 pal = tp.palette(mask, k=budget - k_part, space=self.space, seed=self.seed).colors
             pal = torch.unique(pal, dim=0)  # duplicates of weight 0 waste entries
-            near = tp.palette_indices(x[:3], pal, space=self.space, dither=self.dither)
+            near = self._indices(x, pal)
             idx = torch.where(solid, near + len(entries), idx)
             entries.append(torch.cat([pal, torch.ones(len(pal), 1, device=x.device)], 1))
         if n_part:
@@ -104,7 +110,7 @@ class Quantizer:
             raise ValueError("fixed: expected a palette, got None")
         pal = self.fixed.to(x.device)
         k = len(pal)
-        near = tp.palette_indices(x[:3], pal, space=self.space, dither=self.dither)
+        near = self._indices(x, pal)
         entries = [torch.cat([pal, torch.ones(k, 1, device=x.device)], 1)]
         idx = near.clone()
         if bool(clear.any()) and k < 256:

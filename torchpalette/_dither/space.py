@@ -1,6 +1,6 @@
 """The colour maths shared by the dithers: where errors live and how "nearest" is measured.
 
-Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither_fs`) and choose
+Both dithers accumulate errors in linear light (see :mod:`torchpalette._dither.fs`) and choose
 the nearest palette colour in the quantization space (CIELAB, Oklab or sRGB). Inside their
 loops a value ``v [B, n, 3]`` in linear light is mapped by a few element-wise ops to features
 ``f`` with ``space(v) = A f + c`` (``A`` a constant 3x3 matrix); the palette side of the squared
@@ -22,13 +22,13 @@ import kornia.color as kc
 import torch
 from torch import Tensor
 
-from ._spaces import D65_WHITE as _WHITE
-from ._spaces import F_TO_LAB as _LAB_A
-from ._spaces import LAB_EPSILON as _THR
-from ._spaces import OKLAB_M1 as _OK_M1
-from ._spaces import OKLAB_M2 as _OK_M2
-from ._spaces import SPACES  # noqa: F401 (the dithers' spaces, re-exported)
-from ._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
+from .._spaces import D65_WHITE as _WHITE
+from .._spaces import F_TO_LAB as _LAB_A
+from .._spaces import LAB_EPSILON as _THR
+from .._spaces import OKLAB_M1 as _OK_M1
+from .._spaces import OKLAB_M2 as _OK_M2
+from .._spaces import SPACES  # noqa: F401 (the dithers' spaces, re-exported)
+from .._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
 
 _LAB_C = (-16.0, 0.0, 0.0)
 _GTHR = 0.0031308  # sRGB transfer function: its linear toe
@@ -51,6 +51,7 @@ class Features:
     def __init__(self, space: str, like: Tensor) -> None:
         self.space = space
         self.c = _t((0.0, 0.0, 0.0), like)
+        self.m = _t(_IDENTITY, like)  # sRGB: only the transfer function (m unused)
         if space == "lab":
             self.m = _t(_SRGB_TO_XYZ, like) / _t(_WHITE, like).unsqueeze(-1)
             self.a, self.c = _t(_LAB_A, like), _t(_LAB_C, like)
@@ -58,7 +59,6 @@ class Features:
         elif space == "oklab":
             self.m, self.a = _t(_OK_M1, like), _t(_OK_M2, like)
         else:
-            self.m = _t(_IDENTITY, like)  # unused: sRGB needs only the transfer function
             self.a, self.slope = _t(_IDENTITY, like), _t(12.92, like)
 
     def __call__(self, v: Tensor, out: Tensor | None = None) -> Tensor:
@@ -75,6 +75,19 @@ class Features:
         return torch.addcmul(v.clamp_min(_GTHR).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055),
                              (v - _GTHR).clamp_max_(0.0), self.slope, out=out)
 
+    def plain(self, v: Tensor) -> Tensor:
+        """As ``__call__``, with every product and sum a separate op in a fixed order (no fused
+        multiply-add, no BLAS), as the compiled CPU loop computes it, so both paths give
+        bit-identical features (up to the ``pow`` of the two math libraries)."""
+        if self.space == "srgb":
+            return (v.clamp_min(_GTHR).pow(1.0 / 2.4) * 1.055 - 0.055
+                    + (v - _GTHR).clamp_max(0.0) * self.slope)
+        mt = self.m.T
+        t = v[..., 0:1] * mt[0] + v[..., 1:2] * mt[1] + v[..., 2:3] * mt[2]
+        if self.space == "lab":
+            return t.clamp_min(_THR).pow(1.0 / 3.0) + (t - _THR).clamp_max(0.0) * self.slope
+        return t.clamp_min(0.0).pow(1.0 / 3.0)
+
     def to_space(self, v: Tensor) -> Tensor:
         """Linear light ``[B, n, 3]`` -> coordinates in the space ``[B, n, 3]``."""
         return torch.matmul(self(v), self.a.T) + self.c
@@ -85,6 +98,13 @@ class Features:
         :func:`feature_buffer`, all distances of a batch are one ``bmm``."""
         r = self.c - pal_space  # [B, K, 3]
         return torch.cat([2.0 * torch.matmul(r, self.a), r.square().sum(-1, keepdim=True)], -1)
+
+
+def plain_distances(f: Tensor, m: Tensor) -> Tensor:
+    """Features ``f [B, n, 3]``, folded palette ``m [B, K, 4]`` -> ``[B, K, n]`` distances
+    (up to a per-pixel term), summed in the compiled loop's order, one op at a time."""
+    g = f.transpose(1, 2).unsqueeze(2)  # [B, 3, 1, n]
+    return g[:, 0] * m[..., 0:1] + g[:, 1] * m[..., 1:2] + g[:, 2] * m[..., 2:3] + m[..., 3:4]
 
 
 def feature_buffer(b: int, n: int, like: Tensor) -> Tensor:
