@@ -388,6 +388,8 @@ def fake_compile(monkeypatch):
 
     policy = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=1 << 28, compiler=compiler)
     monkeypatch.setattr(cp, "CIEDE2000", policy)
+    if torch.get_num_threads() == 1:  # the auto policy stays eager on one CPU thread
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     return calls, policy
 
 
@@ -401,6 +403,50 @@ def test_fast_true_uses_kernel_on_channel_rows(fake_compile):
     out = tp.delta_e(img, img.flip(0), space="lab", dim=1, fast=True)
     assert out.shape == (2, 6, 7) and calls == [True, True]
     torch.testing.assert_close(out, tp.delta_e(img, img.flip(0), space="lab", dim=1, fast=False))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_fast_true_pads_short_inputs_to_channel_rows(fake_compile, n):
+    """The CPU kernel is built for >= MIN_SIZE columns, and [3, 3] would read as [N, 3]."""
+    calls, _ = fake_compile
+    a, b = _lab((n,), torch.float32, seed=29), _lab((n,), torch.float32, seed=30)
+    out = tp.delta_e(a, b, space="lab", fast=True)
+    assert calls == [True] and out.shape == (n,)
+    torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False))
+
+
+def test_package_on_disk_is_used_without_compiling(monkeypatch, tmp_path):
+    """fast=None: a large call runs compiled at once when an earlier process left the CPU
+    package on disk (loading it costs milliseconds); without one it keeps amortizing."""
+    from torchpalette import _aot
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    kernel = _aot.AotKernel(ciede2000_rows)
+    path32, path64 = kernel.path(torch.float32), kernel.path(torch.float64)
+    assert path32.parent == tmp_path / "torchpalette" and path32 != path64
+    assert path32.name.startswith("ciede2000_rows-") and path32.suffix == ".pt2"
+    policy = CompilePolicy(min_pairs=1000, auto_compile_pairs=1 << 40)
+    cpu, shape = torch.device("cpu"), torch.Size([1000, 3])
+    for dtype in FLOATS:
+        assert not policy.prebuilt(ciede2000_rows, cpu, dtype)
+    path32.parent.mkdir(parents=True)
+    path32.touch()
+    assert policy.prebuilt(ciede2000_rows, cpu, torch.float32)
+    assert not policy.prebuilt(ciede2000_rows, cpu, torch.float64)
+    assert policy.use_compiled(None, cpu, shape, False, lambda: True)
+    assert not policy.use_compiled(None, cpu, torch.Size([999, 3]), False, lambda: True)
+    assert not policy.use_compiled(None, cpu, shape, False, lambda: False)
+    assert not policy.use_compiled(False, cpu, shape, False, lambda: True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: eager is as fast, unless forced
+    try:
+        assert not policy.use_compiled(None, cpu, shape, False, lambda: True)
+        assert policy.use_compiled(True, cpu, shape, False, lambda: True)
+    finally:
+        torch.set_num_threads(threads)
+    # another compiler (the tests' fakes) never counts a package as built
+    fake = CompilePolicy(1000, 1 << 40, compiler=lambda fn: fn)
+    assert not fake.prebuilt(ciede2000_rows, cpu, torch.float32)
 
 
 def test_auto_policy_never_compiles_small_calls(fake_compile):
@@ -464,11 +510,66 @@ def test_traced_by_torch_compile():
     torch.testing.assert_close(compiled(a, b), tp.delta_e(a, b, space="lab"), atol=1e-4, rtol=1e-5)
 
 
+def test_damaged_package_is_rebuilt_once(monkeypatch, tmp_path):
+    """A package that does not load (a killed copy, a full disk) is deleted and built again,
+    instead of sending every later process to eager with a warning."""
+    from torchpalette import _aot
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    kernel = _aot.AotKernel(ciede2000_rows)
+    path = kernel.path(torch.float32)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a zip")
+    builds = []
+
+    def build(p, dtype):
+        builds.append(p)
+        p.write_bytes(b"rebuilt")
+
+    class Runner:
+        def run(self, inputs):
+            x1, x2, k = inputs
+            return [ciede2000_rows(x1, x2, *k.tolist())]
+
+    def load(p):
+        if p.read_bytes() != b"rebuilt":
+            raise RuntimeError("Failed to initialize zip archive: not a ZIP archive")
+        return Runner()
+
+    monkeypatch.setattr(kernel, "_build", build)
+    monkeypatch.setattr(_aot, "_load", load)
+    a, b = (_lab((8,), torch.float32, seed=s).T.contiguous() for s in (31, 32))  # [3, N] rows
+    out = kernel(a, b, 1.0, 1.0, 1.0)
+    assert builds == [path] and path.read_bytes() == b"rebuilt"
+    torch.testing.assert_close(out, ciede2000_rows(a, b, 1.0, 1.0, 1.0))
+    kernel(a, b, 1.0, 1.0, 1.0)  # loaded once per process
+    assert builds == [path]
+
+
+_FRESH_PROCESS = """
+import sys, torch, torchpalette as tp
+a, b = torch.rand(5000, 3) * 60, torch.rand(5000, 3) * 60
+out = tp.delta_e(a, b, space="lab", fast=True)
+assert "torch._inductor.compile_fx" not in sys.modules, "compiled again"
+torch.testing.assert_close(out, tp.delta_e(a, b, space="lab", fast=False), atol=1e-3, rtol=1e-4)
+"""
+
+
 @pytest.mark.skipif(not os.environ.get("TORCHPALETTE_TEST_COMPILE"),
-                    reason="compiles (tens of seconds); set TORCHPALETTE_TEST_COMPILE=1")
-def test_real_compile_cpu():
+                    reason="compiles (minutes); set TORCHPALETTE_TEST_COMPILE=1")
+def test_real_compile_cpu(monkeypatch, tmp_path):
+    """The AOTInductor package: built once, equal to eager, and loaded by a new process
+    without compiling (no inductor compile module imported)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cp, "CIEDE2000", CompilePolicy(1 << 20, 1 << 40))
     a, b = _lab((3000,), torch.float32, seed=17), _lab((3000,), torch.float32, seed=18)
     torch.testing.assert_close(tp.delta_e(a, b, space="lab", fast=True), tp.delta_e(a, b, space="lab", fast=False), atol=1e-3, rtol=1e-4)
+    assert list((tmp_path / "torchpalette").glob("*.pt2"))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=str(Path(__file__).parents[1]))
+    run = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], env=env, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.cuda

@@ -119,3 +119,17 @@ def test_check_choice():
         v.check_choice("hsv", "space", ["lab", "srgb"])
     with pytest.raises(TypeError, match=r"space: expected one of \['lab'\], got int"):
         v.check_choice(1, "space", ["lab"])
+
+
+@pytest.mark.parametrize("shapes", [((5, 3), (3,)), ((2, 1, 3), (4, 3)), ((0, 3), (1, 3)),
+                                    ((), (2,)), ((1,), ()), ((2, 3), (2, 3), (1, 1, 3))])
+def test_broadcast_shape_equals_torch(shapes):
+    assert v.broadcast_shape(*shapes) == torch.broadcast_shapes(*shapes)
+
+
+@pytest.mark.parametrize("shapes", [((5, 3), (4, 3)), ((0, 3), (2, 3))])
+def test_broadcast_shape_raises_as_torch(shapes):
+    with pytest.raises(RuntimeError):
+        torch.broadcast_shapes(*shapes)
+    with pytest.raises(RuntimeError):
+        v.broadcast_shape(*shapes)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._aot import AotKernel
+
 # --------------------------------------------------------------------------- threads
 #: Distances per k-means Lloyd step below which a CPU k-means runs on one thread.
 KMEANS_SMALL_WORK = 1 << 21
@@ -237,10 +239,10 @@ def nearest_chunk(x: Tensor) -> int:
 
 
 # --------------------------------------------------------------------------- compiled ΔE
-# Compiling costs seconds to tens of seconds per process (less with a warm inductor cache: the
-# FX graph and AOT autograd caches are on by default in torch 2.14), so it is never done for
-# small inputs, and by default only after the process has already spent about that much time
-# in large eager calls (a "ski-rental" rule: at most about twice the best cost in hindsight).
+# Compiling costs tens of seconds: on the CPU once per machine (the package stays on disk), on
+# GPUs once per process (less from inductor's cache). So it is never done for small inputs,
+# and by default only after the process has already spent about that much time in large eager
+# calls (a "ski-rental" rule: at most about twice the best cost in hindsight).
 
 
 class _DropCudaProbe(logging.Filter):
@@ -272,6 +274,38 @@ def torch_compile(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
+@functools.cache
+def aot_kernel(fn: Callable) -> AotKernel:
+    """The one :class:`AotKernel` of ``fn`` in this process (its loaded packages are shared)."""
+    return AotKernel(fn)
+
+
+class _Kernel:
+    """A forward-only kernel ``fn(x1 [3, N], x2, kL, kC, kH)`` compiled for the device it is
+    called on: on the CPU from an AOTInductor package kept on disk (a new process loads it in
+    milliseconds; ``torch.compile`` re-traces for seconds per process), elsewhere by
+    ``torch.compile``."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.jit: Callable | None = None
+
+    def __call__(self, x1: Tensor, x2: Tensor, *scalars: float) -> Tensor:
+        if device_choices(x1).kind == "cpu":
+            aot = aot_kernel(self.fn)
+            if not aot.is_built(x1.dtype):
+                _quiet_cpp_extension_import()
+            return aot(x1, x2, *scalars)
+        if self.jit is None:
+            self.jit = torch_compile(self.fn)
+        return self.jit(x1, x2, *scalars)
+
+
+def compile_kernel(fn: Callable) -> Callable:
+    """The default compiler of :class:`CompilePolicy` (see :class:`_Kernel`)."""
+    return _Kernel(fn)
+
+
 class CompilePolicy:
     """Decides, call by call, whether a kernel runs compiled, and holds the compiled kernel.
 
@@ -283,7 +317,7 @@ class CompilePolicy:
     """
 
     def __init__(self, min_pairs: int, auto_compile_pairs: int,
-                 compiler: Callable[[Callable], Callable] = torch_compile) -> None:
+                 compiler: Callable[[Callable], Callable] = compile_kernel) -> None:
         self.min_pairs = min_pairs
         self.auto_compile_pairs = auto_compile_pairs
         self.compiler = compiler
@@ -291,9 +325,17 @@ class CompilePolicy:
         self.failed = False  # compiling failed once (no C++ compiler, ...): eager from then on
         self.kernel: Callable | None = None
 
-    def use_compiled(self, fast: bool | None, device: torch.device, shape, needs_grad: bool):
+    def prebuilt(self, fn: Callable, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether ``fn`` runs compiled on ``device`` without compiling first: a CPU package
+        that an earlier process left on disk (default compiler only)."""
+        return (device_choices(device).kind == "cpu" and self.compiler is compile_kernel
+                and aot_kernel(fn).is_built(dtype))
+
+    def use_compiled(self, fast: bool | None, device: torch.device, shape, needs_grad: bool,
+                     prebuilt: Callable[[], bool] = lambda: False):
         """Whether this call runs compiled (``fast`` as in ``delta_e``; ``shape`` the broadcast
-        ``[..., 3]`` shape). Raises ``ValueError`` where ``fast=True`` cannot be honoured."""
+        ``[..., 3]`` shape; ``prebuilt()`` whether it would run without compiling). Raises
+        ``ValueError`` where ``fast=True`` cannot be honoured."""
         if fast is False or self.failed or torch.compiler.is_compiling():
             return False
         if device.type not in ("cpu", "cuda"):
@@ -306,10 +348,12 @@ class CompilePolicy:
             return False
         if fast:
             return True
+        if device_choices(device).kind == "cpu" and torch.get_num_threads() == 1:
+            return False  # one thread: the in-place eager kernel is as fast (RESULTS.md)
         pairs = math.prod(shape[:-1])
         if pairs < self.min_pairs:
             return False
-        if self.kernel is not None:  # already compiled in this process: free to use
+        if self.kernel is not None or prebuilt():  # compiled already: free to use
             return True
         self.eager_pairs_seen += pairs
         return self.eager_pairs_seen >= self.auto_compile_pairs
@@ -321,8 +365,9 @@ class CompilePolicy:
         return self.kernel
 
 
-# Eager in-place CIEDE2000 computes ~20M pairs/s on 2 cores and a cold compile takes ~20 s.
-CIEDE2000 = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=400_000_000)
+# Eager in-place CIEDE2000 computes ~20M pairs/s on 2 cores; building the CPU package takes
+# ~30-45 s of CPU (a quiet machine's GPU compile: ~7 s).
+CIEDE2000 = CompilePolicy(min_pairs=1 << 20, auto_compile_pairs=800_000_000)
 """The policy of ``delta_e``'s compiled CIEDE2000 kernel (``fast=``)."""
 
 

@@ -68,6 +68,22 @@ def shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
+    """``torch.broadcast_shapes`` without its first-call cost (it imports torch's reference
+    implementations: ~0.3 s, more on a busy machine, in every new process). Raises
+    ``RuntimeError`` as it does when the shapes do not broadcast."""
+    if torch.compiler.is_compiling():  # symbolic sizes: torch's own rules
+        return torch.broadcast_shapes(*shapes)
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(-ndim, 0):
+        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return torch.Size(out)
+
+
 def check_tensor(x: Any, name: str) -> Tensor:
     """Raise ``TypeError`` unless ``x`` is a ``torch.Tensor``; return it."""
     if not isinstance(x, Tensor):

@@ -18,9 +18,10 @@ gradients (0 * inf). The gradient at those points is 0, a valid subgradient.
 Speed: CIEDE2000 is ~60 elementwise ops. Without gradients, the CPU computes it on chunks of
 pairs that stay in cache, every step in place on reused buffers, which reads and writes main
 memory about once; with gradients, the functional form keeps autograd's graph. For very large
-calls a fused kernel made by ``torch.compile`` is faster still (``fast=``): it compiles once per
-process (from torch's on-disk inductor cache after the first time), so by default it is only
-used after a process has spent about that much time in large eager calls (see
+calls a fused kernel is faster still (``fast=``): on the CPU an AOTInductor package compiled
+once per machine and kept on disk (a later process loads it in milliseconds, see ``_aot``), on
+GPUs ``torch.compile``. By default it is used for large calls once a package is on disk, or
+after a process has spent about a cold compile's time in large eager calls (see
 ``_policy.CIEDE2000``). Measured speeds are in ``benchmarks/RESULTS.md``.
 
 References:
@@ -44,6 +45,7 @@ from torch import Tensor
 
 from . import _policy
 from . import _validate as v
+from ._aot import MIN_SIZE
 from ._ciede2000 import ciede2000, ciede2000_inplace, ciede2000_rows, hue_deg, safe_sqrt
 from .color import srgb_to_lab
 
@@ -116,7 +118,7 @@ def _channels_last(a: Tensor, b: Tensor, dim: int, space: str) -> tuple[Tensor, 
     if a.device != b.device:
         raise ValueError(f"b: expected device {a.device} (as a), got {b.device}")
     try:
-        torch.broadcast_shapes(a.shape, b.shape)
+        v.broadcast_shape(a.shape, b.shape)
     except RuntimeError:
         raise ValueError(
             f"b: expected a shape broadcastable with a {v.shape_str(a.shape)}, "
@@ -144,20 +146,26 @@ def _channel_rows(lab: Tensor, shape: torch.Size) -> Tensor:
 def _run_compiled(kernel, lab1: Tensor, lab2: Tensor, shape, kL, kC, kH) -> Tensor:
     """The compiled CIEDE2000 kernel on broadcast ``[..., 3]`` Lab; returns ``[...]``."""
     n = shape.numel() // 3
-    if _policy.device_choices(lab1).kind == "cpu" and n != 3:
-        # inductor vectorizes contiguous rows, not stride-3 loads: [3, N] rows
-        x1, x2 = (_channel_rows(x, shape).contiguous() for x in (lab1, lab2))
-    else:  # GPU: [N, 3] as is; the stride-3 loads coalesce through the cache, no extra pass
-        x1, x2 = (x.expand(shape).reshape(-1, 3).contiguous() for x in (lab1, lab2))
+    if _policy.device_choices(lab1).kind == "cpu":
+        # inductor vectorizes contiguous [3, N] rows, not stride-3 loads (stack gathers them
+        # ~2x faster than a transposing copy); at least MIN_SIZE columns, the package's
+        # shortest ([3, 3] would also read as [N, 3])
+        x1, x2 = (torch.stack(_channel_rows(x, shape).unbind(0)) for x in (lab1, lab2))
+        if n < MIN_SIZE:
+            x1, x2 = (torch.cat([x, x[:, :1].expand(-1, MIN_SIZE - n)], 1) for x in (x1, x2))
+        return kernel(x1, x2, kL, kC, kH)[:n].reshape(shape[:-1])
+    # GPU: [N, 3] as is; the stride-3 loads coalesce through the cache, no extra pass
+    x1, x2 = (x.expand(shape).reshape(-1, 3).contiguous() for x in (lab1, lab2))
     return kernel(x1, x2, kL, kC, kH).reshape(shape[:-1])
 
 
 def _ciede2000(lab1: Tensor, lab2: Tensor, kL, kC, kH, fast: bool | None) -> Tensor:
     """CIEDE2000 on ``[..., 3]`` Lab: compiled, in place on CPU chunks, or differentiable."""
     needs_grad = torch.is_grad_enabled() and (lab1.requires_grad or lab2.requires_grad)
-    shape = torch.broadcast_shapes(lab1.shape, lab2.shape)
+    shape = v.broadcast_shape(lab1.shape, lab2.shape)
     policy = _policy.CIEDE2000
-    if policy.use_compiled(fast, lab1.device, shape, needs_grad):
+    prebuilt = lambda: policy.prebuilt(ciede2000_rows, lab1.device, lab1.dtype)  # noqa: E731
+    if policy.use_compiled(fast, lab1.device, shape, needs_grad, prebuilt):
         try:
             return _run_compiled(policy.compiled(ciede2000_rows), lab1, lab2, shape, kL, kC, kH)
         except Exception as err:  # no C++ compiler / triton: eager from now on
@@ -206,11 +214,14 @@ def delta_e(
             from the end of each input (as broadcasting aligns them); a non-negative one is an
             index into the broadcast shape.
         fast: use the compiled forward-only CIEDE2000 kernel: ``None`` decides (large calls
-            without grad, after amortizing the compile), ``True`` forces it, ``False`` never.
-            Its first call in a process compiles: on 2 CPU cores 16.5 s (quiet) to 60 s
-            (busy) with an empty inductor cache, ~10 s (busy) from the on-disk cache a
-            previous process left (``TORCHINDUCTOR_CACHE_DIR``); later calls are immediate.
-            Without it, large no-grad CPU calls run ~5x scikit-image per thread (1M pairs).
+            without grad, not on a single CPU thread, where eager is as fast; once compiled
+            or its CPU package is on disk, or after amortizing the compile), ``True`` forces
+            it, ``False`` never. On the CPU it is an AOTInductor package kept under
+            ``TORCHINDUCTOR_CACHE_DIR`` (default ``<tmp>/torchinductor_<user>``): the first
+            call on a machine compiles it (about half a minute of CPU), a later process
+            loads it in milliseconds. On GPUs ``torch.compile``: each process compiles or
+            loads from inductor's cache. Without it, large no-grad CPU calls run ~5x
+            scikit-image per thread (1M pairs).
 
     Returns:
         ``[...]`` ΔE: the broadcast shape without ``dim``. float64 for float64 inputs, else

@@ -138,7 +138,7 @@ def _check_init(init: str | Tensor, shape: tuple[int, ...], k: int, n_init: int)
         v.check_float_dtype(init, "init")
         want = (*shape[:-2], k, shape[-1])
         try:
-            torch.broadcast_shapes(init.shape, want)
+            v.broadcast_shape(init.shape, want)
             ok = tuple(init.shape[-2:]) == tuple(want[-2:])
         except RuntimeError:
             ok = False

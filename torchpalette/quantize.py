@@ -241,7 +241,7 @@ def _check_palette(image: Any, pal: Any, space: str, dither: str) -> tuple[Tenso
     v.check_choice(space, "space", SPACES)
     v.check_choice(dither, "dither", DITHERS)
     try:
-        batch = torch.broadcast_shapes(image.shape[:-3], pal.shape[:-2])
+        batch = v.broadcast_shape(image.shape[:-3], pal.shape[:-2])
     except RuntimeError:
         batch = None
     if batch is None or tuple(batch) != tuple(image.shape[:-3]):
