@@ -10,7 +10,14 @@ learnable palette). RandomColorReduction(p=1) with ``colors=(2, 64)`` (k drawn p
 batched call) is compared with a fixed k (``colors=k``, the drawn k's mean and maximum), with
 the mean dE00 of each against the input (target: drawn-k within 1.5x of fixed-k time).
 
-Usage: ``python benchmarks/bench_layers.py [--gpu] [--no-compile] [--repeats N]``.
+``--vq`` runs instead the VQ job of issue 23 (``_vq_job.py``): learn a 16-colour palette on
+photo crops in 100 steps, held-out mean dE00 of torchpalette's recipes, ``fit`` and
+``PaletteVQ`` against vector-quantize-pytorch's EMA codebook with k-means init (the ``bench``
+extra), over ``--vq-seeds`` draws of the crops; it reports quality, and the load next to the
+seconds each method took.
+
+Usage: ``python benchmarks/bench_layers.py [--gpu] [--no-compile] [--repeats N]
+[--vq [--vq-seeds N]]``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 import torch
 
 import torchpalette as tp
-from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import machine_busy, report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "torchpalette" / "data" / "astronaut.jpg"
 
@@ -160,8 +167,16 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="B=256 256^2 on CUDA, fp32 and bf16")
     ap.add_argument("--no-compile", action="store_true", help="eager timings only")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    ap.add_argument("--vq", action="store_true", help="the VQ quality job of issue 23 only")
+    ap.add_argument("--vq-seeds", type=int, default=3, help="crop draws of the VQ job")
     args = ap.parse_args()
     busy = report_machine()
+    if args.vq:
+        import _vq_job
+
+        _vq_job.run(args.vq_seeds)
+        warn_if_busy(max(busy, machine_busy()), "(the seconds per method) ")
+        return
     if args.gpu:
         x = crops(256, 256, "cuda")
         for autocast in (False, True):

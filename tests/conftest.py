@@ -8,7 +8,7 @@ import pytest
 import torch
 
 # Scripts that tests start in subprocesses, not test modules (--doctest-modules would import them).
-collect_ignore = ["_dist_worker.py"]
+collect_ignore = ["_dist_worker.py", "_vq_dist_worker.py"]
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "torchpalette" / "data" / "astronaut.jpg"

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchpalette as tp
-from torchpalette import _bins, _bins_triton, _jpeg, _nearest, _policy, fit
+from torchpalette import _bins, _bins_triton, _dist, _jpeg, _nearest, _policy, fit
 
 KINDS = ("cpu", "cuda")
 # ids without "cuda": conftest skips tests whose keywords name it where no GPU is present
@@ -282,11 +282,11 @@ def test_nccl_uses_local_rank_when_no_device_was_set(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "3")
-    assert fit._nccl_device(None) == torch.device("cuda", 3)  # not GPU 0 on every rank
+    assert _dist._nccl_device(None) == torch.device("cuda", 3)  # not GPU 0 on every rank
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)  # chosen by set_device
-    assert fit._nccl_device(None) == torch.device("cuda", 2)
+    assert _dist._nccl_device(None) == torch.device("cuda", 2)
     Group.bound_device_id = torch.device("cuda", 1)  # init_process_group(device_id=...)
-    assert fit._nccl_device(Group()) == torch.device("cuda", 1)
+    assert _dist._nccl_device(Group()) == torch.device("cuda", 1)
 
 
 def test_rgba_palettes_draw_from_a_cpu_generator(monkeypatch):
@@ -397,7 +397,7 @@ def test_near_duplicates_are_merged_within_the_budget(monkeypatch):
 
 
 def test_layer_palettes_at_k_agree_across_paths():
-    from torchpalette import _layer_ops
+    from torchpalette.nn import _ops as _layer_ops
 
     rgb = _photo_crops().reshape(3, 3, -1)
     k = torch.tensor([3, 8, 5])

@@ -154,7 +154,7 @@ def test_learnable_palette_gets_gradients_on_used_colours():
     g = torch.randn_like(x)
     out.backward(g)
     assert torch.equal(x.grad, g)  # straight-through to the input
-    used = layer.indices(x.detach()).unique()
+    used = layer.indices(x.detach()).long().unique()
     grad_norm = layer.palette.grad.abs().sum(-1)
     assert (grad_norm[used] > 0).all()
     unused = torch.ones(6, dtype=torch.bool)
@@ -171,9 +171,13 @@ def test_indices_any_k():
     pal = torch.rand(300, 3, generator=torch.Generator().manual_seed(0))
     layer = tnn.PaletteQuantizer(pal)
     x = _image((2, 3), torch.float32)
-    idx = layer.indices(x)
-    assert idx.shape == (2, 3, 12, 12) and idx.dtype == torch.int64 and idx.max() < 300
-    assert torch.equal(idx, tp.palette_indices(x, pal))
+    idx = layer.indices(x)  # the dtype tp.quantize gives 300 colours
+    assert idx.shape == (2, 3, 12, 12) and idx.dtype == torch.int16 and idx.max() < 300
+    assert torch.equal(idx.long(), tp.palette_indices(x, pal).long())
+    assert layer.indices(x, index_dtype=torch.int64).dtype == torch.int64
+    assert tnn.PaletteQuantizer(pal[:256]).indices(x).dtype == torch.uint8
+    with pytest.raises(ValueError, match="index_dtype"):
+        layer.indices(x, index_dtype=torch.uint8)
     assert torch.equal(layer(x), tp.apply_palette(x, pal))
 
 
@@ -363,13 +367,34 @@ def test_same_on_batch_and_one_warning():
 def test_mixed_k_is_one_call_close_to_reduce_colors():
     crops = _photo_crops(32)
     k = torch.tensor([2, 5, 9, 16])
-    from torchpalette._layer_ops import reduce_at_k_op
+    from torchpalette.nn._ops import reduce_at_k_op
 
     out, _ = reduce_at_k_op(crops, k, "lab", "none", 0)
     for i in range(4):
         assert out[i].flatten(1).unique(dim=1).shape[1] <= k[i]
         ref = tp.reduce_colors(crops[i], int(k[i]))
         assert _mean_de(out[i], crops[i]) < _mean_de(ref, crops[i]) * 1.1 + 0.2
+
+
+def test_mixed_k_uses_the_one_kmeans_engine():
+    # At one k for every image, palettes_at_k is _kmeans.cluster on the same binned points
+    # and seed (same seeding, same Lloyd steps, same empty-cluster rule); a masked slot never
+    # takes a pixel.
+    from torchpalette import _kmeans
+    from torchpalette._bins import bin_pixels
+    from torchpalette._spaces import from_space, to_space
+    from torchpalette.nn._ops import palettes_at_k
+
+    rgb = _photo_crops(24).reshape(4, 3, -1)
+    k = torch.full((4,), 6)
+    colors, _, labels, _ = palettes_at_k(rgb, None, k, 6, "lab", seed=3)
+    pts, w, _ = bin_pixels(rgb, None, 5)
+    res, _ = _kmeans.cluster(to_space(pts, "lab"), 6, weights=w,
+                             generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(colors, from_space(res.centroids, "lab"), atol=1e-6, rtol=0)
+    mixed = torch.tensor([2, 6, 3, 6])
+    _, _, labels, _ = palettes_at_k(rgb, None, mixed, 6, "lab", seed=3)
+    assert bool((labels < mixed.view(4, 1)).all())
 
 
 # --------------------------------------------------------------------------- 8. state

@@ -10,7 +10,7 @@ have stopped), so ``cluster(x)[i] == cluster(x[i])`` for the same generator stat
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,6 +36,18 @@ class KMeansResult(NamedTuple):
 
 
 def cluster(
+    points: Tensor,
+    k: int,
+    **kw: Any,
+) -> tuple[KMeansResult, Tensor]:
+    """Unchecked k-means behind :func:`torchpalette.kmeans`, for internal callers; keywords
+    as there. Runs in float32 (float64 for float64 points) also under ``torch.autocast``:
+    bf16 distances stall Lloyd and change the result. See :func:`_cluster`."""
+    with _policy.no_autocast(points):
+        return _cluster(points, k, **kw)
+
+
+def _cluster(
     points: Tensor,
     k: int,
     *,
@@ -189,9 +201,12 @@ def _lloyd(
     thr: Tensor,
     max_iter: int,
     active: Tensor | None = None,
+    valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted Lloyd steps from ``cent [R, k, D]``; returns (centroids, n_iter ``[R]``).
     ``active [R]`` bool: the elements to move (None: all); the others keep ``cent``.
+    ``valid [R, k]`` bool: the slots in use (None: all); the others never win a point, are
+    never re-seeded and keep their value (a different k per element in one batch).
 
     Converged elements are frozen; once at most half of the live ones are still moving, the
     batch is compacted to those (a batch of photos has a long tail: at k=16 the median image
@@ -216,8 +231,10 @@ def _lloyd(
     out_cent, out_iter = cent, n_iter
     for it in range(max_iter):
         rl = x.shape[0]
-        labels, m = nearest_centroid(cent, xt)  # m + xx: squared distance
+        labels, m = nearest_centroid(_masked(cent, valid), xt)  # m + xx: squared distance
         new, empty = _weighted_means(xw, labels, k, onehot_update)
+        if valid is not None:
+            empty = empty & valid
         if not on_cpu or bool(empty.any()):  # re-seed empty clusters from the farthest points
             far = torch.where(w > 0, (m + xx).clamp_min_(0.0), -1.0).topk(n_far, dim=-1).indices
             # the i-th empty cluster takes the i-th farthest point, among points with weight
@@ -226,6 +243,8 @@ def _lloyd(
             rank = torch.minimum((empty.cumsum(-1) - 1).clamp_min(0), n_pos - 1)
             seeds = x.gather(1, far.gather(1, rank).unsqueeze(-1).expand(-1, -1, d))
             new = torch.where(empty.unsqueeze(-1), seeds, new)
+        if valid is not None:
+            new = torch.where(valid.unsqueeze(-1), new, cent)
         shift = (new - cent).square().sum(-1).amax(-1)  # [R]
         cent = torch.where(active.view(rl, 1, 1), new, cent)
         n_iter = n_iter + active
@@ -241,8 +260,20 @@ def _lloyd(
                 x, xx, w, xt, xw, cent, thr, n_iter = (
                     t[keep] for t in (x, xx, w, xt, xw, cent, thr, n_iter)
                 )
+                valid = None if valid is None else valid[keep]
                 active = active[keep]
     return _put_rows(out_cent, out_iter, rows, cent, n_iter)
+
+
+# Coordinate of a slot not in use: far outside Lab/Oklab/sRGB, small enough for float32.
+_FAR = 1.0e4
+
+
+def _masked(cent: Tensor, valid: Tensor | None) -> Tensor:
+    """Centroids with the slots not in use moved far away, where no point is nearest to them."""
+    if valid is None:
+        return cent
+    return torch.where(valid.unsqueeze(-1), cent, torch.full_like(cent, _FAR))
 
 
 def _weighted_means(xw: Tensor, labels: Tensor, k: int, onehot: bool) -> tuple[Tensor, Tensor]:
@@ -284,16 +315,33 @@ def _put_rows(
 
 
 def refine(
-    points: Tensor, weights: Tensor, cent: Tensor, tol: float, max_iter: int, active: Tensor
+    points: Tensor, weights: Tensor, cent: Tensor, tol: float, max_iter: int,
+    active: Tensor | None = None, valid: Tensor | None = None,
 ) -> Tensor:
     """Lloyd steps on ``points [B, N, D]`` (weights ``[B, N]``) from ``cent [B, k, D]`` for the
-    elements marked ``active [B]`` (the others keep ``cent``), stopping as :func:`cluster` does
-    at ``tol``: the fine stage of coarse-to-fine palettes. Returns the centroids."""
+    elements marked ``active [B]`` (None: all; the others keep ``cent``) and the slots marked
+    ``valid [B, k]`` (None: all; see :func:`_lloyd`), stopping as :func:`cluster` does at
+    ``tol``: the fine stage of coarse-to-fine palettes, and palettes with a k per image.
+    Returns the centroids."""
     x = points
     w = weights.to(x.dtype)
     xx = (x * x).sum(-1)
     thr = _threshold(x, w, tol)
     with _policy.single_thread_if_small(x, x.shape[0] * x.shape[1] * cent.shape[1],
-                                        _policy.KMEANS_SMALL_WORK), _policy.ieee_fp32():
-        return _lloyd(x, xx, w, cent.to(x.dtype), thr, max_iter, active=active)[0]
+                                        _policy.KMEANS_SMALL_WORK), _policy.no_autocast(x), \
+            _policy.ieee_fp32():
+        return _lloyd(x, xx, w, cent.to(x.dtype), thr, max_iter, active=active, valid=valid)[0]
+
+
+def seed(points: Tensor, weights: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """Greedy k-means++ seeds of ``points [B, N, D]`` (weights ``[B, N]``) -> ``[B, k, D]``.
+    Greedy, so the first ``j`` of ``k`` seeds are a k-means++ seeding of ``j``."""
+    w = weights.to(points.dtype)
+    return _kmeans_pp(points, (points * points).sum(-1), w, k, 1, generator)[0]
+
+
+def nearest(points: Tensor, cent: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Label ``[B, N]`` int64 of each of ``points [B, N, D]``: its nearest centroid of
+    ``cent [B, k, D]`` among the ``valid [B, k]`` slots (None: all)."""
+    return nearest_centroid(_masked(cent, valid), points.transpose(1, 2))[0]
 

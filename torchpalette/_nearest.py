@@ -66,23 +66,18 @@ def argmin_over_k(dist: Tensor) -> tuple[Tensor, Tensor]:
 def search(rgb: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
     """Chunked nearest-colour search: pixels ``rgb [B, 3, P]`` (uint8 or float sRGB), palette
     ``ps [B, K, 3]`` in ``space`` and ``pa = [-2 ps, |ps|^2] [B, K, 4]`` -> labels ``[B, P]``
-    int64."""
+    int64. Compiled, one chunk and no Python loop: a loop over ``range(0, P, step)`` would
+    guard on the pixel count and recompile for every image size."""
+    if torch.compiler.is_compiling():
+        with _policy.ieee_fp32():
+            return first_of_equal(ps, _search_chunk(rgb, ps, pa, space, dtype))
     b, _, p = rgb.shape
     k = ps.shape[1]
     labels = torch.empty(b, p, dtype=torch.int64, device=rgb.device)
-    budget = _policy.device_choices(rgb).nearest_chunk
-    step = max(1, budget // max(1, b * k))
-    step = p if torch.compiler.is_compiling() else step  # compiled: one chunk, any batch size
+    step = max(1, _policy.device_choices(rgb).nearest_chunk // max(1, b * k))
     with _policy.ieee_fp32():
         for s in range(0, p, step):
-            x = rgb[..., s : s + step]
-            if x.is_floating_point():
-                x = x.to(dtype)
-            if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
-                dist = torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True))
-                labels[:, s : s + step] = argmin_over_k(dist)[0]
-            else:
-                labels[:, s : s + step] = nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
+            labels[:, s : s + step] = _search_chunk(rgb[..., s : s + step], ps, pa, space, dtype)
     return first_of_equal(ps, labels)
 
 
@@ -103,20 +98,38 @@ def first_of_equal(ps: Tensor, labels: Tensor) -> Tensor:
         return labels
     choices = _policy.device_choices(ps)
     compiling = torch.compiler.is_compiling()
-    step = b if compiling else max(1, choices.nearest_chunk // (k * k))
-    first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
-    tol = 64 * torch.finfo(ps.dtype).eps
-    for s in range(0, b, step):  # [b, K, K] tables within the budget
-        p = ps[s : s + step]
-        gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
-        for c in range(3):
-            gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
-        scale = 1 + p.abs().amax(-1)  # [b, K]
-        first[s : s + step] = (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
+    if compiling:  # one table, no loop over images: range(0, B, step) would guard on B
+        first = _first_equal(ps)
+    else:
+        step = max(1, choices.nearest_chunk // (k * k))
+        first = torch.empty(b, k, dtype=torch.int64, device=ps.device)
+        for s in range(0, b, step):  # [b, K, K] tables within the budget
+            first[s : s + step] = _first_equal(ps[s : s + step])
     if choices.kind == "cpu" and not compiling:  # a host check is free here
         if not bool((first != torch.arange(k, device=ps.device)).any()):
             return labels  # no duplicates (the common case): no gather over every pixel
     return first.gather(1, labels)
+
+
+def _first_equal(p: Tensor) -> Tensor:
+    """``p [b, K, 3]`` -> ``[b, K]`` index of the first entry equal to each (see
+    :func:`first_of_equal`)."""
+    k = p.shape[1]
+    tol = 64 * torch.finfo(p.dtype).eps
+    gap = torch.zeros(p.shape[0], k, k, dtype=p.dtype, device=p.device)
+    for c in range(3):
+        gap = torch.maximum(gap, (p[..., c].unsqueeze(2) - p[..., c].unsqueeze(1)).abs_())
+    scale = 1 + p.abs().amax(-1)  # [b, K]
+    return (gap <= tol * scale.unsqueeze(1)).byte().argmax(-1)
+
+
+def _search_chunk(x: Tensor, ps: Tensor, pa: Tensor, space: str, dtype: torch.dtype) -> Tensor:
+    """One chunk of :func:`search`: ``x [B, 3, p]`` -> labels ``[B, p]`` int64."""
+    if x.is_floating_point():
+        x = x.to(dtype)
+    if space == "lab":  # distances as one bmm against [-2c, |c|^2], no broadcast copy
+        return argmin_over_k(torch.bmm(pa, srgb_to_lab_cf(x, dtype, append_one=True)))[0]
+    return nearest_centroid(ps, to_space_cf(x, space, dtype))[0]
 
 
 _PRUNE_BITS = 5  # bins (8 sRGB levels wide) of the refined search's look-up table

@@ -241,8 +241,10 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
     value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok or math.isnan(value) or math.isinf(value):
+    # comparisons only (False for NaN): math.isnan breaks a compiled graph, where an int
+    # argument such as DeltaELoss's kC=1 traces as a symbolic number under dynamic=True
+    ok = (value >= 0 if allow_zero else value > 0) and value < math.inf
+    if not ok:
         rel = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {rel}, got {value}")
     return value

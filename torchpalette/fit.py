@@ -10,8 +10,6 @@ mean colours with the same weighted k-means and defaults as :func:`torchpalette.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +19,7 @@ from torch import Tensor
 from . import _policy
 from . import _validate as v
 from ._bins import bin_codes
+from ._dist import all_reduce, broadcast
 from ._image import split_alpha
 from ._kmeans import cluster
 from ._palette_core import DEFAULT_BITS, kmeans_defaults
@@ -92,8 +91,10 @@ def fit_palette(
         _accumulate(stats, batch.to(device), bits, max_pixels)
     if stats is None:
         stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=device or "cpu")
-    stats = _carry(_all_reduce(stats, process_group))
-    return _broadcast(_palette_from_stats(stats, colors, space, seed), process_group)
+    stats = _carry(all_reduce(stats, process_group))
+    with _policy.no_autocast(stats):  # float32 Lab and k-means, as without autocast
+        colors_out = _palette_from_stats(stats, colors, space, seed)
+    return broadcast(colors_out, process_group)
 
 
 def color_stats(images: Tensor, *, bits: int = DEFAULT_BITS,
@@ -204,58 +205,6 @@ def _carry(stats: Tensor) -> Tensor:
     stats[:, 1:4] += stats[:, 4:] >> _FIX_SHIFT
     stats[:, 4:] &= _FIX_MASK
     return stats
-
-
-def _distributed(process_group: Any) -> bool:
-    """True when a group is given or torch.distributed is initialised (never imports it)."""
-    dist = sys.modules.get("torch.distributed")
-    if process_group is not None:
-        return True
-    return dist is not None and dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce(stats: Tensor, process_group: Any) -> Tensor:
-    """Sum ``stats`` over the ranks when torch.distributed is initialised (or a group given)."""
-    if not _distributed(process_group):
-        return stats
-    import torch.distributed as dist
-
-    comm = stats
-    if dist.get_backend(process_group) == "nccl" and stats.device.type != "cuda":
-        comm = stats.to(_nccl_device(process_group))
-    dist.all_reduce(comm, op=dist.ReduceOp.SUM, group=process_group)
-    return comm.to(stats.device)
-
-
-def _nccl_device(process_group: Any) -> torch.device:
-    """The GPU through which this rank talks NCCL when its statistics live on the CPU: the
-    group's bound device, else the current one if the caller chose it (``set_device``), else
-    ``LOCAL_RANK``'s (torchrun sets it), so ranks of one node never all pick GPU 0."""
-    import torch.distributed as dist
-
-    group = process_group if process_group is not None else dist.group.WORLD
-    bound = getattr(group, "bound_device_id", None)
-    if bound is not None:
-        return torch.device(bound)
-    current = torch.cuda.current_device()
-    local = os.environ.get("LOCAL_RANK")
-    if current != 0 or local is None:
-        return torch.device("cuda", current)
-    return torch.device("cuda", int(local) % max(1, torch.cuda.device_count()))
-
-
-def _broadcast(colors: Tensor, process_group: Any) -> Tensor:
-    """Give every rank rank 0's palette, so ranks on different hardware still agree."""
-    if not _distributed(process_group):
-        return colors
-    import torch.distributed as dist
-
-    comm = colors.contiguous()
-    if dist.get_backend(process_group) == "nccl" and colors.device.type != "cuda":
-        comm = comm.to(_nccl_device(process_group))
-    src = 0 if process_group is None else dist.get_global_rank(process_group, 0)
-    dist.broadcast(comm, src=src, group=process_group)
-    return comm.to(colors.device)
 
 
 def _palette_from_stats(stats: Tensor, colors: int, space: str, seed: int) -> Tensor:

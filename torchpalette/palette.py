@@ -110,4 +110,5 @@ def palette(
             weights = shares(image, labels, rgba.shape[-2]).to(rgba.dtype)
         batch = image.shape[:-3]
         return Palette(rgba.reshape(*batch, -1, 4), weights.reshape(*batch, -1))
-    return image_palette(image, opt)[0]
+    with _policy.no_autocast(image):  # float32 colours and distances, as without autocast
+        return image_palette(image, opt)[0]

@@ -8,10 +8,10 @@ import inspect
 import torch
 from torch import Tensor
 
-from . import _validate as v
-from .difference import METHODS as _DE_METHODS
-from .difference import SPACES as _DE_SPACES
-from .difference import delta_e as _delta_e
+from .. import _validate as v
+from ..difference import METHODS as _DE_METHODS
+from ..difference import SPACES as _DE_SPACES
+from ..difference import delta_e as _delta_e
 
 _DELTA_E = inspect.signature(_delta_e).parameters
 _REDUCTIONS = ("mean", "sum", "none")

@@ -1,38 +1,5 @@
-"""Colour quantization as layers: torchvision v2 Transforms (so ``nn.Module``s).
-
-Three thin layers over the functional core (:func:`torchpalette.reduce_colors`,
-:func:`torchpalette.apply_palette`): each stores its settings (and a palette) and quantizes
-the images of a sample with one call, so layer and function share their defaults.
-
-* :class:`ColorQuantizer` reduces every image to its own k-means palette.
-* :class:`PaletteQuantizer` maps every image onto one palette: fixed, fitted to a dataset
-  (``fit``), or learnt (``learnable=True``, optional soft assignment with ``temperature``).
-* :class:`RandomColorReduction` is a data augmentation: with probability ``p`` an image is
-  reduced to a random number of colours.
-* :class:`DeltaELoss` is ΔE between images as a loss (``torchpalette._loss``; a plain module).
-
-Samples: any pytree (a tensor, ``(image, label)``, ``{"image": ..., "mask": ...}``, nested).
-As every v2 transform they quantize ``tv_tensors.Image``/``Video``, plain tensors by
-torchvision's rule (the first plain tensor when the sample has no Image/Video), and PIL images
-(returned as PIL); masks, boxes, labels and everything else pass through untouched. Images are
-``[..., 3|4, H, W]`` uint8, or float; float images are clamped into [0, 1] first (as
-torchvision's colour transforms clamp), NaN raises in eager mode. Output keeps shape, dtype,
-device and type. Under ``torch.autocast`` palettes and distances are float32.
-
-Gradients: every quantizing layer has ``straight_through=True`` by default: the output is the
-quantized image, and the incoming gradient reaches the input unchanged.
-
-``torch.compile(layer, fullgraph=True, dynamic=True)``: PaletteQuantizer compiles whole
-(forward and backward). k-means is data-dependent (convergence loop, host checks), so in
-ColorQuantizer and RandomColorReduction the palette step is a ``torch.library`` custom
-operator, opaque to the compiler (``torchpalette._layer_ops``), and the rest compiles around
-it: ColorQuantizer's per-pixel assignment compiles; RandomColorReduction's draws and mixing
-compile and its k-means plus look-up-table assignment stay in the operator (per-image k is a
-tensor, so a new k never recompiles). A compiled RandomColorReduction draws from torch's
-global generator (a ``generator`` object cannot enter a graph). Value checks run in eager mode
-only; ``torchpalette.set_checks(False)`` (or ``TORCHPALETTE_CHECKS=0``) turns them off.
-Samples of tv_tensors are not traceable by dynamo in torchvision 0.29: compile on plain tensors.
-"""
+"""The k-means layers: :class:`ColorQuantizer` (each image to its own palette) and
+:class:`RandomColorReduction` (the augmentation). Public home: :mod:`torchpalette.nn`."""
 
 from __future__ import annotations
 
@@ -43,26 +10,23 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
 
-from . import _validate as v
-from ._layer_ops import image_palette_op, reduce_at_k_op
-from ._layers import (
+from .. import _validate as v
+from .._palette_core import check_options
+from .._spaces import SPACES
+from ..quantize import DITHERS, quantize, reduce_colors
+from ._base import (
     QuantizerTransform,
     check_colors_arg,
     colors_alias,
+    plain,
     straight_through,
     warn_once,
     worker_generator,
 )
-from ._loss import DeltaELoss
-from ._nn_palette import DEFAULT_COLORS, DEFAULT_DITHER, DEFAULT_SPACE, PaletteQuantizer
-from ._palette_core import check_options
-from ._spaces import SPACES
-from .quantize import DITHERS, apply_palette, reduce_colors
-
-__all__ = ["ColorQuantizer", "DeltaELoss", "PaletteQuantizer", "RandomColorReduction"]
-
-PaletteQuantizer.__module__ = __name__
+from ._ops import apply_palette_traceable, image_palette_op, reduce_at_k_op
+from ._palette_quantizer import DEFAULT_COLORS, DEFAULT_DITHER, DEFAULT_SPACE
 
 
 class ColorQuantizer(QuantizerTransform):
@@ -128,7 +92,7 @@ class ColorQuantizer(QuantizerTransform):
         if torch.compiler.is_compiling():
             flat = x.reshape(-1, *x.shape[-3:])
             pal = image_palette_op(flat, self.colors, self.space, self._options)
-            out = apply_palette(flat, pal, space=self.space, dither=self.dither).reshape(x.shape)
+            out = apply_palette_traceable(flat, pal, self.space, self.dither).reshape(x.shape)
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -137,6 +101,21 @@ class ColorQuantizer(QuantizerTransform):
             for w in caught:
                 warn_once(self, str(w.message))
         return straight_through(out, image) if self.straight_through else out
+
+    def quantize_with_indices(
+        self, image: Tensor, index_dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Output, indices and palette from one :func:`torchpalette.quantize` call (one
+        search; eager): ``image [..., 3|4, H, W]`` -> (image as :meth:`forward`, ``[..., H,
+        W]`` indices, uint8 up to 256 colours, ``[..., colors, 3]`` palette)."""
+        x = plain(image)
+        v.check_image(x, "image", check_values=False)
+        x = self.prepare(x)
+        q = quantize(x.detach(), self.colors, space=self.space, dither=self.dither,
+                     index_dtype=index_dtype, **self.palette_kw)
+        out = q.image()
+        out = straight_through(out, x) if self.straight_through else out
+        return out, q.indices, q.palette
 
     def set_extra_state(self, state: Any) -> None:
         super().set_extra_state(state)
@@ -167,7 +146,7 @@ class RandomColorReduction(QuantizerTransform):
     A batch is reduced in one batched call whatever its k's (no loop over images or k): when
     every reduced image has the same k the result is ``reduce_colors(image, k)``; with mixed
     k every image is clustered at the batch's largest k with its extra clusters masked out,
-    and pixels take their colour bin's cluster colour (``torchpalette._layer_ops``; at most k
+    and pixels take their colour bin's cluster colour (``torchpalette.nn._ops``; at most k
     colours per image, mean dE00 within a few hundredths of ``reduce_colors``, see
     ``benchmarks/RESULTS.md``). Low-colour images warn once per layer, not per sample.
 
@@ -177,6 +156,8 @@ class RandomColorReduction(QuantizerTransform):
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"``.
         same_on_batch: one coin and one k for all images of a batch.
+        per_frame: a draw per frame of a ``tv_tensors.Video`` ``[..., T, 3|4, H, W]``
+            (default: one per clip, so its colours do not flicker from frame to frame).
         straight_through: pass the incoming gradient to the input unchanged.
         generator: optional CPU ``torch.Generator`` for the draws (eager mode).
 
@@ -195,7 +176,8 @@ class RandomColorReduction(QuantizerTransform):
         torch.Size([3, 3, 8, 8])
     """
 
-    _settings = ("colors", "p", "space", "dither", "same_on_batch", "straight_through")
+    _settings = ("colors", "p", "space", "dither", "same_on_batch", "per_frame",
+                 "straight_through")
 
     def __init__(
         self,
@@ -205,6 +187,7 @@ class RandomColorReduction(QuantizerTransform):
         dither: str = DEFAULT_DITHER,
         *,
         same_on_batch: bool = False,
+        per_frame: bool = False,
         straight_through: bool = True,
         generator: torch.Generator | None = None,
         k: int | tuple[int, int] | None = None,
@@ -228,15 +211,21 @@ class RandomColorReduction(QuantizerTransform):
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
         self.same_on_batch = bool(same_on_batch)
+        self.per_frame = bool(per_frame)
         self.straight_through = bool(straight_through)
         self.generator = generator
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Tensor]:
         """Draw, for the images of a sample (the most any image entry holds), whether each is
         reduced (``apply`` bool ``[n]``) and its k (``k`` int64 ``[n]``). Both are always
-        drawn, so the stream of random numbers does not depend on the outcome."""
+        drawn, so the stream of random numbers does not depend on the outcome. The frames of
+        a ``Video`` clip share one draw unless ``per_frame``."""
         n = max((math.prod(x.shape[:-3]) if isinstance(x, Tensor) else 1) for x in flat_inputs)
-        draws = 1 if self.same_on_batch else n
+        frames = 1
+        if not self.per_frame:
+            clips = [x for x in flat_inputs if isinstance(x, tv_tensors.Video) and x.ndim >= 4]
+            frames = clips[0].shape[-4] if clips else 1
+        draws = 1 if self.same_on_batch else -(-n // frames)
         if torch.compiler.is_compiling():
             apply = torch.rand(draws) < self.p
             k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,))
@@ -244,7 +233,10 @@ class RandomColorReduction(QuantizerTransform):
             g = worker_generator(self, self.generator)
             apply = torch.rand(draws, generator=g) < self.p
             k = torch.randint(self.colors[0], self.colors[1] + 1, (draws,), generator=g)
-        return {"apply": apply.expand(n), "k": k.expand(n)}
+        if self.same_on_batch:
+            return {"apply": apply.expand(n), "k": k.expand(n)}
+        # frame f of clip c is image c * frames + f of the flattened batch
+        return {"apply": apply.repeat_interleave(frames)[:n], "k": k.repeat_interleave(frames)[:n]}
 
     def quantize(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         flat = image.detach().reshape(-1, *image.shape[-3:])
@@ -258,6 +250,7 @@ class RandomColorReduction(QuantizerTransform):
 
     def extra_repr(self) -> str:
         extra = ", same_on_batch=True" if self.same_on_batch else ""
+        extra += ", per_frame=True" if self.per_frame else ""
         extra += "" if self.straight_through else ", straight_through=False"
         return (
             f"colors={self.colors}, p={self.p}, space={self.space!r}, "

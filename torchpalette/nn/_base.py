@@ -21,8 +21,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from . import _validate as v
-from ._types import Palette
+from .. import _validate as v
+from .._types import Palette, Quantized, index_capacity
+
+#: Float images with values outside these bounds warn (once per layer) before they are clamped.
+RANGE_WARN = (-0.5, 1.5)
 
 
 def is_pure_tensor(x: Any) -> bool:
@@ -61,15 +64,14 @@ class QuantizerTransform(v2.Transform):
             mode = "RGBA" if alpha else "RGB"
             x = F.pil_to_tensor(inpt if inpt.mode == mode else inpt.convert(mode))
             return F.to_pil_image(self.quantize(x, params), mode=mode)
-        x = inpt.as_subclass(Tensor) if type(inpt) is not Tensor else inpt
+        x = plain(inpt)
         v.check_image(x, "image", check_values=False)
-        if x.is_floating_point():
-            v.check_finite(x, "image")  # NaN raises in eager mode; skipped when compiling
-            # clamped as torchvision's colour transforms clamp their output; the gradient
-            # passes the clamp unchanged, as it passes the quantization
-            x = straight_through(x.detach().clamp(0.0, 1.0), x)
-        out = self.quantize(x, params)
+        out = self.quantize(self.prepare(x), params)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """:func:`prepare_image` for this layer."""
+        return prepare_image(self, x)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._settings}
@@ -88,6 +90,32 @@ class QuantizerTransform(v2.Transform):
         self.__dict__.setdefault("_warned", False)
 
 
+def plain(x: Any) -> Any:
+    """A tv_tensor as a plain tensor; anything else unchanged. Only tv_tensors are unwrapped:
+    under ``torch.export`` the input is a fake tensor, and ``as_subclass`` on it leaves a fake
+    constant in the exported program."""
+    return x.as_subclass(Tensor) if isinstance(x, tv_tensors.TVTensor) else x
+
+
+def prepare_image(layer: torch.nn.Module, x: Tensor) -> Tensor:
+    """A checked image ``[..., 3|4, H, W]`` ready to quantize: float values clamped into
+    [0, 1] as torchvision's colour transforms clamp (the gradient passes the clamp
+    unchanged, as it passes the quantization). In eager mode NaN raises, and values far
+    outside [0, 1] (0..255 floats, normalised tensors) warn once per layer: clamping them
+    is almost certainly not what the caller meant."""
+    if not x.is_floating_point():
+        return x
+    if v.checks_enabled() and x.numel():
+        lo, hi = (float(t) for t in torch.aminmax(x.detach()))  # one sync for both checks
+        if lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf"):
+            v.check_finite(x, "image")  # raises, naming the problem
+        if lo < RANGE_WARN[0] or hi > RANGE_WARN[1]:
+            warn_once(layer, f"float image values in [{lo:.3g}, {hi:.3g}] lie far outside "
+                      "[0, 1] (0..255 floats or normalised images?); clamped into [0, 1]",
+                      key="_warned_range")
+    return straight_through(x.detach().clamp(0.0, 1.0), x)
+
+
 def straight_through(out: Tensor, image: Tensor) -> Tensor:
     """``out`` in the forward pass; in the backward pass the incoming gradient reaches
     ``image`` unchanged (Bengio et al. 2013) and ``out``'s own graph (a learnable palette)
@@ -97,10 +125,10 @@ def straight_through(out: Tensor, image: Tensor) -> Tensor:
     return out + (image - image.detach()).to(out.dtype)
 
 
-def warn_once(layer: torch.nn.Module, message: str) -> None:
-    """One warning per layer (and process), not one per sample or batch."""
-    if not layer.__dict__.get("_warned", False):
-        layer.__dict__["_warned"] = True
+def warn_once(layer: torch.nn.Module, message: str, key: str = "_warned") -> None:
+    """One warning per layer (and process) and kind (``key``), not one per sample or batch."""
+    if not layer.__dict__.get(key, False):
+        layer.__dict__[key] = True
         warnings.warn(f"{type(layer).__name__}: {message} (warned once)", UserWarning, stacklevel=4)
 
 
@@ -119,6 +147,18 @@ def worker_generator(layer: torch.nn.Module, generator: torch.Generator | None):
         cached = (info.seed, torch.Generator().manual_seed(seed))
         layer.__dict__["_worker_generator"] = cached
     return cached[1]
+
+
+def check_index_dtype(index_dtype: Any, k: int) -> torch.dtype:
+    """An ``index_dtype`` that can address ``k`` colours (as :func:`torchpalette.quantize`)."""
+    dtypes = (torch.uint8, torch.int16, torch.int32, torch.int64)
+    if index_dtype not in dtypes:
+        raise TypeError(f"index_dtype: expected one of {[str(d) for d in dtypes]} or None, "
+                        f"got {index_dtype!r}")
+    if k > index_capacity(index_dtype):
+        raise ValueError(f"index_dtype: expected a dtype that holds {k} palette indices, "
+                         f"got {index_dtype}")
+    return index_dtype
 
 
 def check_colors_arg(colors: Any, name: str = "colors") -> int:
@@ -155,10 +195,20 @@ def as_palette(palette: Any) -> Tensor | None:
     if isinstance(palette, Palette):
         palette = palette.colors
     if not isinstance(palette, Tensor):
-        from .color import parse_colors  # colour names, hex strings, 0..255 tuples
+        from ..color import parse_colors  # colour names, hex strings, 0..255 tuples
 
         palette = parse_colors(list(palette))
-    if type(palette) is not Tensor:
-        palette = palette.as_subclass(Tensor)
+    palette = plain(palette)
     v.check_colors(palette, "palette", min_ndim=2)
     return palette.detach().clone()
+
+
+def decode(indices: Tensor, palette: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Indices ``[..., H, W]`` (any integer dtype) into ``palette [..., K, 3]`` sRGB (batch
+    dims broadcast) -> image ``[..., 3, H, W]`` of ``dtype``: :meth:`Quantized.image`, the
+    package's one decoding (uint8 colours are ``round(255 c)``). A gather: a palette that
+    requires grad gets the gradient of the pixels of each colour."""
+    batch = torch.broadcast_shapes(indices.shape[:-2], palette.shape[:-2])
+    idx = indices.expand(*batch, *indices.shape[-2:])
+    pal = palette.expand(*batch, *palette.shape[-2:])
+    return Quantized(idx, pal, pal[..., 0], None, dtype).image()

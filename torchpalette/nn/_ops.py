@@ -12,9 +12,10 @@ recompiles.
 
 Per-image k (:func:`palettes_at_k`): every image is clustered at the batch's largest palette
 size ``kmax`` with the slots beyond its own k masked out, so a batch of mixed k is one k-means.
-k-means++ is greedy, so the first k of ``kmax`` seeds are a k-means++ seeding of k; Lloyd steps
-then move only an image's own k centroids (the masked ones sit far outside the colour space and
-never win a pixel). The palette returned repeats colour 0 in the masked slots, so an image
+k-means++ is greedy, so the first k of ``kmax`` seeds are a k-means++ seeding of k; the Lloyd
+steps of the one k-means engine (``torchpalette._kmeans``, with its empty-cluster rule) then move
+only an image's own k centroids (the masked ones sit far outside the colour space and never win a
+pixel). The palette returned repeats colour 0 in the masked slots, so an image
 takes at most its own k colours whatever the assignment.
 """
 
@@ -26,17 +27,13 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import _policy
-from ._bins import bin_pixels, recolor_by_bin
-from ._image import float_to_uint8, merge_alpha, split_alpha
-from ._kmeans import _kmeans_pp, _weighted_means
-from ._nearest import nearest_centroid
-from ._palette_core import DEFAULT_BITS, TOL, check_options, image_palette
-from ._spaces import from_space, to_space
-from .quantize import apply_palette, reduce_colors
-
-# Coordinate of a masked centroid: far outside Lab/Oklab/sRGB, small enough for float32.
-_FAR = 1.0e4
+from .. import _kmeans, _policy
+from .._bins import bin_pixels, recolor_by_bin
+from .._image import float_to_uint8, merge_alpha, split_alpha
+from .._palette_core import DEFAULT_BITS, TOL, check_options, image_palette
+from .._spaces import from_space, to_space
+from ..quantize import apply_palette, palette_indices, reduce_colors
+from ._base import decode
 
 
 def _float_of(image: Tensor) -> torch.dtype:
@@ -99,6 +96,38 @@ def _(image: Tensor, k: Tensor, space: str, dither: str, seed: int) -> tuple[Ten
     return torch.empty_like(image), image.new_empty(image.shape[0], dtype=torch.bool)
 
 
+@torch.library.custom_op("torchpalette::palette_indices", mutates_args=())
+def palette_indices_op(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    """:func:`torchpalette.palette_indices` as an opaque operator: ``image [B, 3|4, H, W]``,
+    ``palette [B|1, K, 3]`` -> ``[B, H, W]`` int64. Dithering is sequential (error diffusion)
+    or chunked by data-dependent plans, which dynamo cannot trace into one graph."""
+    with torch.no_grad():
+        return palette_indices(image, palette, space=space, dither=dither)
+
+
+@palette_indices_op.register_fake
+def _(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    return image.new_empty(image.shape[0], *image.shape[-2:], dtype=torch.int64)
+
+
+def apply_palette_traceable(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+    """:func:`torchpalette.apply_palette` (``image [..., 3|4, H, W]``, ``palette [..., K, 3]``)
+    in a form ``torch.compile`` and ``torch.export`` take whole: the search traced (no
+    dither) or the opaque :func:`palette_indices_op` (dither), then a gather from the palette
+    (which keeps its gradient)."""
+    if dither == "none" or not torch.compiler.is_compiling():
+        return apply_palette(image, palette, space=space, dither=dither)
+    rgb, alpha = split_alpha(image)
+    flat = rgb.reshape(-1, *rgb.shape[-3:])
+    pal = palette.reshape(-1, *palette.shape[-2:])
+    if pal.shape[0] != 1:
+        pal = torch.broadcast_to(palette, (*rgb.shape[:-3], *palette.shape[-2:]))
+        pal = pal.reshape(-1, *palette.shape[-2:])
+    idx = palette_indices_op(flat, pal.detach(), space, dither)
+    idx = idx.reshape(rgb.shape[:-3] + rgb.shape[-2:])
+    return merge_alpha(decode(idx, palette, image.dtype), alpha)
+
+
 def _reduce_mixed(
     image: Tensor, k: Tensor, kmax: int, space: str, dither: str, seed: int
 ) -> tuple[Tensor, Tensor]:
@@ -158,46 +187,11 @@ def _palettes_at_k(
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     w = w.to(x.dtype)
-    b, _, d = x.shape
-    xx = (x * x).sum(-1)
-    wsum = w.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    mean = (w.unsqueeze(-1) * x).sum(1, keepdim=True) / wsum.unsqueeze(-1)
-    thr = tol * tol * ((w.unsqueeze(-1) * (x - mean).square()).sum(1) / wsum).mean(-1)
-    valid = torch.arange(kmax, device=x.device) < k.view(b, 1)  # [B, kmax]
+    valid = torch.arange(kmax, device=x.device) < k.view(-1, 1)  # [B, kmax]
     distinct = (w > 0).sum(-1)
-    generator = torch.Generator().manual_seed(seed)
-    cent, _ = _kmeans_pp(x, xx, w, kmax, 1, generator)
-    cent = _masked_lloyd(x, w, cent, valid, thr, max_iter)
-    labels, _ = nearest_centroid(_masked(cent, valid), x.transpose(1, 2))
+    cent = _kmeans.seed(x, w, kmax, torch.Generator().manual_seed(seed))
+    cent = _kmeans.refine(x, w, cent, tol, max_iter, valid=valid)
+    labels = _kmeans.nearest(x, cent, valid)
     colors = from_space(cent, space)
     colors = torch.where(valid.unsqueeze(-1), colors, colors[:, :1])
     return colors, codes, labels, distinct < k
-
-
-def _masked(cent: Tensor, valid: Tensor) -> Tensor:
-    """Centroids with the masked slots moved far away, where no point is nearest to them."""
-    return torch.where(valid.unsqueeze(-1), cent, torch.full_like(cent, _FAR))
-
-
-def _masked_lloyd(
-    x: Tensor, w: Tensor, cent: Tensor, valid: Tensor, thr: Tensor, max_iter: int
-) -> Tensor:
-    """Weighted Lloyd steps of ``x [B, N, D]`` from ``cent [B, kmax, D]`` moving only the
-    ``valid [B, kmax]`` centroids; an empty cluster keeps its centroid."""
-    b, _, d = x.shape
-    kmax = cent.shape[1]
-    xt = x.transpose(1, 2).contiguous()
-    xw = torch.cat([xt * w.unsqueeze(1), w.unsqueeze(1)], dim=1)  # [B, D + 1, N]
-    choices = _policy.device_choices(x)
-    on_cpu, check_every = not choices.sync_free_kmeans, choices.kmeans_check_every
-    active = torch.ones(b, dtype=torch.bool, device=x.device)
-    for it in range(max_iter):
-        labels, _ = nearest_centroid(_masked(cent, valid), xt)
-        new, empty = _weighted_means(xw, labels, kmax, not on_cpu)
-        new = torch.where(empty.unsqueeze(-1) | ~valid.unsqueeze(-1), cent, new)
-        shift = (new - cent).square().sum(-1).amax(-1)
-        cent = torch.where(active.view(b, 1, 1), new, cent)
-        active = active & (shift > thr)
-        if (it + 1) % check_every == 0 and not bool(active.any()):
-            break
-    return cent
