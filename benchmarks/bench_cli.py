@@ -13,11 +13,17 @@ folder, then times in one run, per folder, 16 colours, no dithering unless said:
   save) and Pillow ``quantize(16)`` (median cut) + save, over a process pool of ``--jobs``.
 
 For each: seconds, images/s, CPU milliseconds per image (user + system of all its processes,
-start-up included: the figure a busy shared machine distorts least), mean CIEDE2000 of output vs input over all pixels of a sample of
-images, and total output bytes. Target (issue 13): torchpalette on CPU >= pngquant
-``--speed 10 --nofs`` images/s with mean ΔE00 at least 0.3 lower and no more bytes.
+start-up included: the figure a busy shared machine distorts least), mean CIEDE2000 of output
+vs input over all pixels of a sample of images, and total output bytes. Target (issue 13):
+torchpalette on CPU >= pngquant ``--speed 10 --nofs`` images/s with mean ΔE00 at least 0.3
+lower and no more bytes.
 
-Usage: python benchmarks/bench_cli.py [--quick] [--n 200] [--size 512] [--jobs N] [--formats png,jpg]
+Usage: python benchmarks/bench_cli.py [--quick] [--n 200] [--size 512] [--jobs N]
+       [--formats png,jpg]
+
+``--scale`` runs the dataset-scale figures of issue 21 instead (benchmarks/bench_cli_scale.py):
+the provenance record's formats, the planning time of a resume over 100,000 outputs and the
+peak memory of the bounded decode queue, beside the code before.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 from PIL import Image
 
 import torchpalette as tp
-from _common import report_machine, warn_if_busy  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def make_images(root: Path, n: int, size: int, fmt: str, seed: int = 0) -> None:
@@ -187,7 +193,23 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sample", type=int, default=40, help="images used for mean dE00")
     p.add_argument("--formats", default="png,jpg")
+    p.add_argument("--scale", action="store_true",
+                   help="issue 21 instead: record formats, resume planning, queue memory "
+                        "(benchmarks/bench_cli_scale.py)")
+    p.add_argument("--files", type=int, default=100_000, help="--scale: outputs of the resume")
+    p.add_argument("--old-files", type=int, nargs="*", default=[2_000, 8_000],
+                   help="--scale: tree sizes for the old, quadratic planning")
+    p.add_argument("--photos", type=int, default=64, help="--scale: images of the memory run")
+    p.add_argument("--mp", type=float, default=3.0, help="--scale: megapixels per image")
+    p.add_argument("--before", default="6f3768f", help="--scale: git ref of the old code")
     args = p.parse_args()
+    if args.scale:
+        import bench_cli_scale
+
+        if args.quick:
+            args.files, args.old_files, args.photos, args.mp = 3_000, [1_000], 8, 0.5
+        bench_cli_scale.main(args)
+        return
     if args.quick:
         args.n, args.size, args.sample = 24, 128, 8
 

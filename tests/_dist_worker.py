@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from torchpalette.cli import commands as cli
-from torchpalette.cli import folder, pipeline
 import torchpalette as tp
 from torchpalette import nn as tpnn
+from torchpalette.cli import commands as cli
+from torchpalette.cli import dstdir, sink
+from torchpalette.cli import plan as folder
 
 out, mode, src, dst, pal = Path(sys.argv[1]), sys.argv[2], *sys.argv[3:6]
 common = ["--device", "cpu", "--workers", "0", "--batch-size", "3"]
@@ -38,19 +39,20 @@ rank = int(os.environ["RANK"])
 writes: list[str] = []
 steps: dict[str, dict] = {}
 
-real_write_atomic = pipeline.write_atomic
+real_write_atomic = sink.write_atomic
 limit = int(mode[4:]) if mode.startswith("die:") and rank == 1 else None
 
 
-def logged_write_atomic(data, dst):
+def logged_write_atomic(data, dst, tmp_dir):
     if limit is not None and len(writes) >= limit:  # half a temp file, then die at once
-        pipeline.temp_path(dst).write_bytes(data[: len(data) // 2])
+        dstdir.temp_path(tmp_dir).write_bytes(data[: len(data) // 2])
         os._exit(9)
-    real_write_atomic(data, dst)
+    st = real_write_atomic(data, dst, tmp_dir)
     writes.append(str(dst))
+    return st
 
 
-pipeline.write_atomic = logged_write_atomic
+sink.write_atomic = logged_write_atomic
 
 
 def step(name: str, args: list[str]) -> None:

@@ -130,3 +130,29 @@ def test_public_names_unchanged():
     assert {"ColorQuantizer", "PaletteQuantizer", "RandomColorReduction"} <= set(tp.nn.__all__)
     for name in tp.__all__:
         assert getattr(tp, name) is not None
+
+
+def test_app_has_no_import_cycles():
+    """Every import between app modules, at any depth of a file (function-level and
+    TYPE_CHECKING imports too), forms no cycle: each module can be read before its users."""
+    graph = {}
+    for path in sorted(APP.rglob("*.py")):
+        me = _module_name(path)
+        deps = set()
+        for m, names, _ in _imports(path):  # ``from . import x`` names the module x
+            deps |= {f"{m}.{n}" for n in names} if m == "torchpalette.cli" else {m}
+        graph[me] = {m for m in deps if m.startswith("torchpalette.cli.") and m != me}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        assert state.get(node) != 1, "import cycle: " + " -> ".join([*trail, node])
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        visit(node, [])
+    assert "torchpalette.cli.folder" not in graph  # it only re-exported: removed

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from torchpalette.cli import commands as cli
-from torchpalette.cli import folder
+from torchpalette.cli import plan as folder
+from torchpalette.cli.palette_files import load_palette
 
 HEX = re.compile(r"^#[0-9a-f]{6}$")
 
@@ -32,7 +33,8 @@ def save(path: Path, array: np.ndarray) -> Path:
 
 def blocks(colors: list[tuple[int, int, int]], counts: list[int], width: int = 10) -> np.ndarray:
     """An image of horizontal bands: colour i fills counts[i] rows of ``width`` pixels."""
-    rows = [np.tile(np.array(c, np.uint8), (n, width, 1)) for c, n in zip(colors, counts)]
+    rows = [np.tile(np.array(c, np.uint8), (n, width, 1))
+            for c, n in zip(colors, counts, strict=True)]
     return np.concatenate(rows)
 
 
@@ -69,9 +71,9 @@ FAILED = {"a/corrupt.jpg", "zero.png"}
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Visible files (the lock file DST/.torchpalette.lock stays, hidden, between runs)."""
+    """Visible files (DST/.torchpalette/, the lock and record, stays between runs)."""
     return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_ino)
-            for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+            for p in root.rglob("*") if p.is_file() and ".torchpalette" not in p.parts}
 
 
 # ----------------------------------------------------------------------------- usage
@@ -184,7 +186,7 @@ def test_palette_hex_css_gpl(capsys, photo):
     assert head == "GIMP Palette" and gpl.splitlines()[1].startswith("Name: ")
     assert gpl.splitlines()[2] == "Columns: 3" and gpl.splitlines()[3] == "#"
     assert len(rows) == 3
-    for row, h in zip(rows, lines):
+    for row, h in zip(rows, lines, strict=True):
         m = re.match(r"^\s*(\d+)\s+(\d+)\s+(\d+)\t(.*)$", row)
         assert m and all(0 <= int(x) <= 255 for x in m.groups()[:3])
         assert "#{:02x}{:02x}{:02x}".format(*map(int, m.groups()[:3])) == h
@@ -241,18 +243,18 @@ def test_quantize_workers_give_same_bytes(capsys, tree, tmp_path):
 
 def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
     src, dst = tree
-    from torchpalette.cli import pipeline
+    from torchpalette.cli import dstdir, sink
 
-    real_write, calls = pipeline.write_atomic, []
+    real_write, calls = sink.write_atomic, []
 
-    def dying_write(data, dst):
+    def dying_write(data, dst, tmp_dir):
         calls.append(dst)
         if len(calls) == 3:  # half a file on disk, then the process "dies"
-            pipeline.temp_path(dst).write_bytes(data[: len(data) // 2])
+            dstdir.temp_path(tmp_dir).write_bytes(data[: len(data) // 2])
             raise KeyboardInterrupt
-        real_write(data, dst)
+        return real_write(data, dst, tmp_dir)
 
-    monkeypatch.setattr(pipeline, "write_atomic", dying_write)
+    monkeypatch.setattr(sink, "write_atomic", dying_write)
     code, _, err = run(capsys, "quantize", src, dst, "--workers", "0", "--batch-size", "1",
                        "--quiet")
     assert code == 130 and "interrupted" in err
@@ -262,12 +264,12 @@ def test_quantize_killed_midway_then_resumed(capsys, tree, monkeypatch):
         assert rel in OUTPUTS
         Image.open(dst / rel).verify()
     # a temp file left behind by a SIGKILL is cleaned up by the next run
-    stale = dst / "a" / ".two.png.99999.tmp.png"
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"partial")
-    monkeypatch.setattr(pipeline, "write_atomic", real_write)
+    leftovers = list((dst / ".torchpalette" / "tmp").iterdir())
+    assert len(leftovers) == 1 and leftovers[0].suffix == ".part"
+    monkeypatch.setattr(sink, "write_atomic", real_write)
     code, out, _ = run(capsys, "quantize", src, dst, "--workers", "0", "--quiet")
     assert code == 1 and f"skipped {len(first)} finished" in out
+    assert not list((dst / ".torchpalette" / "tmp").iterdir())
     second = snapshot(dst)
     assert set(second) == OUTPUTS
     assert all(second[rel] == first[rel] for rel in first)  # finished ones not rewritten
@@ -298,7 +300,7 @@ def test_load_palette_text_formats(capsys, photo, tmp_path, fmt):
     (tmp_path / "p.txt").write_text(out)
     _, js, _ = run(capsys, "palette", photo, "-k", "3", "--format", "json")
     want = torch.tensor([c["rgb"] for c in json.loads(js)[0]["colors"]]) / 255.0
-    assert torch.equal(cli.load_palette(tmp_path / "p.txt"), want.float())
+    assert torch.equal(load_palette(tmp_path / "p.txt"), want.float())
 
 
 def test_quantize_fit_palette_shares_one_palette(capsys, tree):

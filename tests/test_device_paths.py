@@ -290,16 +290,19 @@ def test_nccl_uses_local_rank_when_no_device_was_set(monkeypatch):
 
 
 def test_rgba_palettes_draw_from_a_cpu_generator(monkeypatch):
+    """The app's RGBA palettes come from tp.quantize(alpha="quantize"), whose semi-transparent
+    entries are clustered with a CPU generator."""
+    from torchpalette import _alpha
     from torchpalette.cli.quantizers import Quantizer
 
     seen = []
-    real = tp.kmeans
+    real = _alpha.cluster
 
     def spy(*args, generator=None, **kw):
         seen.append(generator.device.type)
         return real(*args, generator=generator, **kw)
 
-    monkeypatch.setattr(tp, "kmeans", spy)
+    monkeypatch.setattr(_alpha, "cluster", spy)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (4, 16, 16), generator=g, dtype=torch.uint8)
     x[3] = torch.randint(1, 255, (16, 16), generator=g, dtype=torch.uint8)  # partial alpha
@@ -357,7 +360,7 @@ def test_gpu_jpeg_path_applies_exif_orientation(tmp_path, monkeypatch):
     [3, 300, 200], as read_image gives."""
     import torchvision.io
 
-    from torchpalette.cli import pipeline
+    from torchpalette.cli import decode
 
     real = torchvision.io.decode_jpeg
 
@@ -367,11 +370,10 @@ def test_gpu_jpeg_path_applies_exif_orientation(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.io, "decode_jpeg", like_nvjpeg)
     path = tmp_path / "rot.jpg"
     path.write_bytes(_jpeg_bytes(6))
-    items = [(0, "jpeg", torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
-              None, 0.0)]
-    (_, kind, image, error, _), = pipeline.gpu_decode_jpegs(items, [path], torch.device("cpu"))
-    assert error is None and kind == "rgb"
-    assert image.shape == (3, 300, 200) and torch.equal(image, tp.read_image(path))
+    items = [decode.decode_one(0, str(path), raw_jpeg=True)]
+    got, = decode.gpu_decode_jpegs(items, [path], torch.device("cpu"))
+    assert got.error is None and got.kind == "rgb" and got.image is not None
+    assert got.image.shape == (3, 300, 200) and torch.equal(got.image, tp.read_image(path))
 
 
 def test_cuda_assign_default_is_taken_by_the_policy():

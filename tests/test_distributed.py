@@ -24,6 +24,7 @@ from PIL import Image
 
 import torchpalette as tp
 from torchpalette.cli import commands as cli
+from torchpalette.cli import plan as cli_plan
 from torchpalette.cli import torchrun as _dist
 
 pytestmark = pytest.mark.skipif(
@@ -48,7 +49,8 @@ def launch(out: Path, mode: str, src: Path, dst: Path, pal: Path, world: int = 2
     for rank in range(world):
         env = {**os.environ, **ports, "RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
-               "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+               "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": str(WORKER.parents[1])}  # this checkout, not an installed copy
         procs.append(subprocess.Popen(
             [sys.executable, str(WORKER), str(out), mode, str(src), str(dst), str(pal)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -80,16 +82,16 @@ def tree(tmp_path_factory) -> tuple[Path, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(path)
     (src / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    assert cli.list_images(src).index(CORRUPT) % 2 == 1
+    assert [j.rel for j in cli_plan.plan_jobs(src, root / 'x').jobs].index(CORRUPT) % 2 == 1
     pal = root / "palette.txt"
     pal.write_text("\n".join("#{:02x}{:02x}{:02x}".format(*c) for c in base.tolist()))
     return src, pal
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Visible files (not the hidden lock file DST/.torchpalette.lock, which outlives a run)."""
+    """Outputs (not DST/.torchpalette/, the lock and record, which outlive a run)."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and ".torchpalette" not in p.parts}
 
 
 def single(src: Path, dst: Path, *extra: str) -> int:
@@ -117,9 +119,9 @@ def test_union_equals_single_process_byte_for_byte(tree, two_ranks, tmp_path, ca
 def test_every_file_written_once_by_its_shard(tree, two_ranks):
     src, _ = tree
     root, ranks = two_ranks
-    jobs = cli.plan_jobs(src, root / "dst").jobs
+    jobs = cli_plan.plan_jobs(src, root / "dst").jobs
     for rank, rec in enumerate(ranks):
-        mine = {str(j.dst) for j in cli.shard(jobs, rank, 2) if j.rel != CORRUPT}
+        mine = {str(j.dst) for j in cli_plan.shard(jobs, rank, 2) if j.rel != CORRUPT}
         assert sorted(rec["writes"][: len(mine)]) == sorted(mine)
     cli_writes = [w for rec in ranks for w in rec["writes"] if "-fit" not in w]
     assert len(cli_writes) == len(set(cli_writes)) == 22
@@ -160,10 +162,9 @@ def test_killed_rank_then_rerun_finishes_with_nothing_partial(tree, tmp_path, ca
     crashed = launch(tmp_path / "out1", "die:3", src, dst, pal)
     assert crashed[1]["rc"] == 9  # killed mid-write
     assert crashed[0]["rc"] != 0  # rank 0 noticed its peer vanished (no hang, no success)
-    partial = [p for p in dst.rglob(".*.tmp.png")]
+    partial = list((dst / ".torchpalette" / "tmp").glob("*.part"))
     assert partial, "the simulated kill should leave half a temp file"
-    before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in dst.rglob("*.png")
-              if not p.name.startswith(".")}
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in dst.rglob("*.png")}
     assert 3 <= len(before) < 22
 
     rerun = launch(tmp_path / "out2", "cli", src, dst, pal)
@@ -173,7 +174,7 @@ def test_killed_rank_then_rerun_finishes_with_nothing_partial(tree, tmp_path, ca
     assert len(redone) == len(set(redone)) == 22 - len(before)
     assert not set(redone) & {str(p) for p in before}
     assert {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in before} == before
-    assert not list(dst.rglob(".*.tmp.png"))
+    assert not list((dst / ".torchpalette" / "tmp").iterdir())
     assert single(src, tmp_path / "ref", "--palette", str(pal)) == 1
     capsys.readouterr()
     assert files(dst) == files(tmp_path / "ref")

@@ -3,8 +3,13 @@ and walking folders. Test files are generated in tmp dirs."""
 
 from __future__ import annotations
 
+import io
 import struct
+import subprocess
+import sys
+import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +33,12 @@ def _png16_rgb(path, arr16: np.ndarray) -> None:
     raw = b"".join(b"\0" + arr16[y].astype(">u2").tobytes() for y in range(h))
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 # ------------------------------------------------------------------ read_image
@@ -122,10 +129,95 @@ def test_read_errors(tmp_path, sample_path):
     (tmp_path / "cut.png").write_bytes(png[: len(png) - 20])
     with pytest.raises(ValueError, match="cut.png: not a readable image"):
         tp.read_image(tmp_path / "cut.png")
-    frames = [Image.fromarray(RGB), Image.fromarray(255 - RGB)]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    with pytest.raises(ValueError, match="anim.gif: expected a single image, got an animation of 2"):
-        tp.read_image(tmp_path / "anim.gif")
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp", ".tif"])
+def test_animated_and_multi_page_read_the_first_frame_with_a_warning(tmp_path, suffix):
+    """One rule for GIF, APNG, WebP and multi-page TIFF (issue 21): frame 0 and a warning."""
+    frames = [Image.fromarray(RGB), Image.fromarray(255 - RGB), Image.fromarray(RGB // 2)]
+    path = tmp_path / f"anim{suffix}"
+    kw = {"lossless": True} if suffix == ".webp" else {}
+    frames[0].save(path, save_all=True, append_images=frames[1:], **kw)
+    with pytest.warns(UserWarning, match=f"anim{suffix}: animated or multi-page image of 3 "
+                                         "frames: read the first frame only"):
+        got = tp.read_image(path)
+    want = _chw(np.asarray(Image.open(path).convert("RGB")))  # Pillow's frame 0
+    assert got.shape == (3, *RGB.shape[:2]) and got.equal(want)
+    if suffix != ".gif":  # a 256-colour GIF is lossy; the others keep frame 0 exactly
+        assert got.equal(_chw(RGB))
+
+
+def test_decompression_bomb_names_path_and_option(tmp_path):
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match=r"big.png: image of 300 x 200 = 60,000 pixels, over "
+                                         r"the limit of 59,999.*max_pixels"):
+        tp.read_image(tmp_path / "big.png", max_pixels=59_999)
+    assert tp.read_image(tmp_path / "big.png", max_pixels=60_000).shape == (3, 200, 300)
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1000  # Pillow's own limit is not what decides, and is restored
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert tp.read_image(tmp_path / "big.png", max_pixels=None).shape == (3, 200, 300)
+        assert Image.MAX_IMAGE_PIXELS == 1000
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+@pytest.mark.parametrize("suffix", [".ppm", ".tga", ".ico", ".qoi"])
+def test_more_pillow_formats_read(tmp_path, suffix):
+    assert suffix in tp.io.IMAGE_SUFFIXES
+    Image.fromarray(RGB).save(tmp_path / f"x{suffix}")
+    assert tp.read_image(tmp_path / f"x{suffix}").equal(_chw(RGB))
+
+
+def _block_torchvision_io(monkeypatch):
+    """Simulate a torchvision without ``torchvision.io`` (and no TorchCodec)."""
+    for name in ("torchvision.io", "torchcodec", "torchcodec.decoders"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+
+
+def test_read_and_write_without_torchvision_io(tmp_path, monkeypatch, sample_path):
+    Image.fromarray(RGB).save(tmp_path / "x.png")
+    want_png = tp.read_image(tmp_path / "x.png")
+    want_jpg = tp.read_image(sample_path)
+    _block_torchvision_io(monkeypatch)
+    assert tp.read_image(tmp_path / "x.png").equal(want_png)
+    got = tp.read_image(sample_path)  # Pillow's libjpeg: within rounding of torchvision's
+    assert got.shape == want_jpg.shape and (got.int() - want_jpg.int()).abs().float().mean() < 1
+    tp.write_image(want_png, tmp_path / "y.png")
+    tp.write_image(want_png, tmp_path / "y.jpg")
+    assert tp.read_image(tmp_path / "y.png").equal(want_png)
+    assert tp.read_image(tmp_path / "y.jpg").shape == want_png.shape
+
+
+def test_torchcodec_is_used_where_installed(tmp_path, monkeypatch):
+    import types
+
+    calls = []
+
+    def decode_image(data, mode, apply_exif_orientation):
+        calls.append((mode, apply_exif_orientation))
+        return torch.from_numpy(np.asarray(Image.open(io.BytesIO(data.numpy().tobytes())))
+                                .copy()).permute(2, 0, 1)
+
+    fake = types.ModuleType("torchcodec.decoders")
+    fake.decode_image = decode_image
+    monkeypatch.setitem(sys.modules, "torchcodec", types.ModuleType("torchcodec"))
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", fake)
+    Image.fromarray(RGB).save(tmp_path / "x.png")
+    assert tp.read_image(tmp_path / "x.png").equal(_chw(RGB))
+    assert calls == [("RGB", True)]
+
+
+def test_no_deprecation_warning_reaches_users(tmp_path, sample_path):
+    Image.fromarray(RGB).save(tmp_path / "x.png")
+    code = (f"import torchpalette as tp\ntp.read_image({str(sample_path)!r})\n"
+            f"tp.read_image({str(tmp_path / 'x.png')!r})\n"
+            f"tp.write_image(tp.read_image({str(sample_path)!r}), {str(tmp_path / 'y.jpg')!r})")
+    res = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert res.returncode == 0, res.stderr
 
 
 def test_read_16_bit_and_float_tiff_scaled_like_16_bit_png(tmp_path):
@@ -264,14 +356,18 @@ def test_write_errors_write_nothing(tmp_path):
     cases = [
         (dict(image=img, path=tmp_path / "x.gif"), ValueError, r"path: expected a suffix in"),
         (dict(image=img, path=tmp_path / "x"), ValueError, r"path: expected a suffix in"),
-        (dict(image=torch.rand(1, 3, 4, 5)), ValueError, r"image: expected shape \[3\|4, H, W\], got \[1, 3, 4, 5\]"),
+        (dict(image=torch.rand(1, 3, 4, 5)), ValueError,
+         r"image: expected shape \[3\|4, H, W\], got \[1, 3, 4, 5\]"),
         (dict(image=torch.rand(1, 4, 5)), ValueError, "expected 3|4 channels"),
         (dict(image=img * 2), ValueError, r"image: expected values in \[0, 1\]"),
         (dict(image=img.int()), TypeError, "image: expected dtype uint8 or a float dtype"),
-        (dict(image=torch.rand(4, 4, 5), path=tmp_path / "x.jpg"), ValueError, "expected 3 channels for JPEG"),
+        (dict(image=torch.rand(4, 4, 5), path=tmp_path / "x.jpg"), ValueError,
+         "expected 3 channels for JPEG"),
         (dict(palette=pal, path=tmp_path / "x.jpg"), ValueError, "palette: expected None for JPEG"),
-        (dict(palette=torch.rand(257, 3)), ValueError, r"palette: expected shape \[K, 3\] with K <= 256"),
-        (dict(palette=torch.rand(2, 4, 3)), ValueError, r"palette: expected shape \[K, 3\] with K <= 256"),
+        (dict(palette=torch.rand(257, 3)), ValueError,
+         r"palette: expected shape \[K, 3\] with K <= 256"),
+        (dict(palette=torch.rand(2, 4, 3)), ValueError,
+         r"palette: expected shape \[K, 3\] with K <= 256"),
         (dict(palette=pal * 2), ValueError, r"palette: expected values in \[0, 1\]"),
         (dict(palette=pal), ValueError, "image: expected every pixel to be a palette colour"),
     ]

@@ -40,7 +40,7 @@ def save(path: Path, array: np.ndarray, **kw) -> Path:
 
 def outputs(dst: Path) -> set[str]:
     return {p.relative_to(dst).as_posix() for p in dst.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and ".torchpalette" not in p.parts}
 
 
 def failed(err: str) -> dict[str, str]:
@@ -115,7 +115,8 @@ def test_messy_tree(capsys, messy):
     assert code == 1
     assert set(failed(err)) == {"corrupt.jpg", "zero.png"}
     assert "0-byte" in failed(err)["zero.png"]
-    assert "quantized 13 images (1 broken outputs redone), skipped 0 finished, 2 failed" in out
+    assert "quantized 13 images (1 stale outputs redone), skipped 0 finished, 2 failed" in out
+    assert "redone: 1 output not in the record" in out
     assert "timings: decode" in out and "idle" in out
     assert "renamed 2 outputs" in out
     assert outputs(dst) == {
@@ -197,7 +198,7 @@ def test_rgba_entries_bounded_for_small_palettes(colors):
     idx, pal = quantizers.Quantizer(colors).rgba_one(x)
     assert pal.shape[1] == 4 and len(pal) <= colors and int(idx.max()) < len(pal)
     a = x[3]
-    got = (pal[idx][..., 3] * 255).round()
+    got = (pal[idx.long()][..., 3] * 255).round()
     assert (got[a == 0] == 0).all()
     assert (got[a == 255] == 255).all()  # opaque entries only for opaque pixels
 
@@ -225,7 +226,8 @@ def test_broken_outputs_redone(capsys, tmp_path):
     data = (dst / "x1.png").read_bytes()
     (dst / "x1.png").write_bytes(data[:-15])
     code, out, _ = run(capsys, "quantize", src, dst, "--workers", "0", "--quiet")
-    assert code == 0 and "quantized 2 images (2 broken outputs redone), skipped 1 finished" in out
+    assert code == 0 and "quantized 2 images (2 stale outputs redone), skipped 1 finished" in out
+    assert "redone: 2 output changed or damaged since written" in out
     assert (dst / "x2.png").stat().st_ino == good
     for i in range(3):
         Image.open(dst / f"x{i}.png").load()
@@ -273,7 +275,7 @@ def test_directory_symlinks_followed_once(capsys, tmp_path):
     code, _, err = run(capsys, "quantize", src, tmp_path / "dst", "--workers", "0", "--quiet")
     assert code == 0
     assert outputs(tmp_path / "dst") == {"link/in_link.png", "real/x.png"}
-    assert "skipped: real/loop/: directory symlink to a folder already walked" in err
+    assert "skipped: real/loop/: directory symlink loop" in err
 
 
 def _quantize_proc(src: Path, dst: Path) -> subprocess.Popen:
@@ -295,7 +297,8 @@ def twelve(tmp_path) -> Path:
 def test_second_run_waits_for_the_lock(twelve, tmp_path):
     dst = tmp_path / "dst"
     dst.mkdir()
-    fd = os.open(dst / ".torchpalette.lock", os.O_RDWR | os.O_CREAT)
+    (dst / ".torchpalette").mkdir()
+    fd = os.open(dst / ".torchpalette" / "lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds DST
     proc = _quantize_proc(twelve, dst)
     try:
@@ -319,7 +322,7 @@ def test_two_concurrent_runs_write_each_output_once(twelve, tmp_path):
     done = [int(re.search(r"quantized (\d+) images", out).group(1)) for out, _ in results]
     skipped = [int(re.search(r"skipped (\d+) finished", out).group(1)) for out, _ in results]
     assert sum(done) == 12 and sorted(skipped) == sorted([12 - d for d in done])
-    assert len(outputs(dst)) == 12 and not list(dst.rglob("*.tmp.png"))
+    assert len(outputs(dst)) == 12 and not list((dst / ".torchpalette" / "tmp").iterdir())
 
 
 @pytest.mark.parametrize("content", [
@@ -422,21 +425,21 @@ def test_delta_e_start_up_loads_no_dynamo():
 def test_batched_jpeg_decode_falls_back_per_file(tmp_path):
     """The --device cuda JPEG path (here on the CPU: decode_jpeg takes a device): a corrupt
     file in the batch fails alone, the others decode like read_image."""
-    from torchpalette.cli import pipeline
+    from torchpalette.cli import decode
 
     paths = [save(tmp_path / f"j{i}.jpg", few_colours(8, 8), quality=95) for i in range(3)]
     (tmp_path / "j1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    items = [(i, "jpeg", torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8), None,
-              0.0) for i, p in enumerate(paths)]
-    got = pipeline.gpu_decode_jpegs(items, paths, torch.device("cpu"))
-    assert [(i, kind, err is None) for i, kind, _, err, _ in got] == [
+    items = [decode.decode_one(i, str(p), raw_jpeg=True) for i, p in enumerate(paths)]
+    assert [d.kind for d in items] == ["jpeg"] * 3
+    got = decode.gpu_decode_jpegs(items, paths, torch.device("cpu"))
+    assert [(d.i, d.kind, d.error is None) for d in got] == [
         (0, "rgb", True), (1, "", False), (2, "rgb", True)]
-    assert "not a readable image" in got[1][3]
+    assert "not a readable image" in got[1].error
     for i in (0, 2):
-        assert got[i][2].equal(tp.read_image(paths[i]))
+        assert got[i].image.equal(tp.read_image(paths[i]))
     fine = [items[0], items[2]]
-    got = pipeline.gpu_decode_jpegs(fine, paths, torch.device("cpu"))  # one batched call
-    assert [g[2].shape for g in got] == [(3, 8, 8)] * 2
+    got = decode.gpu_decode_jpegs(fine, paths, torch.device("cpu"))  # one batched call
+    assert [g.image.shape for g in got] == [(3, 8, 8)] * 2
 
 
 @pytest.mark.cuda

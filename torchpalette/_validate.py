@@ -250,6 +250,20 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
+MAX_PADDED_K = 1 << 16
+"""A palette size may exceed an image's pixel count (weight-0 padding) up to this."""
+
+
+def check_k_fits(k: int, image: Tensor, name: str = "k") -> None:
+    """Raise ``ValueError`` when ``k`` is above both the pixels per image and
+    ``MAX_PADDED_K``: every entry past the pixel count is padding, and allocating it first
+    (k=10**8 on an 8x8 image) took gigabytes."""
+    pixels = image.shape[-1] * image.shape[-2]
+    if isinstance(k, int) and k > max(pixels, MAX_PADDED_K):
+        raise ValueError(f"{name}: expected at most the pixels per image ({pixels}) or "
+                         f"{MAX_PADDED_K}, got {k}")
+
+
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     """Validate that ``value`` is one of ``choices``; return it."""
     if not isinstance(value, str):

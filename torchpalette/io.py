@@ -1,136 +1,81 @@
 """Image files <-> uint8 tensors ``[3|4, H, W]``, and walking a folder of images.
 
-Decoding: JPEG and PNG go through ``torchvision.io.decode_image`` with an explicit mode (in
-its default mode it returns palette *indices* for paletted PNGs and uint16 for 16-bit PNGs),
-``ImageReadMode.RGB`` or ``RGB_ALPHA`` when the header (read by Pillow, without decoding) says
-the file has an alpha channel; 16-bit samples are scaled to 8 bits with rounding. Pillow decodes
-what torchvision gets wrong or lacks: PNGs with a tRNS chunk (colour-key or palette
-transparency), GIF (its transparent index), WebP (whose EXIF orientation torchvision ignores),
-BMP and TIFF, including 16-bit and float TIFFs, scaled like 16-bit PNG (32768 -> 128, float
-0.5 -> 128). EXIF orientation is applied everywhere. Every failure names the path:
-``FileNotFoundError`` for a missing file, ``ValueError`` for an empty, truncated or non-image
-file.
+Decoding (:mod:`torchpalette._decode`): JPEG and PNG through TorchCodec where installed, else
+torchvision's deprecated decoders (their warning kept from users), else Pillow; Pillow for PNGs
+with a tRNS chunk (colour-key or palette transparency), GIF (its transparent index), WebP (whose
+EXIF orientation torchvision ignores), BMP, TIFF (16-bit and float too, scaled like 16-bit PNG:
+32768 -> 128, float 0.5 -> 128), APNG, and the other formats of ``IMAGE_SUFFIXES`` that Pillow
+reads (PNM, TGA, ICO, PSD, JPEG 2000, QOI, AVIF where built in). EXIF orientation is applied
+everywhere. Animated and multi-page images (GIF, APNG, WebP, TIFF alike): the first frame, with
+a ``UserWarning`` naming the path and the frame count. Images over ``max_pixels`` (Pillow's
+decompression-bomb limit by default) are refused before decoding. Every failure names the path:
+``FileNotFoundError`` for a missing file, ``ValueError`` for an empty, truncated, oversized or
+non-image file.
 
 Encoding: PNG (``encode_png``, 3 channels), JPEG (``encode_jpeg``, quality 95, no alpha), and
-through Pillow the cases ``encode_png`` rejects: RGBA PNGs and indexed PNGs (mode "P") written
-from a palette, at the smallest bit depth that holds the palette (1, 2, 4 or 8) and zlib level
-``PNG_LEVEL`` (``optimize=True`` for Pillow's slow, smallest search). The whole file is encoded
-in memory before the path is opened, so a bad argument never leaves a half-written file
-(writing atomically is the caller's job). torchvision is imported on first use only: its
-import pulls in ``torch._dynamo``, seconds that a command which never decodes should not pay.
+through Pillow the cases ``encode_png`` rejects (and everything, where torchvision's encoders are
+gone): RGBA PNGs and indexed PNGs (mode "P") written from a palette, at the smallest bit depth
+that holds the palette (1, 2, 4 or 8) and zlib level ``PNG_LEVEL`` (``optimize=True`` for
+Pillow's slow, smallest search). The whole file is encoded in memory before the path is opened,
+so a bad argument never leaves a half-written file (writing atomically is the caller's job).
+torchvision is imported on first use only: its import pulls in ``torch._dynamo``, seconds that
+a command which never decodes should not pay.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io as _io
 import os
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 
+from . import _decode
 from . import _validate as v
 from ._image import float_to_uint8
 from ._jpeg import decode_jpegs  # batched (GPU) JPEG decoding, EXIF orientation applied
 
 __all__ = ["read_image", "write_image", "encode_indexed_png", "iter_image_files",
-           "decode_jpegs", "IMAGE_SUFFIXES", "PNG_LEVEL"]
+           "decode_jpegs", "IMAGE_SUFFIXES", "PNG_LEVEL", "MAX_PIXELS"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
+                  ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".psd", ".qoi", ".jp2", ".j2k") + (
+                  (".avif",) if features.check("avif") else ())
+"""Suffixes ``read_image`` decodes (any case); Pillow's optional AVIF where it is built in."""
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg")
 JPEG_QUALITY = 95
 PNG_LEVEL = 4
 """zlib level of indexed PNGs: the knee of time vs size on 512x512 16-colour photos (see
 benchmarks/RESULTS.md): about 2x faster than level 6 for ~2% more bytes; 9 is 20x slower."""
-_TORCHVISION_FORMATS = ("PNG", "JPEG")
+MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+"""Default pixel limit of ``read_image``: Pillow's decompression-bomb threshold."""
 
 
-@contextlib.contextmanager
-def _tv_quiet():
-    """torchvision 0.29 deprecates its image codecs (for TorchCodec) with a DeprecationWarning on
-    every call; the DESIGN uses them on purpose, so keep that out of users' logs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-        yield
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-
-
-def _why(err: Exception) -> str:
-    return "unrecognised file format" if isinstance(err, UnidentifiedImageError) else str(err)
-
-
-def _jpeg_truncated(data: bytes) -> bool:
-    """Full decode by Pillow, which raises on truncation. Only run for JPEGs that do not end
-    with the end-of-image marker (truncated, or valid with trailing data such as motion photos)."""
-    try:
-        with Image.open(_io.BytesIO(data)) as im:
-            im.load()
-    except OSError:
-        return True
-    return False
-
-
-def _high_depth_to_uint8(im: Image.Image) -> np.ndarray:
-    """16-bit and 32-bit integer samples scale like 16-bit PNG (``round(x * 255 / 65535)``,
-    32768 -> 128); float samples are taken as [0, 1] (clipped; 0.5 -> 128). -> ``[H, W]``."""
-    arr = np.asarray(im)
-    if arr.dtype.kind == "f":
-        return np.round(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
-    x = np.clip(arr.astype(np.int64), 0, 65535)
-    return ((x * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _pillow_decode(data: bytes, path: str) -> Tensor:
-    """Decoder for what torchvision lacks or gets wrong (BMP, TIFF, GIF, WebP, PNG with tRNS):
-    Pillow, EXIF orientation applied, transparency (tRNS, GIF's transparent index) as alpha."""
-    try:
-        with Image.open(_io.BytesIO(data)) as im:
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1 and im.format != "TIFF":
-                raise ValueError(
-                    f"{path}: expected a single image, got an animation of {frames} frames")
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-                grey = _high_depth_to_uint8(im)
-                return torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
-            im = im.convert("RGBA" if _has_alpha(im) else "RGB")
-            arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-            return arr.reshape(im.height, im.width, len(im.mode)).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise ValueError(f"{path}: not a readable image ({_why(err)})") from None
-    except ValueError as err:
-        if str(err).startswith(path):
-            raise
-        raise ValueError(f"{path}: not a readable image ({err})") from None
-
-
-def read_image(path: str | os.PathLike, *, data: bytes | None = None) -> Tensor:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS,
+               data: bytes | None = None) -> Tensor:
     """Read an image file as a uint8 tensor ``[3, H, W]`` (RGB) or ``[4, H, W]`` (RGBA).
 
     Grey and paletted images become RGB (RGBA when they carry transparency: an alpha channel,
     a PNG tRNS colour key or palette entry, a GIF transparent index), 16-bit and float samples
     become 8-bit (``round(x * 255 / 65535)`` for 16-bit, ``round(255 x)`` for float in [0, 1]),
-    and the EXIF orientation is applied (JPEG, PNG, WebP, TIFF). PNG and JPEG through
-    ``torchvision.io.decode_image``; the rest, and PNGs with tRNS, through Pillow.
+    and the EXIF orientation is applied (JPEG, PNG, WebP, TIFF). Of an animated or multi-page
+    image, the first frame (with a ``UserWarning``).
 
     Args:
-        path: the image file (with ``data``: only its name, for messages and the format).
+        path: the image file (with ``data``: only its name, for messages).
         data: the file's bytes, when already in memory (a member of a tar shard, a Parquet cell).
+        max_pixels: refuse images of more pixels (width x height) than this, before decoding;
+            None for no limit. Default: Pillow's decompression-bomb limit (~89.5 MP).
 
     Returns:
         ``[3|4, H, W]`` uint8, on the CPU.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: a directory, an empty, truncated or non-image file, or an animation with
-            more than one frame. The message starts with the path.
+        ValueError: a directory, an empty, truncated, non-image or oversized file. The message
+            starts with the path.
 
     Example:
         >>> import torchpalette as tp
@@ -147,40 +92,24 @@ def read_image(path: str | os.PathLike, *, data: bytes | None = None) -> Tensor:
     if not data:
         raise ValueError(f"{name}: expected an image file, got an empty (0-byte) file")
     try:
-        with Image.open(_io.BytesIO(data)) as im:
-            alpha, fmt, trns = _has_alpha(im), im.format, "transparency" in im.info
+        with _decode.open_image(data) as im:
+            alpha, fmt, trns = _decode.has_alpha(im), im.format, "transparency" in im.info
+            (w, h), frames = im.size, getattr(im, "n_frames", 1)
             im.verify()  # cheap structural check (PNG CRCs, truncation at the chunk level)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise ValueError(f"{name}: not a readable image ({_why(err)})") from None
-    if fmt not in _TORCHVISION_FORMATS or trns:
-        return _pillow_decode(data, name)
-    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9") and _jpeg_truncated(data):
+        raise ValueError(f"{name}: not a readable image ({_decode.why(err)})") from None
+    if max_pixels is not None and w * h > max_pixels:
+        raise ValueError(f"{name}: image of {w} x {h} = {w * h:,} pixels, over the limit of "
+                         f"{max_pixels:,} (a decompression bomb?); raise max_pixels "
+                         f"(--max-pixels in the command line) to allow it")
+    _decode.first_frame_note(name, frames)
+    if fmt not in _decode.CODEC_FORMATS or trns or frames > 1:
+        return _decode.pillow_decode(data, name)
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9") and \
+            _decode.jpeg_truncated(data):
         # libjpeg only warns on a truncated JPEG and fills the rest with grey: refuse instead
         raise ValueError(f"{name}: truncated JPEG (image data ends early)")
-    return _torchvision_decode(data, name, alpha)
-
-
-def _torchvision_decode(data: bytes, name: str, alpha: bool) -> Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
-    mode = ImageReadMode.RGB_ALPHA if alpha else ImageReadMode.RGB
-    try:
-        with _tv_quiet():
-            image = decode_image(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=mode,
-                apply_exif_orientation=True,
-            )
-    except RuntimeError as err:
-        raise ValueError(f"{name}: not a readable image ({err})") from None
-    if image.ndim == 4:  # animated PNG: [frames, C, H, W]
-        if image.shape[0] != 1:
-            raise ValueError(f"{name}: expected a single image, got an animation of "
-                             f"{image.shape[0]} frames")
-        image = image[0]
-    if image.dtype == torch.uint16:  # 16-bit PNG: round 0..65535 to 0..255
-        image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
-    return image
+    return _decode.codec_decode(data, name, alpha)
 
 
 def png_bits(k: int) -> int:
@@ -206,7 +135,8 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
         ValueError: wrong shapes, K out of range, or an index >= K.
 
     Example:
-        >>> import torch; pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])
+        >>> import torch
+        >>> pal = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]])
         >>> data = encode_indexed_png(torch.tensor([[0, 1]]), pal)
         >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[24]  # bit depth 1
         (True, 1)
@@ -226,7 +156,8 @@ def encode_indexed_png(indices: Tensor, palette: Tensor, *, optimize: bool = Fal
                          f"[{int(idx.min())}, {int(idx.max())}]")
     h, w = idx.shape
     im = Image.frombytes("P", (w, h), idx.to(torch.uint8).contiguous().numpy().tobytes())
-    im.putpalette(pal8.contiguous().numpy().tobytes(), "RGBA" if pal8.shape[1] == 4 else "RGB")
+    im.putpalette(pal8.contiguous().numpy().tobytes(),
+                  rawmode="RGBA" if pal8.shape[1] == 4 else "RGB")
     buf = _io.BytesIO()
     opts = {"optimize": True} if optimize else {"compress_level": PNG_LEVEL}
     im.save(buf, format="PNG", bits=png_bits(k), **opts)
@@ -329,14 +260,24 @@ def write_image(image: Tensor, path: str | os.PathLike, *, palette: Tensor | Non
         Image.fromarray(img8.permute(1, 2, 0).contiguous().numpy(), "RGBA").save(buf, format="PNG")
         data = buf.getvalue()
     else:
-        from torchvision.io import encode_jpeg, encode_png
-
-        with _tv_quiet():
-            rgb = img8.contiguous()
-            data = (encode_jpeg(rgb, quality=JPEG_QUALITY) if jpeg else encode_png(rgb))
-            data = data.numpy().tobytes()
+        data = _encode_rgb(img8.contiguous(), jpeg)
     with open(name, "wb") as f:
         f.write(data)
+
+
+def _encode_rgb(rgb: Tensor, jpeg: bool) -> bytes:
+    """RGB ``[3, H, W]`` uint8 as JPEG or PNG: torchvision's encoders, Pillow without them."""
+    try:
+        with _decode.quiet():
+            from torchvision.io import encode_jpeg, encode_png
+    except ImportError:
+        buf = _io.BytesIO()
+        im = Image.fromarray(rgb.permute(1, 2, 0).numpy(), "RGB")
+        im.save(buf, format="JPEG", quality=JPEG_QUALITY) if jpeg else im.save(buf, format="PNG")
+        return buf.getvalue()
+    with _decode.quiet():
+        data = encode_jpeg(rgb, quality=JPEG_QUALITY) if jpeg else encode_png(rgb)
+    return data.numpy().tobytes()
 
 
 def _check_palette(palette: Tensor, image: Tensor, name: str, jpeg: bool) -> None:

@@ -90,15 +90,18 @@ def kmeans(
         tensor(1.)
     """
     v.check_tensor(points, "points")
+    _check_has_data(points, "points")
     v.check_float_dtype(points, "points")
     if points.ndim < 2:
         raise ValueError(f"points: expected shape [..., N, D], got {v.shape_str(points.shape)}")
     v.check_nonempty(points, "points")
     v.check_finite(points, "points")
+    span = _check_magnitude(points)
     k = v.check_int(k, "k", low=1)
     v.check_kmeans_options(max_iter=max_iter, tol=tol, n_init=n_init)
     if weights is not None:
         v.check_tensor(weights, "weights")
+        _check_has_data(weights, "weights")
         v.check_float_dtype(weights, "weights")
         try:
             weights = torch.broadcast_to(weights, points.shape[:-1])
@@ -110,6 +113,7 @@ def kmeans(
         v.check_finite(weights, "weights")
         if bool((weights < 0).any()):
             raise ValueError(f"weights: expected values >= 0, got minimum {float(weights.min()):g}")
+        _check_weight_sums(weights, span, points.dtype)
         n_pos = int((weights > 0).sum(-1).min())
     else:
         n_pos = points.shape[-2]
@@ -130,6 +134,38 @@ def kmeans(
             stacklevel=2,
         )
     return result
+
+
+def _check_has_data(x: Tensor, name: str) -> None:
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: expected a tensor with data (cpu, cuda, ...), got a meta "
+                         f"tensor {v.shape_str(x.shape)}")
+
+
+def _check_magnitude(points: Tensor) -> float:
+    """Largest ``|x|`` of ``points``; raises when squared distances would overflow the dtype
+    (Lloyd compares ``sum((x - c)**2)``, which reaches ``4 D max|x|**2``)."""
+    if not v.checks_enabled():  # value checks off, or compiling: no host sync
+        return 0.0
+    span = float(points.detach().abs().amax())
+    limit = (torch.finfo(points.dtype).max / (4 * points.shape[-1])) ** 0.5
+    if span > limit:
+        raise ValueError(f"points: expected values with |x| <= {limit:.3g} (squared distances "
+                         f"must fit {points.dtype}), got max |x| = {span:.3g}; rescale them")
+    return span
+
+
+def _check_weight_sums(weights: Tensor, span: float, dtype: torch.dtype) -> None:
+    """Raises when weighted sums (cluster totals, weight x point) would overflow ``dtype``:
+    only the ratios of weights matter, so rescaling them loses nothing."""
+    if not v.checks_enabled():
+        return
+    total = float(weights.detach().double().sum(-1).max())
+    limit = torch.finfo(dtype).max / max(4.0, 4.0 * span)
+    if total > limit:
+        raise ValueError(f"weights: expected a total per batch element <= {limit:.3g} (weighted "
+                         f"sums must fit {dtype}), got {total:.3g}; rescale them (only their "
+                         f"ratios matter)")
 
 
 def _check_init(init: str | Tensor, shape: tuple[int, ...], k: int, n_init: int) -> None:

@@ -104,6 +104,7 @@ def palette(
     v.check_image(image, "image")
     v.check_choice(alpha, "alpha", ALPHAS)
     opt = check_options(k, space, max_pixels, seed, method, bits, kmeans_kw)
+    v.check_k_fits(opt.k, image)
     if alpha == "quantize":
         with torch.no_grad(), _policy.no_autocast(image):
             labels, rgba = label_rgba(image.detach(), space, "none", opt=opt)

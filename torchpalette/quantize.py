@@ -137,6 +137,7 @@ def quantize(
         palette_kw.pop("method", "hist"), palette_kw.pop("bits", None), palette_kw,
         caller="quantize",
     )
+    v.check_k_fits(opt.k, image, "colors")
     if alpha == "quantize":
         _exact_only(assign)
         idtype = _index_dtype(index_dtype, max(opt.k, 2))

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import traceback
+import warnings
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,93 +26,73 @@ from torch import Tensor
 import torchpalette as tp
 
 from .errors import UsageError, one_line
-from .palette_files import FORMATS, format_palettes, load_palette  # noqa: F401 (re-exported)
-from .quantize_cmd import add_quantize_arguments
+from .options import SEED, add_device, existing_file, int_in, resolve_device, shown
+from .palette_files import FORMATS, format_palettes
+from .quantize_args import add_quantize_arguments
 from .terminal import color_mode as _use_color
 from .terminal import swatches
 
-_FOLDER_NAMES = {"Job", "QuantizeStats", "list_images", "plan_jobs", "pending_jobs", "run_jobs",
-                 "shard", "fit_palette"}
-
-
-def __getattr__(name: str):
-    """The folder pipeline's names, re-exported here without importing it at start-up."""
-    if name in _FOLDER_NAMES:
-        from . import folder
-
-        return getattr(folder, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ----------------------------------------------------------------------------- helpers
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an int in [{low}, {high}], got {value}")
-        return value
-
-    return parse
-
-
-def _device_name(text: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    return text
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device: expected a usable device, got {name!r} (CUDA not available)")
-    return torch.device(name)
-
-
-def _existing_file(path: str, name: str = "IMAGE") -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{name}: expected an existing file, got {path!r}")
-    return p
-
 
 # ----------------------------------------------------------------------------- commands
-def _batched_palettes(paths, compute, device) -> list[tuple[Tensor, Tensor]]:
-    """Decode ``paths`` and run ``compute`` once per group of equal-shaped images."""
-    images = [tp.read_image(p) for p in paths]
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, img in enumerate(images):
-        groups[tuple(img.shape)].append(i)
-    results: list = [None] * len(images)
+def _batched_palettes(paths, compute, device) -> list[tuple[Tensor, Tensor] | str]:
+    """Decode ``paths`` and run ``compute`` once per group of equal-shaped images; a file that
+    cannot be read or computed gives its one-line error instead of a palette."""
+    results: list = [None] * len(paths)
+    groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
+    for i, p in enumerate(paths):
+        try:
+            img = tp.read_image(p)
+            groups[tuple(img.shape)].append((i, img))
+        except (ValueError, OSError) as exc:
+            results[i] = one_line(exc)
     for members in groups.values():
-        pal = compute(torch.stack([images[i] for i in members]).to(device))
-        for j, i in enumerate(members):
+        try:
+            pal = compute(torch.stack([img for _, img in members]).to(device))
+        except (ValueError, RuntimeError) as exc:
+            for i, _ in members:
+                results[i] = one_line(exc)
+            continue
+        for j, (i, _) in enumerate(members):
             results[i] = (pal.colors[j].cpu(), pal.weights[j].cpu())
     return results
 
 
+def _print_palettes(paths: list[Path], results, fmt: str) -> int:
+    """The good files' palettes to stdout, the bad files to stderr; exit 1 if any is bad."""
+    good = [(str(p), *r) for p, r in zip(paths, results, strict=True) if not isinstance(r, str)]
+    if good:
+        print(format_palettes(good, fmt))
+    bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
+    for p, why in bad:
+        print(f"failed: {shown(str(p))}: {why}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def cmd_palette(args) -> int:
-    paths = [_existing_file(p) for p in args.images]
+    paths = [existing_file(p) for p in args.images]  # a missing file is bad usage
     device = resolve_device(args.device)
-    res = _batched_palettes(
-        paths, lambda x: tp.palette(x, k=args.k, space=args.space, seed=args.seed),
-        device)
-    rows = [(str(p), c, w) for p, (c, w) in zip(paths, res, strict=True)]
-    print(format_palettes(rows, args.format))
-    return 0
+    with warnings.catch_warnings(record=True) as caught:  # notes, not raw warning lines
+        warnings.simplefilter("always")
+        res = _batched_palettes(
+            paths, lambda x: tp.palette(x, k=args.k, space=args.space, seed=args.seed), device)
+    _print_notes(caught)
+    return _print_palettes(paths, res, args.format)
+
+
+def _print_notes(caught) -> None:
+    for text in sorted({str(w.message) for w in caught}):
+        print(f"note: {text}", file=sys.stderr)
 
 
 def cmd_dominant(args) -> int:
-    path = _existing_file(args.image)
+    path = existing_file(args.image)
     device = resolve_device(args.device)
-    (c, w), = _batched_palettes(
-        [path], lambda x: tp.dominant_colors(x, top_n=args.top_n, bins=args.bins), device)
-    print(format_palettes([(str(path), c, w)], args.format))
-    return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = _batched_palettes(
+            [path], lambda x: tp.dominant_colors(x, top_n=args.top_n, bins=args.bins), device)
+    _print_notes(caught)
+    return _print_palettes([path], res, args.format)
 
 
 def _parse_color_arg(text: str) -> Tensor:
@@ -148,8 +127,11 @@ def cmd_delta_e(args) -> int:
 def cmd_report(args) -> int:
     from . import report as report_mod
 
-    path = _existing_file(args.image) if args.image else report_mod.SAMPLE
+    path = existing_file(args.image) if args.image else report_mod.SAMPLE
     out = Path(args.output)
+    if not out.parent.is_dir():  # before any work: the analysis may take a while
+        raise UsageError(f"-o/--output: expected a file in an existing folder, got "
+                         f"{args.output!r} (no folder {str(out.parent)!r})")
     if not args.force:
         report_mod.check_can_write(out)  # raises FileExistsError before any work is done
     device = resolve_device(args.device)
@@ -157,8 +139,7 @@ def cmd_report(args) -> int:
     report_mod.write_report(rep, out, force=args.force)
     use_color = _use_color(sys.stdout)
     print(f"{path.name}: {rep.width}x{rep.height}, report written to {out}")
-    dom = swatches(rep.dominant_sorted, use_color=use_color)
-    pal = swatches(rep.palette_sorted, use_color=use_color)
+    dom, pal = (swatches(c, use_color=use_color) for c in (rep.dominant_sorted, rep.palette_sorted))
     print(f"dominant colours ({len(rep.dominant)}): {dom}")
     print(f"k-means palette ({len(rep.palette)}): {pal}")
     for note in rep.notes:
@@ -204,35 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show tracebacks of errors")
         return s
 
-    def device(s):
-        s.add_argument("--device", type=_device_name, default="auto",
-                       help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
-
+    device = add_device
     s = cmd("report", cmd_report, "write the whole colour analysis of an image as one HTML file",
             "torchpalette report photo.jpg -o photo-report.html")
     s.add_argument("image", nargs="?", metavar="IMAGE", help="image file (default: the sample)")
     s.add_argument("-o", "--output", default="torchpalette-report.html", help="HTML file to write")
-    s.add_argument("--top-n", type=_int_in(1, 4096), default=32, help="dominant colours shown")
-    s.add_argument("--colors", type=_int_in(1, 256), default=32, help="k-means palette size")
+    s.add_argument("--top-n", type=int_in(1, 4096), default=32, help="dominant colours shown")
+    s.add_argument("--colors", type=int_in(1, 256), default=32, help="k-means palette size")
     s.add_argument("--force", action="store_true", help="overwrite a file that is not a report")
     device(s)
 
     s = cmd("palette", cmd_palette, "k-means palette of one or more images",
             "torchpalette palette a.jpg b.png -k 8 --format json > palettes.json")
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    s.add_argument("-k", type=_int_in(1, 256), default=8, help="colours per palette (default: 8)")
+    s.add_argument("-k", type=int_in(1, 256), default=8, help="colours per palette (default: 8)")
     s.add_argument("--format", choices=FORMATS, default="hex", help="output format (default: hex)")
     s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
                    help="clustering colour space (default: lab)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     device(s)
 
     s = cmd("dominant", cmd_dominant, "most frequent colours of an image (3-D histogram)",
             "torchpalette dominant photo.jpg --top-n 10 --format gpl > photo.gpl")
     s.add_argument("image", metavar="IMAGE", help="image file")
-    s.add_argument("--top-n", type=_int_in(1, 4096), default=32, help="colours (default: 32)")
-    s.add_argument("--bins", type=_int_in(1, 256), default=16,
-                   help="bins per channel (default: 16)")
+    s.add_argument("--top-n", type=int_in(1, 4096), default=32, help="colours (default: 32)")
+    s.add_argument("--bins", type=int_in(1, 256), default=16, help="bins per channel (default: 16)")
     s.add_argument("--format", choices=FORMATS, default="hex", help="output format (default: hex)")
     device(s)
 
@@ -246,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("quantize", cmd_quantize, "reduce the colours of every image in a folder tree to "
             "indexed PNGs (resumable)", "torchpalette quantize photos/ photos-16/ --colors 16 "
             "--device cuda --workers 8")
-    add_quantize_arguments(s, _int_in, device)
+    add_quantize_arguments(s)
     return p
 
 
@@ -260,6 +237,14 @@ def _rank_in_env() -> int | None:
     return None if env is None else env[0]
 
 
+def _show_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"torchpalette {command}: warning: {' '.join(str(message).split())}",
+              file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``torchpalette`` and ``python -m torchpalette``; returns the exit status."""
     parser = build_parser()
@@ -268,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # one plain line each, never a library path
+            warnings.showwarning = _show_warning(args.command)
+            return args.func(args)
     except (UsageError, FileExistsError) as exc:
         if args.debug:
             traceback.print_exc()

@@ -66,12 +66,15 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
 
 
 def load_palette(path: Path, max_colors: int = 256) -> Tensor:
-    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, any text
-    of ``#rrggbb`` codes, or a ``.npy`` array ``[K, 3]``) as float sRGB ``[K, 3]``,
+    """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
+    of ``#rrggbb`` / ``#rgb`` codes, or a ``.npy`` array ``[K, 3]``) as float sRGB ``[K, 3]``,
     1 <= K <= ``max_colors`` (256 for indexed PNGs; token outputs take more).
 
     A ``.npy`` of uint8 is 0-255 RGB (the ``palette.npy`` of ``--format tokens``); a float
     ``.npy`` is ImageGPT's ``kmeans_centers.npy`` form, RGB in [-1, 1], read as ``(c + 1) / 2``.
+
+    Nothing is dropped or clipped silently: a GIMP colour line that is not three integers, a
+    value outside 0-255, or a ``#`` code of another length is an error naming its line.
 
     Raises:
         UsageError: the file is missing, unreadable, not UTF-8 text, malformed, or holds no
@@ -93,10 +96,9 @@ def load_palette(path: Path, max_colors: int = 256) -> Tensor:
         what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise UsageError(f"--palette: expected a palette file (JSON of `torchpalette palette`, "
                          f".gpl or #rrggbb lines), got malformed {str(path)!r} ({what})") from None
-    if not 1 <= len(rgb) <= max_colors or any(
-            len(c) != 3 or not all(0 <= x <= 255 for x in c) for c in rgb):
-        raise UsageError(f"--palette: expected 1..{max_colors} colours of 0-255 RGB in "
-                         f"{str(path)!r}, got {len(rgb)} colours")
+    if not 1 <= len(rgb) <= max_colors:
+        raise UsageError(f"--palette: expected 1..{max_colors} colours in {str(path)!r}, got "
+                         f"{len(rgb)}")
     return torch.tensor(rgb, dtype=torch.float32) / 255.0
 
 
@@ -121,6 +123,16 @@ def _load_npy(path: Path, max_colors: int) -> Tensor:
     return torch.from_numpy((arr.astype(np.float32) + 1) / 2)
 
 
+def _bad(path: Path, where: str, why: str) -> UsageError:
+    return UsageError(f"--palette: {str(path)!r} {where}: {why}")
+
+
+def _checked(values: list[int], path: Path, where: str) -> list[int]:
+    if len(values) != 3 or not all(0 <= x <= 255 for x in values):
+        raise _bad(path, where, f"expected 3 values in 0-255, got {values}")
+    return values
+
+
 def _parse_palette(text: str, path: Path) -> list[list[int]]:
     stripped = text.lstrip()
     if path.suffix.lower() == ".json" or stripped[:1] in ("[", "{"):
@@ -130,9 +142,27 @@ def _parse_palette(text: str, path: Path) -> list[list[int]]:
         if not isinstance(data, list) or len(data) != 1 or "colors" not in data[0]:
             got = f"{len(data)} palettes" if isinstance(data, list) else type(data).__name__
             raise UsageError(f"--palette: expected one palette in {str(path)!r}, got {got}")
-        return [[int(x) for x in c["rgb"]] for c in data[0]["colors"]]
+        return [_checked([int(x) for x in c["rgb"]], path, f"colour {i}")
+                for i, c in enumerate(data[0]["colors"], 1)]
+    lines = text.splitlines()
     if stripped.startswith("GIMP Palette"):
-        return [[int(x) for x in m.groups()]
-                for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+(\d+)", text, re.M)]
-    return [[int(h[i : i + 2], 16) for i in (0, 2, 4)]
-            for h in re.findall(r"#([0-9a-fA-F]{6})\b", text)]
+        out = []
+        for n, line in enumerate(lines, 1):
+            body = line.strip()
+            if not body or body.startswith("#") or n == 1 or re.match(r"(Name|Columns):", body):
+                continue
+            parts = body.split(None, 3)
+            if len(parts) < 3 or not all(re.fullmatch(r"-?\d+", p) for p in parts[:3]):
+                raise _bad(path, f"line {n}", f"expected 'R G B [name]', got {body[:40]!r}")
+            out.append(_checked([int(p) for p in parts[:3]], path, f"line {n}"))
+        return out
+    out = []
+    for n, line in enumerate(lines, 1):
+        for code in re.findall(r"#([0-9a-zA-Z]+)\b", line):
+            if re.fullmatch(r"[0-9a-fA-F]{6}", code):
+                out.append([int(code[i:i + 2], 16) for i in (0, 2, 4)])
+            elif re.fullmatch(r"[0-9a-fA-F]{3}", code):  # CSS shorthand: #abc = #aabbcc
+                out.append([int(c * 2, 16) for c in code])
+            else:
+                raise _bad(path, f"line {n}", f"expected #rrggbb or #rgb, got #{code}")
+    return out

@@ -1,35 +1,39 @@
-"""``torchpalette quantize SRC DST``: options, the run, and its summary.
+"""``torchpalette quantize SRC DST``: the run and its summary.
 
-A thin layer over :mod:`torchpalette.cli.folder` (plan, shard, resume, decode, quantize, atomic
-writes); under ``torchrun`` :mod:`torchpalette.cli.torchrun` gives each rank a disjoint shard
-and rank 0 the progress bar and summary of all ranks. The heavy modules load inside the
+Plan (:mod:`~torchpalette.cli.plan`: SRC walked, names decided, overlaps refused), take DST's
+lock (:mod:`~torchpalette.cli.dstdir`), clean leftover temp files, decide what is stale against
+the provenance record (:mod:`~torchpalette.cli.record`), run the pipeline
+(:mod:`~torchpalette.cli.pipeline`) and record each output once its sink says it is durable.
+Under ``torchrun`` :mod:`~torchpalette.cli.torchrun` gives each rank a disjoint shard and rank
+0 the lock, the progress bar and the summary of all ranks. The heavy modules load inside the
 functions, so ``torchpalette --help`` and the other commands never import them.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
+import hashlib
 import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .options import resolve_device, shown
 from .palette_files import load_palette
-from .tokens_cmd import add_token_arguments
 
 if TYPE_CHECKING:
     import torch
 
-    from .folder import Plan, QuantizeStats
+    from .pipeline import QuantizeStats
+    from .plan import Plan, Resume
+
 
 def make_quantizer(args, device: torch.device, jobs, ranks=None):
     """The :class:`~torchpalette.cli.quantizers.Quantizer` of the options: a palette per image
     (``--colors``), a fixed palette (``--palette``) or one fitted to all images
     (``--fit-palette``; fewer distinct colours than asked warns and goes on)."""
-    from .folder import Quantizer, fit_palette
+    from .quantizers import Quantizer, fit_palette
 
     fixed = None
     if args.palette is not None:
@@ -39,7 +43,7 @@ def make_quantizer(args, device: torch.device, jobs, ranks=None):
             warnings.simplefilter("always")
             fixed = fit_palette([j.src for j in jobs], colors=args.colors, space=args.space,
                                 seed=args.seed, device=device, batch_size=args.batch_size,
-                                workers=args.workers)
+                                workers=args.workers, queue_bytes=args.queue_mib << 20)
         if ranks is None or ranks.rank == 0:
             for w in caught:
                 if "--fit-palette" in str(w.message):
@@ -49,59 +53,93 @@ def make_quantizer(args, device: torch.device, jobs, ranks=None):
                      dither_strength=args.dither_strength)
 
 
-def _unit(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+def output_options(args, quantizer) -> dict:
+    """Every option that changes an output's bytes, for the provenance record."""
+    import torch
+
+    import torchpalette as tp
+
+    digest = None
+    if quantizer.fixed is not None:
+        pal8 = quantizer.fixed.float().cpu().mul(255).round().to(torch.uint8)
+        digest = hashlib.sha256(pal8.numpy().tobytes()).hexdigest()[:16]
+    return {"format": "png", "colors": None if digest else args.colors, "palette": digest,
+            "fit_palette": bool(args.fit_palette), "dither": args.dither,
+            "dither_strength": args.dither_strength if args.dither != "none" else None,
+            "space": args.space,
+            "seed": args.seed, "optimize": bool(args.optimize), "version": tp.__version__}
 
 
-def print_summary(stats: QuantizeStats, plan: Plan | None = None, *, world_size: int = 1) -> int:
-    """Print the summary and time split (stdout), then the skipped and failed files (stderr);
-    return the exit status: 1 when anything failed (a file, an unreadable folder), else 0."""
+def print_summary(stats: QuantizeStats, plan: Plan | None = None, res: Resume | None = None,
+                  *, world_size: int = 1, orphans_deleted: bool = False) -> int:
+    """Print the summary and time split (stdout), then what was skipped, noted, orphaned and
+    failed (stderr); return the exit status: 1 when anything failed, else 0."""
     rate = stats.done / stats.wall_s if stats.wall_s > 0 else 0.0
     on = f" on {world_size} ranks" if world_size > 1 else ""
-    redone = f" ({stats.redone} broken outputs redone)" if stats.redone else ""
+    redone = f" ({stats.redone} stale outputs redone)" if stats.redone else ""
     print(f"quantized {stats.done} images{redone}, skipped {stats.skipped} finished, "
           f"{len(stats.failures)} failed in {stats.wall_s:.1f} s{on} ({rate:.1f} images/s)")
     print(f"timings: decode {stats.decode_s:.2f} s (summed over workers), quantize "
           f"{stats.quantize_s:.2f} s, encode {stats.encode_s:.2f} s (summed over threads), "
-          f"idle {stats.idle_s:.2f} s, wall {stats.wall_s:.2f} s")
+          f"idle {stats.idle_s:.2f} s, wall {stats.wall_s:.2f} s; decoded images held at most "
+          f"{stats.queue_peak / 2**20:.0f} MiB")
+    if res is not None and res.redo:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(res.redo.items()))
+        print(f"redone: {why}")
     if plan is not None and plan.renamed:
-        eg = ", ".join(f"{a} -> {b}" for a, b in plan.renamed[:3])
+        eg = ", ".join(f"{shown(a)} -> {shown(b)}" for a, b in plan.renamed[:3])
         print(f"renamed {len(plan.renamed)} outputs whose names clash ({eg}"
               f"{', ...' if len(plan.renamed) > 3 else ''}); see --help")
-    for rel, reason in [] if plan is None else plan.skipped:
-        print(f"skipped: {rel}: {reason}", file=sys.stderr)
+    if plan is not None:
+        for rel, reason in plan.skipped:
+            print(f"skipped: {shown(rel)}: {reason}", file=sys.stderr)
+        _print_ignored(plan)
+    for rel, note in stats.notes:
+        print(f"note: {shown(rel)}: {note}", file=sys.stderr)
+    if res is not None and res.orphans:
+        eg = ", ".join(shown(k) for k in res.orphans[:5])
+        more = ", ..." if len(res.orphans) > 5 else ""
+        what = "deleted" if orphans_deleted else "kept; --delete-orphans removes them"
+        print(f"orphans: {len(res.orphans)} outputs whose source is gone ({eg}{more}): {what}",
+              file=sys.stderr)
     for rel, reason in stats.failures:
-        print(f"failed: {rel}: {reason}", file=sys.stderr)
+        print(f"failed: {shown(rel)}: {reason}", file=sys.stderr)
     if stats.total == 0 and not stats.failures:
-        ignored = 0 if plan is None else plan.ignored
-        print(f"torchpalette quantize: no image files ({', '.join(_suffixes())}) under SRC "
-              f"({ignored} other files ignored)", file=sys.stderr)
+        print("torchpalette quantize: no image files under SRC (see the skipped files above)",
+              file=sys.stderr)
     elif stats.done == 0 and stats.skipped == 0 and stats.failures:
         print(f"torchpalette quantize: no readable image in SRC: all {len(stats.failures)} "
               f"failed (listed above)", file=sys.stderr)
     return 1 if stats.failures else 0
 
 
-def _suffixes() -> tuple[str, ...]:
+def _print_ignored(plan: Plan) -> None:
+    from .walk import skip_reason
+
+    parts = [f"{n} {suffix or '(no suffix)'} ({skip_reason(suffix)})"
+             if suffix != "(special file)" else f"{n} special files (not regular files)"
+             for suffix, n in sorted(plan.by_suffix.items())]
+    if plan.hidden:
+        parts.append(f"{plan.hidden} hidden (names starting with '.')")
+    if parts:
+        print(f"skipped {plan.ignored} files not decoded: {'; '.join(parts)}", file=sys.stderr)
+
+
+def _max_pixels(args) -> int | None:
     from torchpalette import io
 
-    return io.IMAGE_SUFFIXES
+    return io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
 
 
 def run_quantize(args) -> int:
     """Quantize SRC's tree into DST; under torchrun each rank does a disjoint shard, rank 0
     prints the summary of all ranks, and every rank returns the same exit status."""
     from . import torchrun
-    from .commands import resolve_device
-    from .folder import DstLock, pending_jobs, plan_jobs, run_jobs, shard
-    from .plan import say_waiting
+    from .dstdir import DstDir, say_waiting
+    from .pipeline import run_jobs
+    from .plan import plan_jobs, resume, shard
+    from .record import Record, Row, options_digest
+    from .sink import PngSink
 
     if args.format != "png":
         from .tokens_cmd import run_token_format
@@ -116,80 +154,54 @@ def run_quantize(args) -> int:
     src, dst = Path(args.src), Path(args.dst)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
-        plan = plan_jobs(src, dst)  # clashes, unreadable folders: before any work
+        plan = plan_jobs(src, dst, PngSink.suffix)  # clashes, overlaps: before any work
         if ranks is not None:
             ranks.check_same(plan.jobs)
         if args.palette is not None:
             load_palette(Path(args.palette))  # a bad --palette is a usage error before the lock
-        lock = DstLock(dst, say_waiting) if rank == 0 else contextlib.nullcontext()
-        with lock:
+        home = DstDir(dst, say_waiting)
+        with home if rank == 0 else contextlib.nullcontext():
+            record: Record | None = None
+            if rank == 0:
+                home.clean_temp()
+                record = Record(home.record_path)  # created (WAL) before other ranks open it
             if ranks is not None:
                 ranks.barrier()  # every rank plans what is left only once rank 0 holds DST
             jobs = shard(plan.jobs, rank, world)
-            todo, broken = pending_jobs(jobs, args.overwrite)
             quantizer = make_quantizer(args, device, jobs, ranks)
-            stats = run_jobs(todo, quantizer, device=device, batch_size=args.batch_size,
-                             workers=args.workers, progress=not args.quiet, ranks=ranks,
-                             optimize=args.optimize)
-            stats.total, stats.skipped, stats.redone = len(jobs), len(jobs) - len(todo), broken
+            digest, text = options_digest(output_options(args, quantizer))
+            record = record or Record(home.record_path)
+            try:
+                record.add_options(digest, text)
+                res = resume(jobs, record.load(), digest, dst=dst, overwrite=args.overwrite,
+                             content_hash=args.hash,
+                             all_keys=[j.key for j in plan.jobs] if rank == 0 else None)
+                if rank != 0:
+                    res.orphans = []
+                if args.delete_orphans and res.orphans:
+                    for key in res.orphans:
+                        (home.dst / key).unlink(missing_ok=True)
+                    record.delete(res.orphans)
+
+                def on_written(job, w) -> None:
+                    record.put(Row(job.key, job.rel, job.size, job.mtime_ns,
+                                   res.hashes.get(job.key, ""), digest, w.size, w.mtime_ns))
+
+                sink = PngSink(home.dst, home.tmp, optimize=args.optimize)
+                stats = run_jobs(res.todo, quantizer, device=device, sink=sink,
+                                 batch_size=args.batch_size, workers=args.workers,
+                                 queue_bytes=args.queue_mib << 20, progress=not args.quiet,
+                                 ranks=ranks, max_pixels=_max_pixels(args),
+                                 on_written=on_written)
+            finally:
+                record.close()
+            stats.total, stats.skipped = len(jobs), res.finished
+            stats.redone = sum(n for why, n in res.redo.items() if why != "overwrite")
             if rank == 0:
                 stats.failures = sorted(stats.failures + plan.problems)
             if ranks is not None:
                 stats = ranks.gather_stats(stats)
         if rank == 0:
-            return print_summary(stats, plan, world_size=world)
+            return print_summary(stats, plan, res, world_size=world,
+                                 orphans_deleted=args.delete_orphans)
         return 1 if stats.failures else 0
-
-
-QUANTIZE_NOTES = """
-Outputs mirror SRC under DST as indexed PNGs (a.jpg -> a.png). Names that would clash,
-compared case-insensitively (a.png, a.PNG; b.jpg, b.png, b.jpg.png), are made unique up front:
-a source named exactly like its output keeps it, the others take their full name + .png
-(a.PNG.png), then ~2, ~3... (b.jpg~2.png); the summary lists the renamed ones.
-Finished outputs are skipped (broken ones redone), a second run on the same DST waits for the
-first (lock file DST/.torchpalette.lock), each failing file is listed at the end (exit 1);
-RGBA images get palette entries with alpha (--colors counts them). Directory symlinks are
-followed once; .gif files are processed (first frame only if single-frame).
-
---format tokens writes WebDataset shards (DST/shard-000000.tar...): per sample <key>.idx.npy
-(uint8 indices, uint16 past 256 colours), <key>.json and, without --palette/--fit-palette,
-<key>.palette.npy; else one DST/palette.npy + palette.json. A WebDataset sample's other
-members pass through. Shards appear only when complete; a re-run redoes only unfinished ones.
---format npy writes indices.npy [N, H, W] (same-size images), keys.json and the palette(s).
-"""
-
-
-# ----------------------------------------------------------------------------- parser
-def add_quantize_arguments(s: argparse.ArgumentParser, _int_in, device) -> None:
-    """The options of ``quantize`` (``_int_in``/``device``: the parser's shared helpers)."""
-    s.add_argument("src", metavar="SRC", help="folder of images (read only); with --format "
-                   "tokens|npy also WebDataset .tar shards (a glob, a::b or "
-                   "shard-{000..127}.tar) or .parquet files")
-    s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--palette", metavar="FILE",
-                   help="fixed palette: JSON of `palette`, .gpl, hex, or .npy [K, 3] (uint8, or "
-                        "float in [-1, 1] as ImageGPT's kmeans_centers.npy: (c + 1) / 2)")
-    g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
-    s.add_argument("--colors", type=_int_in(1, 65536), default=16,
-                   help="colours per image, or of the fitted palette (default: 16; at most "
-                        "256 for png)")
-    s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
-                   help="colour space for matching (default: lab)")
-    s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
-                   help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
-    s.add_argument("--dither-strength", type=_unit, default=1.0, metavar="S",
-                   help="0..1: how much of each pixel's error the dither mixes in (default: 1)")
-    s.add_argument("--batch-size", type=_int_in(1, 65536), default=32, help="images per batch")
-    s.add_argument("--workers", type=_int_in(0, 256), default=min(8, os.cpu_count() or 1),
-                   help="DataLoader decode workers, 0 = decode in this process (default: "
-                        "min(8, CPUs))")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    s.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--optimize", action="store_true",
-                   help="smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
-    add_token_arguments(s, _int_in)
-    s.add_argument("--timings", action="store_true", help=argparse.SUPPRESS)  # always printed
-    device(s)
-    s.epilog = (s.epilog or "") + "\n" + QUANTIZE_NOTES

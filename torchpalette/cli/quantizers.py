@@ -1,45 +1,47 @@
-"""Images -> (palette indices, palette) for indexed PNGs, with alpha handled like pngquant.
+"""Images -> (palette indices, palette) for indexed PNGs, through ``tp.quantize`` (each pixel
+searched once), with alpha handled like pngquant.
 
-RGB images (and RGBA ones that are fully opaque) are quantized in batches on the device:
-``tp.palette`` per image (or one fixed palette) and the nearest entry per pixel.
-
-RGBA images with transparency are quantized one by one with palette entries that carry alpha,
-``--colors N`` bounding the number of entries, alpha variants included:
-
-* fully transparent pixels share one entry ``(0, 0, 0, 0)``;
-* opaque pixels map to opaque entries only (clustered in Lab by ``tp.palette``), so opaque
-  stays opaque;
-* partially transparent pixels are clustered with ``tp.kmeans`` as premultiplied points
-  ``(L·α, a·α, b·α, 100·α)`` weighted by their count (colour errors matter in proportion to
-  how visible the pixel is, and α spans the same 0-100 as L), then each maps to the nearest of
-  *all* entries in that space (a nearly opaque pixel may use an opaque entry, a nearly
-  transparent one the transparent entry).
-
-The N entries are split between opaque and partial pixels in proportion to the square root of
-their pixel counts (thin anti-aliased edges get a fair share), at least one each when present.
-With a fixed palette, partial pixels take (nearest colour, alpha) pairs, alpha rounded coarser
-until the pairs fit in the 256 entries of a PNG palette. A fully transparent image needs no
-clustering at all: one transparent entry.
+* RGB images (and RGBA ones that are fully opaque): ``tp.quantize`` with each image's own
+  ``--colors`` palette, or the fixed one.
+* RGBA images with transparency, own palette: ``tp.quantize(alpha="quantize")``: one
+  transparent entry, opaque entries for opaque pixels, premultiplied k-means entries for
+  semi-transparent ones, ``max(--colors, 2)`` entries in all.
+* RGBA images with transparency, fixed palette (``--palette``, ``--fit-palette``):
+  transparency is kept. The RGBA palette given to ``tp.quantize`` is the fixed colours
+  (opaque), one transparent entry (always there), and as many
+  (colour, alpha) entries as fit the 256 of a PNG palette: the pairs (nearest colour,
+  alpha) most frequent among the semi-transparent pixels, alpha rounded coarser until they
+  fit. When the fixed colours leave too little room, semi-transparent pixels get a share of
+  the 255 entries by the square root of their count against the opaque ones (as an own
+  palette splits them), and only the image's most used colours stay. Each pixel then takes
+  the nearest of these entries in the library's premultiplied space (opaque ones an opaque
+  colour; a nearly transparent one may take the transparent entry). These images are searched
+  twice (once to count colours and pairs).
+* A fully transparent image needs no palette at all: one transparent entry.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 import torchpalette as tp
 
-ALPHA_SCALE = 100.0
-_CHUNK = 1 << 16  # pixels per distance block: [65536, 256] float32 is 64 MiB
+from .decode import DEFAULT_QUEUE_MIB, Decoder
+
+PNG_ENTRIES = 256
 
 
 def transparent(h: int, w: int) -> tuple[Tensor, Tensor]:
     """A fully transparent image: indices ``[H, W]`` all 0 into a one-entry palette
     ``[1, 4]`` ``(0, 0, 0, 0)``; no clustering, so it cannot fail."""
-    return torch.zeros(h, w, dtype=torch.int64), torch.zeros(1, 4)
+    return torch.zeros(h, w, dtype=torch.uint8), torch.zeros(1, 4)
 
 
 class Quantizer:
@@ -51,121 +53,102 @@ class Quantizer:
         self.colors, self.space, self.dither, self.seed = colors, space, dither, seed
         self.fixed, self.dither_strength = fixed, dither_strength
 
-    def _indices(self, x: Tensor, pal: Tensor) -> Tensor:
-        """Nearest (or dithered) palette indices; an RGBA ``x`` keeps what lies under alpha 0
-        out of the dither."""
-        return tp.palette_indices(x, pal, space=self.space, dither=self.dither,
-                                  dither_strength=self.dither_strength)
+    def _quantize(self, x: Tensor, **kw) -> tp.Quantized:
+        with warnings.catch_warnings():  # few distinct colours is normal in a dataset
+            warnings.filterwarnings("ignore", message=".*fewer distinct.*")
+            if self.fixed is not None and "palette" not in kw:
+                kw["palette"] = self.fixed.to(x.device)
+            kw.update(space=self.space, dither=self.dither,
+                      dither_strength=self.dither_strength)
+            if "palette" in kw:
+                return tp.quantize(x, **kw)
+            return tp.quantize(x, self.colors, seed=self.seed, **kw)
 
     def rgb_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """uint8 ``[B, 3, H, W]`` -> (indices ``[B, H, W]`` int64, palettes ``[B, K, 3]``)."""
-        if self.fixed is None:
-            with warnings.catch_warnings():  # few distinct colours is normal in a dataset
-                warnings.filterwarnings("ignore", message=".*fewer distinct colours.*")
-                pals = tp.palette(x, k=self.colors, space=self.space, seed=self.seed).colors
-        else:
-            pals = self.fixed.to(x.device).expand(x.shape[0], *self.fixed.shape)
-        return self._indices(x, pals), pals
+        """uint8 ``[B, 3, H, W]`` -> (indices ``[B, H, W]``, palettes ``[B, K, 3]``)."""
+        q = self._quantize(x)
+        return q.indices, q.palette.expand(x.shape[0], *q.palette.shape[-2:])
 
     def rgba_one(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 ``[4, H, W]`` with some alpha < 255 -> (indices ``[H, W]``, palette
-        ``[K, 4]`` float RGBA), K <= ``colors`` (or <= 256 with a fixed palette)."""
-        alpha = x[3]
-        if not bool(alpha.any()):
-            return transparent(*alpha.shape)
-        clear, solid = alpha == 0, alpha == 255
-        part = ~(clear | solid)
-        n_clear, n_solid, n_part = (int(m.sum()) for m in (clear, solid, part))
-        if self.fixed is not None:
-            return self._rgba_fixed(x, clear, solid, part)
-        budget = max(self.colors - (n_clear > 0), 1)  # colors=1 with transparency: 2 entries
-        k_part = _share(budget, n_solid, n_part)
-        entries, idx = [], torch.zeros(alpha.shape, dtype=torch.int64, device=x.device)
-        if n_clear:
-            entries.append(torch.zeros(1, 4, device=x.device))
-        if n_solid:
-            mask = torch.cat([x[:3], (solid.to(torch.uint8) * 255)[None]])
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*fewer distinct colours.*")
-                pal = tp.palette(mask, k=budget - k_part, space=self.space, seed=self.seed).colors
-            pal = torch.unique(pal, dim=0)  # duplicates of weight 0 waste entries
-            near = self._indices(x, pal)
-            idx = torch.where(solid, near + len(entries), idx)
-            entries.append(torch.cat([pal, torch.ones(len(pal), 1, device=x.device)], 1))
-        if n_part:
-            points, counts, inverse = _unique_points(x, part)
-            k = min(k_part, len(points))
-            if k > 0:  # else (no entry left) partial pixels take the nearest other entry
-                # CPU draws (as tp.palette's): the same entries on every device
-                gen = torch.Generator().manual_seed(self.seed)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*fewer distinct.*")
-                    cent = tp.kmeans(points, k, weights=counts.float(), generator=gen).centroids
-                entries.append(_from_points(cent))
-            idx[part] = _nearest(points, _to_points(torch.cat(entries)))[inverse]
-        return idx, torch.cat(entries)
-
-    def _rgba_fixed(self, x: Tensor, clear: Tensor, solid: Tensor, part: Tensor):
+        ``[K, 4]`` float RGBA), K <= max(``colors``, 2) (<= 256 with a fixed palette)."""
+        if not bool(x[3].any()):
+            return transparent(*x.shape[-2:])
         if self.fixed is None:
-            raise ValueError("fixed: expected a palette, got None")
-        pal = self.fixed.to(x.device)
-        k = len(pal)
-        near = self._indices(x, pal)
-        entries = [torch.cat([pal, torch.ones(k, 1, device=x.device)], 1)]
-        idx = near.clone()
-        if bool(clear.any()) and k < 256:
-            entries.append(torch.zeros(1, 4, device=x.device))
-            idx[clear] = k
-        room = 256 - sum(len(e) for e in entries)
-        if bool(part.any()) and room > 0:
-            a = x[3][part].to(torch.int64)
+            q = self._quantize(x, alpha="quantize")
+        else:
+            q = self._quantize(x, palette=self._rgba_palette(x))
+        return q.indices, q.palette
+
+    def _rgba_palette(self, x: Tensor) -> Tensor:
+        """The RGBA palette ``[K', 4]`` (K' <= 256) of the fixed colours for ``x`` (module
+        docstring)."""
+        assert self.fixed is not None
+        full = self.fixed.to(x.device).float()
+        a = x[3]
+        solid, part = a == 255, (a > 0) & (a < 255)
+        near = self._quantize(x[:3], palette=full).indices.long()
+        used = torch.bincount(near[solid], minlength=len(full))
+        budget = PNG_ENTRIES - 1  # the transparent entry is always there
+        n_keep = min(len(full), budget - _share(budget, int(solid.sum()), int(part.sum())))
+        # this image's most used colours stay opaque entries; the library remaps the others
+        opaque = full if n_keep == len(full) else full[
+            used.argsort(descending=True, stable=True)[:n_keep]]
+        entries = [torch.cat([opaque, torch.ones(len(opaque), 1, device=x.device)], 1),
+                   torch.zeros(1, 4, device=x.device)]
+        k_part, n_part, near = budget - len(opaque), int(part.sum()), near[part]
+        if n_part and k_part > 0:
+            alpha = a[part].long()
             for shift in range(8):  # coarser alpha until the (colour, alpha) pairs fit
-                level = ((a >> shift) << shift) + ((1 << shift) - 1) // 2
-                pairs, inv = torch.unique(near[part] * 256 + level.clamp(1, 254),
-                                          return_inverse=True)
-                if len(pairs) <= room:
+                level = (((alpha >> shift) << shift) + ((1 << shift) - 1) // 2).clamp(1, 254)
+                pairs, counts = torch.unique(near * 256 + level, return_counts=True)
+                if len(pairs) <= k_part:
                     break
-            if len(pairs) <= room:
-                base = sum(len(e) for e in entries)
-                entries.append(torch.cat([pal[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
-                idx[part] = inv + base
-        return idx, torch.cat(entries)
+            pairs = pairs[counts.argsort(descending=True, stable=True)[:k_part]]
+            entries.append(torch.cat([full[pairs // 256], (pairs % 256)[:, None] / 255.0], 1))
+        return torch.cat(entries)
 
 
 def _share(budget: int, n_solid: int, n_part: int) -> int:
-    """Entries for partial pixels out of ``budget``: by the square root of the pixel counts,
-    at least 1 for each kind present (and 0 for an absent one)."""
+    """Entries for semi-transparent pixels out of ``budget``: by the square root of the pixel
+    counts (thin anti-aliased edges get a fair share), at least 1 when there are any."""
     if n_part == 0:
         return 0
-    if n_solid == 0 or budget < 2:
-        return budget if n_solid == 0 else 0
+    if n_solid == 0:
+        return budget
     share = math.sqrt(n_part) / (math.sqrt(n_part) + math.sqrt(n_solid))
     return min(max(round(budget * share), 1), budget - 1)
 
 
-def _unique_points(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Distinct RGBA values of the masked pixels as premultiplied Lab-alpha points ``[U, 4]``,
-    their counts ``[U]`` and the inverse map ``[M]`` from masked pixels to points."""
-    px = x[:, mask].to(torch.int64)  # [4, M]
-    key = px[0] << 24 | px[1] << 16 | px[2] << 8 | px[3]
-    uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-    rgba = torch.stack([(uniq >> s) & 255 for s in (24, 16, 8, 0)], 1).float() / 255.0
-    return _to_points(rgba), counts, inverse
+def fit_palette(paths: Sequence[Path], *, colors: int, space: str, seed: int,
+                device: torch.device, batch_size: int = 32, workers: int = 0,
+                queue_bytes: int = DEFAULT_QUEUE_MIB << 20) -> Tensor | None:
+    """One palette ``[K, 3]`` for all ``paths`` via ``tp.nn.PaletteQuantizer.fit`` (which
+    all-reduces its statistics across ranks under torch.distributed), K <= ``colors``.
 
+    Unreadable files are skipped here and reported by the quantize pass. Fewer distinct colours
+    than ``colors`` warns and fits that many instead; no pixel at all (no readable image, or only
+    fully transparent ones) returns ``None``.
+    """
+    from torchpalette import nn as tpnn
 
-def _to_points(rgba: Tensor) -> Tensor:
-    """Float RGBA ``[N, 4]`` -> premultiplied points ``(L·α, a·α, b·α, 100·α)`` ``[N, 4]``."""
-    a = rgba[:, 3:]
-    return torch.cat([tp.srgb_to_lab(rgba[:, :3].float()) * a, a * ALPHA_SCALE], 1)
+    def images():
+        decoder = Decoder(paths, workers=workers, batch_size=batch_size, budget=queue_bytes)
+        for batch in decoder:
+            yield from (d.image for d in batch if d.error is None and d.image is not None)
+            decoder.release(batch)
 
-
-def _from_points(points: Tensor) -> Tensor:
-    """Inverse of :func:`_to_points` -> float RGBA ``[N, 4]`` (alpha kept in (0, 1))."""
-    a = (points[:, 3:] / ALPHA_SCALE).clamp(1 / 255, 254 / 255)
-    rgb = tp.lab_to_srgb(points[:, :3] / a).clamp(0, 1)
-    return torch.cat([rgb, a], 1)
-
-
-def _nearest(points: Tensor, entries: Tensor) -> Tensor:
-    """Index ``[N]`` of the nearest entry ``[K, 4]`` of each point ``[N, 4]``, in blocks."""
-    return torch.cat([torch.cdist(p, entries).argmin(1) for p in points.split(_CHUNK)])
+    try:
+        q = tpnn.PaletteQuantizer.fit(images(), colors=colors, space=space, seed=seed,
+                                      device=device)
+    except ValueError as exc:
+        if "at least one pixel" in str(exc):
+            return None
+        few = re.search(r"colors: expected at most (\d+)", str(exc))
+        if few is None:
+            raise
+        warnings.warn(f"--fit-palette: the images hold only {few.group(1)} distinct colours; "
+                      f"fitting {few.group(1)} instead of --colors {colors}", stacklevel=2)
+        q = tpnn.PaletteQuantizer.fit(images(), colors=int(few.group(1)), space=space,
+                                      seed=seed, device=device)
+    return q.palette.detach().float()

@@ -29,7 +29,6 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,7 +38,8 @@ from torch import Tensor
 import torchpalette as tp
 from torchpalette.io import SAMPLE
 
-from .report_html import MARK, render_html
+from .report_html import render_html
+from .report_model import MARK, Reduction, Report
 
 __all__ = ["Report", "Reduction", "make_report", "render_html", "write_report",
            "check_can_write", "analysis_size", "MARK", "REDUCED_COLORS", "DITHERS",
@@ -52,60 +52,6 @@ ANALYSIS_PIXELS = 512 * 512  # the bundled sample is analysed at full size
 _BAND_PIXELS = 1 << 21  # histogram scratch is ~40 bytes a pixel: count 2M pixels at a time
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
          ".webp": "image/webp", ".bmp": "image/bmp", ".gif": "image/gif"}
-
-
-@dataclass
-class Reduction:
-    """The analysed image reduced to ``colors`` colours with ``dither``.
-
-    Attributes:
-        colors: the number of colours asked for.
-        png: indexed PNG bytes of the reduced image.
-        mean_de: mean CIEDE2000 to the analysed image over its opaque pixels.
-        dither: ``"none"`` or a member of :data:`DITHERS`.
-        palette: ``[K, 3]`` float sRGB, the colours actually used (``K <= colors``).
-        weights: ``[K]`` share of the pixels of each colour in the k-means fit.
-    """
-
-    colors: int
-    png: bytes
-    mean_de: float
-    dither: str = "none"
-    palette: Tensor = field(default_factory=lambda: torch.zeros(0, 3))
-    weights: Tensor = field(default_factory=lambda: torch.zeros(0))
-
-    @property
-    def png_bytes(self) -> int:
-        return len(self.png)
-
-
-@dataclass
-class Report:
-    """Everything the report shows (CPU tensors; colours ``[K, 3]`` float sRGB in [0, 1])."""
-
-    name: str
-    width: int  # of the decoded image
-    height: int
-    analysed_width: int  # of the image the palette, reductions and pictures use
-    analysed_height: int
-    original: bytes  # picture shown: the file itself, or the analysed image as PNG/JPEG
-    original_mime: str
-    original_bytes: int  # size of the image file (of a PNG of it for a tensor source)
-    reference_png_bytes: int  # truecolour PNG of the analysed image, to compare with
-    histogram: Tensor  # [4, bins] R, G, B, luminance counts of every pixel
-    dominant: Tensor  # [N, 3] by count
-    dominant_weights: Tensor  # [N]
-    dominant_sorted: Tensor  # [N, 3]
-    dominant_sorted_weights: Tensor  # [N]
-    dominant_de: Tensor  # [N - 1] ΔE00 between sorted neighbours ([0] for one colour)
-    palette: Tensor  # [K, 3] by weight, colours of weight 0 dropped
-    palette_weights: Tensor  # [K]
-    palette_sorted: Tensor  # [K, 3]
-    palette_sorted_weights: Tensor  # [K]
-    palette_de: Tensor  # [K - 1]
-    reductions: list[Reduction]  # plain, one per REDUCED_COLORS entry
-    dithered: list[Reduction] = field(default_factory=list)  # per count, one per DITHERS
-    notes: list[str] = field(default_factory=list)  # library warnings and size decisions
 
 
 def analysis_size(height: int, width: int, max_pixels: int = ANALYSIS_PIXELS) -> tuple[int, int]:
@@ -207,6 +153,27 @@ def _sorted_with_de(colors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Te
     return s, weights[order], de
 
 
+def _fit_alpha(reduced: Tensor) -> Tensor:
+    """An RGBA reduction whose (colour, alpha) pairs fit the 256 entries of a PNG palette:
+    partial alpha (not 0, not 255) rounded to coarser levels until they fit, else to 0 or 255
+    (so an indexed PNG of any semi-transparent image can be written)."""
+    if reduced.shape[0] != 4:
+        return reduced
+    a = reduced[3].to(torch.int64)
+    key = _rgb24(reduced).reshape(a.shape) << 8
+    partial = (a > 0) & (a < 255)
+    for shift in range(9):
+        level = ((a >> shift) << shift) + ((1 << shift) - 1) // 2
+        level = torch.where(partial, level.clamp(1, 254), a)
+        if len(torch.unique(key | level)) <= 256:
+            break
+    else:
+        level = torch.where(partial, torch.where(a >= 128, 255, 0), a)
+    out = reduced.clone()
+    out[3] = level.to(torch.uint8)
+    return out
+
+
 def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
     """The plain and dithered reductions of ``work`` to ``n`` colours, one palette for all:
     the plain one is ``tp.quantize``'s own (one search), the dithered ones reuse its palette."""
@@ -215,6 +182,7 @@ def _reduce(work: Tensor, n: int, seed: int) -> list[Reduction]:
     out = []
     for dither in ("none", *DITHERS):
         reduced = q.image() if dither == "none" else tp.apply_palette(work, colors, dither=dither)
+        reduced = _fit_alpha(reduced)
         out.append(Reduction(n, _png(reduced, colors), _mean_de(work, reduced), dither,
                              colors.cpu(), weights.cpu()))
     return out

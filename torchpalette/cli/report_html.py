@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -20,13 +19,10 @@ import torchpalette as tp
 
 from .figures import histogram_legend, histogram_svg
 from .report_assets import CSS, SCRIPT
-
-if TYPE_CHECKING:  # only for annotations: report.py imports this module
-    from .report import Reduction, Report
+from .report_model import MARK, Reduction, Report
 
 __all__ = ["render_html", "swatch_cards", "MARK"]
 
-MARK = '<meta name="generator" content="torchpalette-report">'
 _DITHER_NAMES = {"none": "no dither", "ordered": "ordered dither",
                  "floyd-steinberg": "Floyd-Steinberg dither"}
 
@@ -186,9 +182,8 @@ def _reduced_section(rep: Report) -> str:
 
 
 def _sections(rep: Report) -> list[tuple[str, str, str]]:
-    dom_sorted_caps = [[(p, "w")] + de for p, de in
-                       zip(_pct(rep.dominant_sorted_weights), _de_lines(rep.dominant_de),
-                           strict=True)]
+    dom_sorted_caps = [[(p, "w")] + de for p, de in zip(
+        _pct(rep.dominant_sorted_weights), _de_lines(rep.dominant_de), strict=True)]
     pal_caps = [[(p, "w")] + de for p, de in
                 zip(_pct(rep.palette_sorted_weights), _de_lines(rep.palette_de), strict=True)]
     k_dom, k_pal = len(rep.dominant), len(rep.palette)

@@ -32,7 +32,7 @@ from typing import Any
 from torchpalette import io
 
 from .errors import UsageError
-from .plan import walk_images
+from .walk import walk_src
 
 TAR_SUFFIXES = (".tar",)
 PARQUET_SUFFIXES = (".parquet",)
@@ -123,17 +123,19 @@ def source_kind(src: str) -> str:
 
 
 def plan_units(src: str, kind: str, *, shard_size: int, image_column: str = "image",
-               problems: list[tuple[str, str]] | None = None) -> list[Unit]:
+               problems: list[tuple[str, str]] | None = None,
+               dst: Path | None = None) -> list[Unit]:
     """Every unit of SRC, in a fixed order (the same on every rank). Tar and Parquet units are
     listed by name only (:func:`load_unit` reads their headers), so a rank opens its own.
-    Folders that cannot be read are appended to ``problems`` as ``(path, reason)``."""
+    Folders that cannot be read are appended to ``problems`` as ``(path, reason)``; a folder
+    SRC that overlaps ``dst`` is refused (``UsageError``)."""
     if kind == "folder":
-        plan = walk_images(Path(src))
+        walk = walk_src(Path(src), dst)
         if problems is not None:
-            problems += plan.problems
-        keys = sample_keys([j.rel for j in plan.jobs])
-        samples = [Sample(k, j.rel, Ref(str(j.src)), Path(j.rel).name)
-                   for k, j in zip(keys, plan.jobs, strict=True)]
+            problems += walk.problems
+        keys = sample_keys([f.rel for f in walk.files])
+        samples = [Sample(k, f.rel, Ref(str(f.path)), Path(f.rel).name)
+                   for k, f in zip(keys, walk.files, strict=True)]
         return [Unit(f"shard-{i // shard_size:06d}", samples[i : i + shard_size],
                      [s.rel for s in samples[i : i + shard_size]])
                 for i in range(0, len(samples), shard_size)]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 import torchpalette as tp
 
-HIDDEN = ".torchpalette"
+from .dstdir import HIDDEN, temp_path, write_atomic
 
 
 def palette_u8(palette: Tensor) -> np.ndarray:
@@ -61,21 +61,6 @@ def palette_id(pal8: np.ndarray) -> str:
     return hashlib.sha256(pal8.tobytes() + str(pal8.shape).encode()).hexdigest()[:16]
 
 
-def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """``data`` to ``path`` through a temp file in ``tmp_dir`` (fsync, then ``os.replace``)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_dataset_palette(dst: Path, palette: Tensor, info: dict[str, Any]) -> str:
     """``palette.npy`` (uint8 ``[K, 3]``) and ``palette.json`` into ``dst``; returns its id."""
     pal8 = palette_u8(palette[:, :3])
@@ -84,8 +69,8 @@ def write_dataset_palette(dst: Path, palette: Tensor, info: dict[str, Any]) -> s
             "k": int(pal8.shape[0]), "palette_id": pid, "index_dtype": str(index_dtype(len(pal8))),
             "library_version": tp.__version__, **info}
     tmp = dst / HIDDEN / "tmp"
-    write_atomic(dst / "palette.npy", npy_bytes(pal8), tmp)
-    write_atomic(dst / "palette.json", json.dumps(meta, indent=1).encode(), tmp)
+    write_atomic(npy_bytes(pal8), dst / "palette.npy", tmp)
+    write_atomic(json.dumps(meta, indent=1).encode(), dst / "palette.json", tmp)
     return pid
 
 
@@ -133,7 +118,7 @@ class ShardWriter:
     def _open(self) -> tarfile.TarFile:
         n = len(self.parts)
         final = self.dst / (f"{self.name}.tar" if n == 0 else f"{self.name}_{n}.tar")
-        tmp = self.tmp_dir / f"{final.name}.{os.getpid()}.tmp"
+        tmp = temp_path(self.tmp_dir)
         self.parts.append((tmp, final))
         self.count = 0
         return tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)
@@ -190,6 +175,7 @@ class NpyWriter:
         self.palettes: list[np.ndarray] = []
         self.keys: list[dict[str, str]] = []
         self.size: tuple[int, int] | None = None
+        self.tmp = Path()
 
     def check(self, indices: Tensor, palette: Tensor) -> None:
         """Raise ``ValueError`` (the sample fails alone) for a size or alpha npy cannot hold."""
@@ -205,8 +191,9 @@ class NpyWriter:
         self.check(indices, palette)
         if self.rows is None:
             self.size = (int(indices.shape[0]), int(indices.shape[1]))
+            self.tmp = temp_path(self.tmp_dir)
             self.rows = np.lib.format.open_memmap(
-                self.tmp_dir / f"indices.npy.{os.getpid()}.tmp", mode="w+",
+                self.tmp, mode="w+",
                 dtype=index_dtype(self.k), shape=(self.capacity, *self.size))
         self.rows[len(self.keys)] = indices.cpu().numpy()
         if not self.dataset_palette:
@@ -217,11 +204,11 @@ class NpyWriter:
     def commit(self) -> list[str]:
         """Write keys, palettes and ``indices.npy`` (trimmed to the rows written)."""
         n = len(self.keys)
-        tmp = self.tmp_dir / f"indices.npy.{os.getpid()}.tmp"
+        tmp = self.tmp
         if self.rows is None or self.size is None:
             return []
         if n < self.capacity:  # some samples failed: copy the rows written into an exact array
-            trimmed = self.tmp_dir / f"indices-{n}.npy.{os.getpid()}.tmp"
+            trimmed = temp_path(self.tmp_dir)
             out = np.lib.format.open_memmap(trimmed, mode="w+", dtype=self.rows.dtype,
                                             shape=(n, *self.size))
             out[:] = self.rows[:n]
@@ -233,9 +220,9 @@ class NpyWriter:
             self.rows.flush()
         self.rows = None
         files = ["indices.npy", "keys.json"]
-        write_atomic(self.dst / "keys.json", json.dumps(self.keys).encode(), self.tmp_dir)
+        write_atomic(json.dumps(self.keys).encode(), self.dst / "keys.json", self.tmp_dir)
         if not self.dataset_palette:
-            write_atomic(self.dst / "palettes.npy", npy_bytes(np.stack(self.palettes)),
+            write_atomic(npy_bytes(np.stack(self.palettes)), self.dst / "palettes.npy",
                          self.tmp_dir)
             files.append("palettes.npy")
         os.replace(tmp, self.dst / "indices.npy")

@@ -23,25 +23,22 @@ def run_token_format(args) -> tuple[QuantizeStats, int, int]:
     shards or Parquet; ranks take disjoint units. Returns ``(stats of all ranks, rank,
     world size)`` for the caller's summary."""
     from . import torchrun
-    from .commands import resolve_device
-    from .plan import DstLock, say_waiting
+    from .dstdir import DstDir, say_waiting
+    from .options import resolve_device
     from .quantizers import Quantizer
     from .tokens_run import run_tokens
 
     dst = Path(args.dst)
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
-    if Path(args.src).is_dir():
-        s, d = Path(args.src).resolve(), dst.resolve()
-        if d == s or s in d.parents:
-            raise UsageError(f"DST: expected a folder outside SRC, got {str(dst)!r} inside "
-                             f"{args.src!r}")
     fixed = None if args.palette is None else load_palette(Path(args.palette), 65536)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
         dst.mkdir(parents=True, exist_ok=True)
-        lock = DstLock(dst, say_waiting) if rank == 0 else contextlib.nullcontext()
-        with lock:
+        home = DstDir(dst, say_waiting)
+        with home if rank == 0 else contextlib.nullcontext():
+            if rank == 0:
+                home.clean_temp()  # leftovers of a killed run
             if ranks is not None:
                 ranks.barrier()
             quantizer = Quantizer(args.colors, space=args.space, dither=args.dither,

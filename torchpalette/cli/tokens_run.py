@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ import torch
 import torchpalette as tp
 from torchpalette import io
 
+from .decode import classify
 from .errors import UsageError, one_line
-from .pipeline import Progress, QuantizeStats, classify
+from .pipeline import Progress, QuantizeStats
 from .quantizers import Quantizer, transparent
 from .sources import Sample, Unit, inputs_digest, load_unit, plan_units, source_kind
 from .tokens import HIDDEN, NpyWriter, ShardWriter, sample_members, write_dataset_palette
@@ -220,7 +220,7 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
                          "under torchrun")
     problems: list[tuple[str, str]] = []
     units = plan_units(args.src, args.kind, shard_size=args.shard_size,
-                       image_column=args.image_column, problems=problems)
+                       image_column=args.image_column, problems=problems, dst=dst)
     mine = units[rank::world]
     pal = dataset_palette(args, dst, mine, fixed, device, ranks)
     quantizer.fixed = None if pal is None else pal.to(device)
@@ -228,7 +228,6 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     digest = options_digest(args, pal)
     stats = QuantizeStats(failures=[] if rank else list(problems))
     if rank == 0:
-        shutil.rmtree(dst / HIDDEN / "tmp", ignore_errors=True)  # leftovers of a killed run
         (dst / HIDDEN).mkdir(parents=True, exist_ok=True)
         if args.format == "tokens":
             drop_stale(dst, read_records(dst), digest, {u.name for u in units})

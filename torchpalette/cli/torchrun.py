@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .folder import Job, Progress, QuantizeStats
+from .pipeline import Progress, QuantizeStats
+from .plan import Job
 
 
 def env_ranks(environ: Any = None) -> tuple[int, int, int] | None:
@@ -108,7 +109,7 @@ class Ranks:
         return merged
 
     def progress(self, total: int, batches: int, show: bool) -> _GlobalProgress:
-        """A progress object for :func:`torchpalette.cli.folder.run_jobs` whose bar (shown on
+        """A progress object for :func:`torchpalette.cli.pipeline.run_jobs` whose bar (shown on
         rank 0 only) counts the images of all ranks."""
         return _GlobalProgress(self, total, batches, show and self.rank == 0)
 
