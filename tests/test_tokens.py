@@ -79,7 +79,9 @@ def png_pixels(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("opts", [["--colors", "6"], ["--fit-palette", "--colors", "12"],
-                                  ["--colors", "6", "--dither", "ordered"]])
+                                  ["--colors", "6", "--dither", "ordered"],
+                                  ["--colors", "6", "--dither", "floyd-steinberg",
+                                   "--dither-strength", "0.5"]])
 def test_folder_tokens_decode_to_png_mirror(tmp_path, opts):
     src = make_tree(tmp_path / "src")
     assert run(str(src), str(tmp_path / "png"), *opts) == 1  # the corrupt file fails
@@ -208,6 +210,10 @@ def test_kill_mid_shard_then_rerun_completes(tmp_path):
     assert p.returncode == 9, p.stderr
     visible = sorted(f.name for f in dst.iterdir() if not f.name.startswith("."))
     assert visible == ["shard-000000.tar"]  # the finished shard; the killed one is not visible
+    hidden = dst / ".torchpalette"  # main's DstDir: its lock, <pid>.<n>.part temp files
+    assert (hidden / "lock").exists()
+    left = list((hidden / "tmp").iterdir())
+    assert left and all(p.name.endswith(".part") for p in left)
     with tarfile.open(dst / "shard-000000.tar") as tar:
         assert len(tar.getnames()) == 5 * 3
     first = (dst / "shard-000000.tar").stat().st_mtime_ns
@@ -302,6 +308,10 @@ def test_bad_usage_exits_2(tmp_path, capsys):
     assert run(str(tmp_path / "src"), str(tmp_path / "o"), "--format", "tokens", "--palette",
                str(bad)) == 2
     assert "--palette" in capsys.readouterr().err
+    src = make_tree(tmp_path / "tree", n=2, corrupt=False)
+    assert run(str(src), str(src / "out"), "--format", "tokens") == 2  # DST inside SRC
+    assert "DST" in capsys.readouterr().err
+    assert not (src / "out").exists() or not list((src / "out").glob("*.tar"))
 
 
 def test_uint8_palette_rule_matches_png(tmp_path):

@@ -42,7 +42,7 @@ def run_token_format(args) -> tuple[QuantizeStats, int, int]:
             if ranks is not None:
                 ranks.barrier()
             quantizer = Quantizer(args.colors, space=args.space, dither=args.dither,
-                                  seed=args.seed)
+                                  seed=args.seed, dither_strength=args.dither_strength)
             stats = run_tokens(args, quantizer, device, ranks, fixed)
             if ranks is not None:
                 stats = ranks.gather_stats(stats)
