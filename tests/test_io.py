@@ -400,3 +400,16 @@ def test_iter_image_files(tmp_path):
         iter_image_files(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="root: expected a folder, got a file"):
         iter_image_files(tmp_path / "a.jpeg")
+
+
+def test_read_image_from_bytes_in_memory(tmp_path):
+    """``data=``: bytes already in memory (a tar member) decode as the file does; errors name
+    the given path."""
+    from torchpalette.io import SAMPLE
+
+    data = SAMPLE.read_bytes()
+    assert torch.equal(tp.read_image("member.jpg", data=data), tp.read_image(SAMPLE))
+    with pytest.raises(ValueError, match="shard.tar:key.png"):
+        tp.read_image("shard.tar:key.png", data=b"not an image")
+    with pytest.raises(ValueError, match="0-byte"):
+        tp.read_image("x.png", data=b"")

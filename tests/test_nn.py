@@ -229,7 +229,7 @@ def test_fit_errors():
     with pytest.raises(ValueError, match="colors"):
         tnn.PaletteQuantizer.fit(_flat_colors(PALETTE[:2]), colors=3)
     with pytest.raises(ValueError, match="colors"):
-        tnn.PaletteQuantizer.fit(_image(), colors=257)
+        tnn.PaletteQuantizer.fit(_image(), colors=0)
     with pytest.raises(ValueError, match="channels"):
         tnn.PaletteQuantizer.fit(torch.zeros(1, 4, 4), colors=2)
 
@@ -324,13 +324,23 @@ def test_bad_images(make):
         layer([[0.0]])
 
 
-@pytest.mark.parametrize("colors", [0, 257, -1, (0, 4), (8, 2), (2, 300)])
+@pytest.mark.parametrize("colors", [0, -1, (0, 4), (8, 2), (300, 2)])
 def test_bad_colors(colors):
     with pytest.raises(ValueError, match="colors"):
         if isinstance(colors, tuple):
             tnn.RandomColorReduction(colors=colors)
         else:
             tnn.ColorQuantizer(colors=colors)
+
+
+def test_more_than_256_colours():
+    """No 256 cap: ImageGPT's 512-colour palette fits, and indices go past 255."""
+    images = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    layer = tnn.PaletteQuantizer.fit(images, colors=512)
+    assert layer.palette.shape == (512, 3)
+    assert int(layer.indices(images).max()) > 255
+    assert tnn.ColorQuantizer(colors=300).colors == 300
 
 
 def test_bad_settings():

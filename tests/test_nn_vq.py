@@ -153,8 +153,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="gradient"):
         PaletteVQ(gradient="gumbel")
     with pytest.raises(ValueError, match="colors"):
-        PaletteVQ(colors=300)
-    assert PaletteVQ(colors=300, index_dtype=torch.int16).colors == 300
+        PaletteVQ(colors=0)
+    with pytest.raises(ValueError, match="index_dtype"):
+        PaletteVQ(colors=300, index_dtype=torch.uint8)
+    # no 256 cap (issue 22): past 256 the default indices take tp.quantize's wider dtype
+    assert PaletteVQ(colors=300).colors == PaletteVQ(colors=300, index_dtype=torch.int16).colors
 
 
 def test_ddp_two_gloo_ranks_keep_identical_codebooks(tmp_path):

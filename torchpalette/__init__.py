@@ -24,6 +24,7 @@ from typing import Any
 from ._validate import set_checks
 from .color import lab_to_srgb, oklab_to_srgb, parse_colors, srgb_to_lab, srgb_to_oklab, to_hex
 from .difference import JND, adjacent_delta_e, delta_e
+from .fit import fit_palette
 from .histogram import dominant_colors, histogram
 from .io import read_image, write_image
 from .kmeans import KMeansResult, kmeans
@@ -42,6 +43,7 @@ __all__ = [
     "apply_palette",
     "delta_e",
     "dominant_colors",
+    "fit_palette",
     "histogram",
     "kmeans",
     "lab_to_srgb",

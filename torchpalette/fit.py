@@ -25,7 +25,7 @@ from ._kmeans import cluster
 from ._palette_core import DEFAULT_BITS, kmeans_defaults
 from ._spaces import SPACES, from_space, to_space
 
-__all__ = ["fit_palette"]
+__all__ = ["fit_palette", "color_stats", "palette_from_stats"]
 
 
 def _plain(x: Any) -> Any:
@@ -50,7 +50,7 @@ def fit_palette(
     Args:
         images_or_loader: an image tensor ``[..., 3|4, H, W]``, an iterable of them, or a
             DataLoader yielding tensors, ``(images, ...)`` tuples or ``{"image": ...}`` dicts.
-        colors: palette size (>= 1).
+        colors: palette size (>= 1, no upper cap: ImageGPT used 512).
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         max_pixels: at most this many evenly spaced pixels per image (``None``: all).
         bits: histogram bits per channel, 1..8.
@@ -70,10 +70,10 @@ def fit_palette(
 
     Example:
         >>> import torch
-        >>> from torchpalette.fit import fit_palette
+        >>> import torchpalette as tp
         >>> images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
         >>> images[2] = 255  # two black images and a white one
-        >>> fit_palette(images, 2).mul(255).round()
+        >>> tp.fit_palette(images, 2).mul(255).round()
         tensor([[  0.,   0.,   0.],
                 [255., 255., 255.]])
     """
@@ -95,6 +95,55 @@ def fit_palette(
     with _policy.no_autocast(stats):  # float32 Lab and k-means, as without autocast
         colors_out = _palette_from_stats(stats, colors, space, seed)
     return broadcast(colors_out, process_group)
+
+
+def color_stats(images: Tensor, *, bits: int = DEFAULT_BITS,
+                max_pixels: int | None = None) -> Tensor:
+    """The statistics :func:`fit_palette` sums over a dataset, for one batch: to be summed
+    across workers (Ray tasks, processes) and given to :func:`palette_from_stats`.
+
+    Args:
+        images: ``[..., 3|4, H, W]`` uint8 or float in [0, 1]; alpha-0 pixels not counted.
+        bits: histogram bits per channel, 1..8.
+        max_pixels: at most this many evenly spaced pixels per image (``None``: all).
+
+    Returns:
+        ``[2**(3*bits), 7]`` int64 per colour bin: pixel count, then exact colour sums (R, G,
+        B) in whole 8-bit levels and in fractions of a level. Sums of these over any split of
+        a dataset are the same integers.
+
+    Example:
+        >>> import torch
+        >>> from torchpalette.fit import color_stats, palette_from_stats
+        >>> a, b = torch.zeros(1, 3, 2, 2, dtype=torch.uint8), torch.full((1, 3, 2, 2), 255)
+        >>> stats = 2 * color_stats(a) + color_stats(b.to(torch.uint8))  # summed by a driver
+        >>> palette_from_stats(stats, 2).mul(255).round()
+        tensor([[  0.,   0.,   0.],
+                [255., 255., 255.]])
+    """
+    bits = v.check_int(bits, "bits", low=1, high=8)
+    if max_pixels is not None:
+        max_pixels = v.check_int(max_pixels, "max_pixels", low=1)
+    images = v.check_image(_plain(images), "images")
+    stats = torch.zeros(1 << 3 * bits, 7, dtype=torch.int64, device=images.device)
+    _accumulate(stats, images, bits, max_pixels)
+    return stats
+
+
+def palette_from_stats(stats: Tensor, colors: int, *, space: str = "lab",
+                       seed: int = 0) -> Tensor:
+    """The palette of summed :func:`color_stats` ``[2**(3*bits), 7]`` -> ``[colors, 3]`` float32
+    sRGB in [0, 1], most used colour first: the second half of :func:`fit_palette`.
+
+    Raises:
+        ValueError: no counted pixel, or more ``colors`` than occupied colour bins.
+    """
+    colors = v.check_int(colors, "colors", low=1)
+    v.check_choice(space, "space", SPACES)
+    if not isinstance(stats, Tensor) or stats.ndim != 2 or stats.shape[1] != 7:
+        raise ValueError(f"stats: expected a [bins, 7] tensor of color_stats, got "
+                         f"{getattr(stats, 'shape', type(stats).__name__)}")
+    return _palette_from_stats(_carry(stats.long().clone()), colors, space, seed)
 
 
 def _batches(images_or_loader: Any, key: Any = None) -> Iterable[Tensor]:

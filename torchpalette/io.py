@@ -53,7 +53,8 @@ MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 """Default pixel limit of ``read_image``: Pillow's decompression-bomb threshold."""
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> Tensor:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS,
+               data: bytes | None = None) -> Tensor:
     """Read an image file as a uint8 tensor ``[3, H, W]`` (RGB) or ``[4, H, W]`` (RGBA).
 
     Grey and paletted images become RGB (RGBA when they carry transparency: an alpha channel,
@@ -63,7 +64,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
     image, the first frame (with a ``UserWarning``).
 
     Args:
-        path: the image file.
+        path: the image file (with ``data``: only its name, for messages).
+        data: the file's bytes, when already in memory (a member of a tar shard, a Parquet cell).
         max_pixels: refuse images of more pixels (width x height) than this, before decoding;
             None for no limit. Default: Pillow's decompression-bomb limit (~89.5 MP).
 
@@ -81,13 +83,12 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
         >>> tp.read_image(SAMPLE).shape
         torch.Size([3, 512, 512])
     """
-    name = os.fspath(path)
-    p = Path(name)
-    if not p.exists():
+    name, p = os.fspath(path), Path(path)
+    if data is None and not p.exists():
         raise FileNotFoundError(f"{name}: no such file")
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise ValueError(f"{name}: expected an image file, got a directory or special file")
-    data = p.read_bytes()
+    data = p.read_bytes() if data is None else bytes(data)
     if not data:
         raise ValueError(f"{name}: expected an image file, got an empty (0-byte) file")
     try:

@@ -65,9 +65,13 @@ def format_palettes(entries: Sequence[tuple[str, Tensor, Tensor | None]], fmt: s
     return "\n".join(lines)
 
 
-def load_palette(path: Path) -> Tensor:
+def load_palette(path: Path, max_colors: int = 256) -> Tensor:
     """Read a palette file (the JSON of ``palette``/``dominant``, a GIMP ``.gpl``, or any text
-    of ``#rrggbb`` / ``#rgb`` codes) as float sRGB ``[K, 3]``, 1 <= K <= 256.
+    of ``#rrggbb`` / ``#rgb`` codes, or a ``.npy`` array ``[K, 3]``) as float sRGB ``[K, 3]``,
+    1 <= K <= ``max_colors`` (256 for indexed PNGs; token outputs take more).
+
+    A ``.npy`` of uint8 is 0-255 RGB (the ``palette.npy`` of ``--format tokens``); a float
+    ``.npy`` is ImageGPT's ``kmeans_centers.npy`` form, RGB in [-1, 1], read as ``(c + 1) / 2``.
 
     Nothing is dropped or clipped silently: a GIMP colour line that is not three integers, a
     value outside 0-255, or a ``#`` code of another length is an error naming its line.
@@ -76,6 +80,8 @@ def load_palette(path: Path) -> Tensor:
         UsageError: the file is missing, unreadable, not UTF-8 text, malformed, or holds no
             or too many colours; the one-line message starts with ``--palette:``.
     """
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, max_colors)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -90,9 +96,31 @@ def load_palette(path: Path) -> Tensor:
         what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise UsageError(f"--palette: expected a palette file (JSON of `torchpalette palette`, "
                          f".gpl or #rrggbb lines), got malformed {str(path)!r} ({what})") from None
-    if not 1 <= len(rgb) <= 256:
-        raise UsageError(f"--palette: expected 1..256 colours in {str(path)!r}, got {len(rgb)}")
+    if not 1 <= len(rgb) <= max_colors:
+        raise UsageError(f"--palette: expected 1..{max_colors} colours in {str(path)!r}, got "
+                         f"{len(rgb)}")
     return torch.tensor(rgb, dtype=torch.float32) / 255.0
+
+
+def _load_npy(path: Path, max_colors: int) -> Tensor:
+    """A ``[K, 3]`` ``.npy``: uint8 0-255, or float in [-1, 1] (ImageGPT: ``(c + 1) / 2``)."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--palette: expected a readable .npy array, got {str(path)!r} "
+                         f"({' '.join(str(exc).split())})") from None
+    if arr.ndim != 2 or arr.shape[1] != 3 or not 1 <= arr.shape[0] <= max_colors:
+        raise UsageError(f"--palette: expected a [K, 3] array with 1 <= K <= {max_colors} in "
+                         f"{str(path)!r}, got shape {list(arr.shape)}")
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    if arr.dtype.kind != "f" or not np.isfinite(arr).all() or arr.min() < -1 or arr.max() > 1:
+        raise UsageError(f"--palette: expected uint8 0-255 or float RGB in [-1, 1] (ImageGPT's "
+                         f"kmeans_centers.npy) in {str(path)!r}, got {arr.dtype} in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return torch.from_numpy((arr.astype(np.float32) + 1) / 2)
 
 
 def _bad(path: Path, where: str, why: str) -> UsageError:

@@ -7,6 +7,7 @@ import os
 
 from .decode import DEFAULT_QUEUE_MIB
 from .options import SEED, add_device, int_in, unit
+from .tokens_cmd import add_token_arguments
 
 QUANTIZE_NOTES = """
 Outputs mirror SRC under DST as indexed PNGs (a.jpg -> a.png). Names that would clash,
@@ -25,19 +26,29 @@ hidden files are counted. Animated and multi-page images (GIF, APNG, WebP, TIFF)
 frame, with a note. Directory symlinks are followed once, after the real folders, so a real
 folder keeps its own name. RGBA images get palette entries with alpha (--colors counts them);
 a fixed palette keeps transparency (one entry reserved for it).
+
+--format tokens writes WebDataset shards (DST/shard-000000.tar...): per sample <key>.idx.npy
+(uint8 indices, uint16 past 256 colours), <key>.json and, without --palette/--fit-palette,
+<key>.palette.npy; else one DST/palette.npy + palette.json. A WebDataset sample's other
+members pass through. Shards appear only when complete; a re-run redoes only unfinished ones.
+--format npy writes indices.npy [N, H, W] (same-size images), keys.json and the palette(s).
 """
 
 
 def add_quantize_arguments(s: argparse.ArgumentParser) -> None:
     """The options of ``quantize``."""
-    s.add_argument("src", metavar="SRC", help="folder of images (read only)")
+    s.add_argument("src", metavar="SRC", help="folder of images (read only); with --format "
+                   "tokens|npy also WebDataset .tar shards (a glob, a::b or "
+                   "shard-{000..127}.tar) or .parquet files")
     s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--palette", metavar="FILE",
-                   help="fixed palette: JSON of `palette`, .gpl or hex")
+                   help="fixed palette: JSON of `palette`, .gpl, hex, or .npy [K, 3] (uint8, or "
+                        "float in [-1, 1] as ImageGPT's kmeans_centers.npy: (c + 1) / 2)")
     g.add_argument("--fit-palette", action="store_true", help="fit one palette to all images")
-    s.add_argument("--colors", type=int_in(1, 256), default=16,
-                   help="colours per image, or of the fitted palette (default: 16)")
+    s.add_argument("--colors", type=int_in(1, 65536), default=16,
+                   help="colours per image, or of the fitted palette (default: 16; at most "
+                        "256 for png)")
     s.add_argument("--space", choices=("lab", "oklab", "srgb"), default="lab",
                    help="colour space for matching (default: lab)")
     s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
@@ -63,6 +74,7 @@ def add_quantize_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--optimize", action="store_true",
                    help="smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
+    add_token_arguments(s, int_in)
     s.add_argument("--timings", action="store_true", help=argparse.SUPPRESS)  # always printed
     add_device(s)
     s.epilog = (s.epilog or "") + "\n" + QUANTIZE_NOTES

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import UsageError
 from .options import resolve_device, shown
 from .palette_files import load_palette
 
@@ -140,6 +141,16 @@ def run_quantize(args) -> int:
     from .record import Record, Row, options_digest
     from .sink import PngSink
 
+    if args.format != "png":
+        from .tokens_cmd import run_token_format
+
+        stats, rank, world = run_token_format(args)
+        if rank == 0:
+            return print_summary(stats, None, world_size=world)
+        return 1 if stats.failures else 0
+    if args.colors > 256:
+        raise UsageError(f"--colors: expected at most 256 for --format png (one byte per "
+                         f"index), got {args.colors}; --format tokens or npy take more")
     src, dst = Path(args.src), Path(args.dst)
     with torchrun.session(resolve_device(args.device)) as (ranks, device):
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)

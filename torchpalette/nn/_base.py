@@ -24,7 +24,6 @@ from torchvision.transforms.v2 import functional as F
 from .. import _validate as v
 from .._types import Palette, Quantized, index_capacity
 
-MAX_COLORS = 256  # one byte per index, as indexed PNG and GIF store them
 #: Float images with values outside these bounds warn (once per layer) before they are clamped.
 RANGE_WARN = (-0.5, 1.5)
 
@@ -163,7 +162,7 @@ def check_index_dtype(index_dtype: Any, k: int) -> torch.dtype:
 
 
 def check_colors_arg(colors: Any, name: str = "colors") -> int:
-    return v.check_int(colors, name, low=1, high=MAX_COLORS)
+    return v.check_int(colors, name, low=1)  # no cap: token datasets use 512 (ImageGPT)
 
 
 def colors_alias(colors: Any, kw: dict[str, Any], default: Any) -> Any:

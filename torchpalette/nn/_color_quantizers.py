@@ -39,7 +39,7 @@ class ColorQuantizer(QuantizerTransform):
     result as compiled). Fewer distinct colours than ``colors`` warn once per layer.
 
     Args:
-        colors: palette size per image, 1..256 (``k=`` is an alias).
+        colors: palette size per image, >= 1 (``k=`` is an alias).
         space: clustering and matching space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (as
             :func:`torchpalette.apply_palette`).
@@ -50,7 +50,7 @@ class ColorQuantizer(QuantizerTransform):
     Raises:
         TypeError: ``colors`` not an int, ``space``/``dither`` not a str, unknown keywords; in
             ``forward``, a sample without image or a dtype other than uint8/float.
-        ValueError: ``colors`` outside 1..256, an unknown ``space``/``dither``; in ``forward``,
+        ValueError: ``colors`` < 1, an unknown ``space``/``dither``; in ``forward``,
             a grey (1-channel) image or NaN.
 
     Example:
@@ -163,7 +163,7 @@ class RandomColorReduction(QuantizerTransform):
 
     Raises:
         TypeError: ``colors`` not an int or pair of ints, ``p`` not a number.
-        ValueError: ``colors`` outside 1..256 or ``low > high``; ``p`` outside [0, 1].
+        ValueError: ``colors`` < 1 or ``low > high``; ``p`` outside [0, 1].
 
     Example:
         >>> import torch, torchpalette as tp

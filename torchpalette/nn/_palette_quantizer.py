@@ -288,7 +288,7 @@ class PaletteQuantizer(QuantizerTransform):
         Args:
             images_or_loader: an image tensor ``[..., 3|4, H, W]``, an iterable of them, or a
                 DataLoader yielding tensors, ``(images, ...)`` tuples or dicts.
-            colors: palette size, 1..256.
+            colors: palette size, >= 1 (any size: 512 as ImageGPT).
             key: the entry of dict (or tuple) batches that holds the images (default:
                 ``"image"``, else the first entry).
             max_pixels, space, bits, seed, device, process_group: as
@@ -298,7 +298,7 @@ class PaletteQuantizer(QuantizerTransform):
             The fitted :class:`PaletteQuantizer`, palette ``[colors, 3]`` sorted by pixel share.
 
         Raises:
-            ValueError: no images, ``colors`` outside 1..256 or more than the colour bins seen,
+            ValueError: no images, ``colors`` < 1 or more than the colour bins seen,
                 ``bits`` outside 1..8, a missing ``key``, bad images.
             TypeError: a batch that is not an image tensor.
         """

@@ -64,7 +64,8 @@ class PaletteVQ(torch.nn.Module):
     not trained by gradients).
 
     Args:
-        colors: palette size, 1..256 by default index dtype (any K with ``index_dtype``).
+        colors: palette size, >= 1 (indices in the smallest dtype that holds it, as
+            :func:`torchpalette.quantize`, unless ``index_dtype`` is given).
         space: matching space, ``"lab"`` (default, as the other layers), ``"oklab"`` or
             ``"srgb"``.
         decay: EMA decay in [0, 1).
