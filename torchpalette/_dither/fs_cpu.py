@@ -38,6 +38,43 @@ def available() -> bool:
     return numba is not None
 
 
+def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
+    """Index of the palette colour nearest to the linear-light colour ``(v0, v1, v2)``: its
+    features in the space (``mat``, ``cst``, ``space`` as in :func:`_kernel_py`), then the
+    folded distances ``mt [4, K]`` into ``dist [K]``; ties take the first. The one search of
+    both compiled dithers, in the wavefront's order of operations."""
+    zero, thr, slope, third, gthr, inv24, a1, a0, g_slope = (
+        cst[0], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7], cst[8], cst[9])
+    if space == 2:
+        f0 = (max(v0, gthr) ** inv24) * a1 - a0 + min(v0 - gthr, zero) * g_slope
+        f1 = (max(v1, gthr) ** inv24) * a1 - a0 + min(v1 - gthr, zero) * g_slope
+        f2 = (max(v2, gthr) ** inv24) * a1 - a0 + min(v2 - gthr, zero) * g_slope
+    else:
+        t0 = mat[0, 0] * v0 + mat[0, 1] * v1 + mat[0, 2] * v2
+        t1 = mat[1, 0] * v0 + mat[1, 1] * v1 + mat[1, 2] * v2
+        t2 = mat[2, 0] * v0 + mat[2, 1] * v1 + mat[2, 2] * v2
+        if space == 0:
+            f0 = max(t0, thr) ** third + min(t0 - thr, zero) * slope
+            f1 = max(t1, thr) ** third + min(t1 - thr, zero) * slope
+            f2 = max(t2, thr) ** third + min(t2 - thr, zero) * slope
+        else:
+            f0 = max(t0, zero) ** third
+            f1 = max(t1, zero) ** third
+            f2 = max(t2, zero) ** third
+    k = dist.shape[0]
+    for j in range(k):
+        dist[j] = mt[0, j] * f0 + mt[1, j] * f1 + mt[2, j] * f2 + mt[3, j]
+    best, bd = 0, dist[0]
+    for j in range(1, k):
+        if dist[j] < bd:
+            best, bd = j, dist[j]
+    return best
+
+
+# inlined into both loops (no call in the inner loop)
+_nearest = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
+
+
 def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
     """Dither the rows of one band of one image. ``lin [3, R, W]`` linear light (the last row
     is only a look-ahead unless ``last``), ``vis [R, W]`` uint8 (1: visible), ``cur [W + 2, 3]``
@@ -48,7 +85,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
     (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`."""
     _, r_all, w = lin.shape
     k = mt.shape[1]
-    zero, one, thr, slope, third, gthr, inv24, a1, a0, g_slope = cst[:10]
+    zero, one = cst[0], cst[1]
     w7, w3, w5, w1, rmax2, strength = cst[10:16]
     rows = r_all if last else r_all - 1
     nxt = np.empty_like(cur)
@@ -67,28 +104,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
             if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
                 sc = np.sqrt(rmax2 / rr)
                 v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
-            if space == 2:
-                f0 = (max(v0, gthr) ** inv24) * a1 - a0 + min(v0 - gthr, zero) * g_slope
-                f1 = (max(v1, gthr) ** inv24) * a1 - a0 + min(v1 - gthr, zero) * g_slope
-                f2 = (max(v2, gthr) ** inv24) * a1 - a0 + min(v2 - gthr, zero) * g_slope
-            else:
-                t0 = mat[0, 0] * v0 + mat[0, 1] * v1 + mat[0, 2] * v2
-                t1 = mat[1, 0] * v0 + mat[1, 1] * v1 + mat[1, 2] * v2
-                t2 = mat[2, 0] * v0 + mat[2, 1] * v1 + mat[2, 2] * v2
-                if space == 0:
-                    f0 = max(t0, thr) ** third + min(t0 - thr, zero) * slope
-                    f1 = max(t1, thr) ** third + min(t1 - thr, zero) * slope
-                    f2 = max(t2, thr) ** third + min(t2 - thr, zero) * slope
-                else:
-                    f0 = max(t0, zero) ** third
-                    f1 = max(t1, zero) ** third
-                    f2 = max(t2, zero) ** third
-            for j in range(k):
-                dist[j] = mt[0, j] * f0 + mt[1, j] * f1 + mt[2, j] * f2 + mt[3, j]
-            best, bd = 0, dist[0]
-            for j in range(1, k):
-                if dist[j] < bd:
-                    best, bd = j, dist[j]
+            best = _nearest(v0, v1, v2, mt, mat, cst, space, dist)
             out[y0 + r, x] = best
             if vis[r, x]:  # an invisible pixel passes no error on
                 e0 = (v0 - q[best, 0]) * strength

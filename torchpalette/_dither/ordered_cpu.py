@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fs_cpu import SPACE_CODE, available, constants, numba
+from .fs_cpu import SPACE_CODE, _nearest, available, constants, numba
 from .space import Features
 
 __all__ = ["available", "plans_cpu"]
@@ -26,7 +26,7 @@ def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out):  # pragma
     ``space`` as in :func:`torchpalette._dither.fs_cpu._kernel_py`."""
     m, n_plan = out.shape
     k = mt.shape[1]
-    zero, one, thr, slope, third, gthr, inv24, a1, a0, g_slope = cst[:10]
+    zero, one = cst[0], cst[1]
     dist = np.empty(k, dtype=lin.dtype)
     plan = np.empty(n_plan, dtype=np.int64)
     for i in range(m):
@@ -40,28 +40,7 @@ def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out):  # pragma
             v0 = min(max(l0 + o0, zero), one)
             v1 = min(max(l1 + o1, zero), one)
             v2 = min(max(l2 + o2, zero), one)
-            if space == 2:
-                f0 = (max(v0, gthr) ** inv24) * a1 - a0 + min(v0 - gthr, zero) * g_slope
-                f1 = (max(v1, gthr) ** inv24) * a1 - a0 + min(v1 - gthr, zero) * g_slope
-                f2 = (max(v2, gthr) ** inv24) * a1 - a0 + min(v2 - gthr, zero) * g_slope
-            else:
-                t0 = mat[0, 0] * v0 + mat[0, 1] * v1 + mat[0, 2] * v2
-                t1 = mat[1, 0] * v0 + mat[1, 1] * v1 + mat[1, 2] * v2
-                t2 = mat[2, 0] * v0 + mat[2, 1] * v1 + mat[2, 2] * v2
-                if space == 0:
-                    f0 = max(t0, thr) ** third + min(t0 - thr, zero) * slope
-                    f1 = max(t1, thr) ** third + min(t1 - thr, zero) * slope
-                    f2 = max(t2, thr) ** third + min(t2 - thr, zero) * slope
-                else:
-                    f0 = max(t0, zero) ** third
-                    f1 = max(t1, zero) ** third
-                    f2 = max(t2, zero) ** third
-            for j in range(k):
-                dist[j] = mt[0, j] * f0 + mt[1, j] * f1 + mt[2, j] * f2 + mt[3, j]
-            best, bd = 0, dist[0]
-            for j in range(1, k):
-                if dist[j] < bd:
-                    best, bd = j, dist[j]
+            best = _nearest(v0, v1, v2, mt, mat, cst, space, dist)
             plan[s] = rank_of[best]
             e0 += l0 - q[best, 0]
             e1 += l1 - q[best, 1]
