@@ -72,7 +72,7 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 
 
 # inlined into both loops (no call in the inner loop)
-_nearest = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
+nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
 def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
@@ -104,7 +104,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
             if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
                 sc = np.sqrt(rmax2 / rr)
                 v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
-            best = _nearest(v0, v1, v2, mt, mat, cst, space, dist)
+            best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
             out[y0 + r, x] = best
             if vis[r, x]:  # an invisible pixel passes no error on
                 e0 = (v0 - q[best, 0]) * strength

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fs_cpu import SPACE_CODE, _nearest, available, constants, numba
+from .fs_cpu import SPACE_CODE, available, constants, nearest_step, numba
 from .space import Features
 
 __all__ = ["available", "plans_cpu"]
@@ -40,7 +40,7 @@ def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out):  # pragma
             v0 = min(max(l0 + o0, zero), one)
             v1 = min(max(l1 + o1, zero), one)
             v2 = min(max(l2 + o2, zero), one)
-            best = _nearest(v0, v1, v2, mt, mat, cst, space, dist)
+            best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
             plan[s] = rank_of[best]
             e0 += l0 - q[best, 0]
             e1 += l1 - q[best, 1]
