@@ -411,3 +411,35 @@ def test_cuda_no_host_sync_per_image():
     n_small, n_big = _host_syncs(lambda: layer(small)), _host_syncs(lambda: layer(big))
     assert n_big < 64, f"{n_big} host syncs for 64 images"
     assert n_big <= n_small + 16, (n_small, n_big)
+
+
+def test_dither_strength_in_every_layer():
+    """Each layer takes ``dither_strength`` (0..1, checked, named in errors, shown in the repr
+    when not 1) and quantizes as the functions do at that strength."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 12, 10, generator=g)
+    for make in (lambda s: tnn.PaletteQuantizer(PALETTE, dither="ordered", dither_strength=s),
+                 lambda s: tnn.ColorQuantizer(colors=3, dither="ordered", dither_strength=s),
+                 lambda s: tnn.RandomColorReduction(colors=3, p=1.0, dither="ordered",
+                                                    dither_strength=s)):
+        assert "dither_strength=0.25" in repr(make(0.25))
+        assert "dither_strength" not in repr(make(1.0))
+        for bad in (-0.1, 1.5, float("nan")):
+            with pytest.raises(ValueError, match="dither_strength"):
+                make(bad)
+        with pytest.raises(TypeError, match="dither_strength"):
+            make("half")
+    want = tp.reduce_colors(x, 3, dither="ordered", dither_strength=0.25)
+    assert torch.equal(tnn.ColorQuantizer(colors=3, dither="ordered", dither_strength=0.25)(x),
+                       want)
+    aug = tnn.RandomColorReduction(colors=3, p=1.0, dither="ordered", dither_strength=0.25)
+    assert torch.equal(aug(x), want)
+    pq = tnn.PaletteQuantizer(PALETTE, dither="ordered", dither_strength=0.25)
+    want = tp.apply_palette(x, PALETTE, dither="ordered", dither_strength=0.25)
+    assert torch.equal(pq(x), want)
+    out, idx = pq.quantize_with_indices(x)
+    assert torch.equal(out, want) and torch.equal(
+        idx.long(), tp.palette_indices(x, PALETTE, dither="ordered", dither_strength=0.25))
+    cq = tnn.ColorQuantizer(colors=3, dither="ordered", dither_strength=0.25)
+    out, idx, pal = cq.quantize_with_indices(x)
+    assert torch.equal(out, tp.reduce_colors(x, 3, dither="ordered", dither_strength=0.25))

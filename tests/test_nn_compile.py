@@ -150,3 +150,27 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
         else:
             assert torch.from_numpy(got).sub(want).abs().amax() < 1e-5 or (
                 torch.from_numpy(got).ne(want).any(0).float().mean() < 1e-3)
+
+
+def test_dither_strength_compiles_and_equals_eager():
+    """``dither_strength`` reaches the opaque dithered search of every layer: compiled ==
+    eager == the function at that strength, and strength 0 is no dither."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 14, 19, generator=g)
+    for strength in (0.0, 0.4):
+        layer = tnn.PaletteQuantizer(PALETTE, dither="floyd-steinberg", dither_strength=strength)
+        want = tp.apply_palette(x, PALETTE, dither="floyd-steinberg", dither_strength=strength)
+        assert torch.equal(layer(x), want)
+        assert torch.equal(_compiled(layer)(x), want)
+        assert torch.equal(_compiled(layer.indices)(x).long(),
+                           tp.palette_indices(x, PALETTE, dither="floyd-steinberg",
+                                              dither_strength=strength))
+    full = tp.apply_palette(x, PALETTE, dither="floyd-steinberg")
+    assert torch.equal(tnn.PaletteQuantizer(PALETTE, dither="floyd-steinberg",
+                                            dither_strength=0.0)(x),
+                       tp.apply_palette(x, PALETTE))
+    assert not torch.equal(want, full)  # 0.4 differs from full strength
+    cq = tnn.ColorQuantizer(colors=4, dither="ordered", dither_strength=0.5)
+    want = tp.reduce_colors(x, 4, dither="ordered", dither_strength=0.5)
+    assert torch.equal(cq(x), want) and torch.equal(_compiled(cq)(x), want)
+    assert not torch.equal(want, tp.reduce_colors(x, 4, dither="ordered"))

@@ -415,6 +415,10 @@ def test_state_dict_round_trips_settings():
     rcr2 = tnn.RandomColorReduction()
     rcr2.load_state_dict(rcr.state_dict())
     assert repr(rcr2) == repr(rcr)
+    dq = tnn.ColorQuantizer(colors=4, dither="floyd-steinberg", dither_strength=0.3)
+    dq2 = tnn.ColorQuantizer(dither="floyd-steinberg")
+    dq2.load_state_dict(dq.state_dict())
+    assert dq2.dither_strength == 0.3 and torch.equal(dq2(x), dq(x))
     learn = tnn.PaletteQuantizer(learnable=True)  # a buffer's state loads into a Parameter
     learn.load_state_dict(layer.state_dict())
     assert isinstance(learn.palette, torch.nn.Parameter) and torch.equal(learn.palette, PALETTE)

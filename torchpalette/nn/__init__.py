@@ -36,7 +36,9 @@ dynamo makes for a batch of 1) and, for the k-means layers, any k; the nearest-c
 runs as one chunk without a Python loop when compiled. PaletteQuantizer and ``.indices`` compile
 whole (forward and backward); dithering is sequential, so a dithered layer's search is the
 opaque operator ``torchpalette::palette_indices`` and its colours are gathered outside it (a
-learnable palette keeps its gradient). The same forms export: ``torch.export.export`` (default,
+learnable palette keeps its gradient); every layer's ``dither_strength`` (0..1, as
+:func:`torchpalette.quantize`) is an argument of that operator, so it compiles too. The
+same forms export: ``torch.export.export`` (default,
 non-strict) with dynamic B, H, W runs at other sizes than traced, and PaletteQuantizer exports
 to ONNX. k-means is data-dependent (convergence loop, host checks), so in ColorQuantizer and
 RandomColorReduction the palette step is a ``torch.library`` custom operator, opaque to the

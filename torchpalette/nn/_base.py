@@ -88,6 +88,13 @@ class QuantizerTransform(v2.Transform):
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled before these attributes
         super().__setstate__(state)
         self.__dict__.setdefault("_warned", False)
+        if "dither_strength" in self._settings:
+            self.__dict__.setdefault("dither_strength", 1.0)
+
+
+def strength_repr(strength: float) -> str:
+    """The ``dither_strength`` part of a layer's repr: empty at the default (1.0)."""
+    return "" if strength == 1.0 else f", dither_strength={strength}"
 
 
 def plain(x: Any) -> Any:

@@ -22,11 +22,17 @@ from ._base import (
     colors_alias,
     plain,
     straight_through,
+    strength_repr,
     warn_once,
     worker_generator,
 )
 from ._ops import apply_palette_traceable, image_palette_op, reduce_at_k_op
-from ._palette_quantizer import DEFAULT_COLORS, DEFAULT_DITHER, DEFAULT_SPACE
+from ._palette_quantizer import (
+    DEFAULT_COLORS,
+    DEFAULT_DITHER,
+    DEFAULT_DITHER_STRENGTH,
+    DEFAULT_SPACE,
+)
 
 
 class ColorQuantizer(QuantizerTransform):
@@ -43,6 +49,8 @@ class ColorQuantizer(QuantizerTransform):
         space: clustering and matching space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (as
             :func:`torchpalette.apply_palette`).
+        dither_strength: 0..1, how much of each pixel's error the dither mixes in (0: no
+            dither, 1: full), as :func:`torchpalette.quantize`.
         straight_through: pass the incoming gradient to the input unchanged.
         **palette_kw: passed on to :func:`torchpalette.reduce_colors` (``seed``,
             ``max_pixels``, ``assign``, ...).
@@ -50,7 +58,8 @@ class ColorQuantizer(QuantizerTransform):
     Raises:
         TypeError: ``colors`` not an int, ``space``/``dither`` not a str, unknown keywords; in
             ``forward``, a sample without image or a dtype other than uint8/float.
-        ValueError: ``colors`` < 1, an unknown ``space``/``dither``; in ``forward``,
+        ValueError: ``colors`` < 1, an unknown ``space``/``dither``, ``dither_strength``
+            outside [0, 1]; in ``forward``,
             a grey (1-channel) image or NaN.
 
     Example:
@@ -66,7 +75,8 @@ class ColorQuantizer(QuantizerTransform):
         True
     """
 
-    _settings = ("colors", "space", "dither", "straight_through", "palette_kw")
+    _settings = ("colors", "space", "dither", "straight_through", "palette_kw",
+                 "dither_strength")
 
     def __init__(
         self,
@@ -74,12 +84,15 @@ class ColorQuantizer(QuantizerTransform):
         space: str = DEFAULT_SPACE,
         dither: str = DEFAULT_DITHER,
         straight_through: bool = True,
+        *,
+        dither_strength: float = DEFAULT_DITHER_STRENGTH,
         **palette_kw: Any,
     ) -> None:
         super().__init__()
         self.colors = check_colors_arg(colors_alias(colors, palette_kw, DEFAULT_COLORS))
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
+        self.dither_strength = v.check_unit(dither_strength, "dither_strength")
         self.straight_through = bool(straight_through)
         self.palette_kw = dict(palette_kw)
         self._options = _options_json(self.palette_kw)
@@ -92,12 +105,13 @@ class ColorQuantizer(QuantizerTransform):
         if torch.compiler.is_compiling():
             flat = x.reshape(-1, *x.shape[-3:])
             pal = image_palette_op(flat, self.colors, self.space, self._options)
-            out = apply_palette_traceable(flat, pal, self.space, self.dither).reshape(x.shape)
+            out = apply_palette_traceable(flat, pal, self.space, self.dither,
+                                          self.dither_strength).reshape(x.shape)
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 out = reduce_colors(x, self.colors, space=self.space, dither=self.dither,
-                                    **self.palette_kw)
+                                    dither_strength=self.dither_strength, **self.palette_kw)
             for w in caught:
                 warn_once(self, str(w.message))
         return straight_through(out, image) if self.straight_through else out
@@ -112,7 +126,8 @@ class ColorQuantizer(QuantizerTransform):
         v.check_image(x, "image", check_values=False)
         x = self.prepare(x)
         q = quantize(x.detach(), self.colors, space=self.space, dither=self.dither,
-                     index_dtype=index_dtype, **self.palette_kw)
+                     index_dtype=index_dtype, dither_strength=self.dither_strength,
+                     **self.palette_kw)
         out = q.image()
         out = straight_through(out, x) if self.straight_through else out
         return out, q.indices, q.palette
@@ -124,7 +139,8 @@ class ColorQuantizer(QuantizerTransform):
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={val!r}" for k, val in self.palette_kw.items())
         st = "" if self.straight_through else ", straight_through=False"
-        return f"colors={self.colors}, space={self.space!r}, dither={self.dither!r}{st}{extra}"
+        return (f"colors={self.colors}, space={self.space!r}, dither={self.dither!r}"
+                f"{strength_repr(self.dither_strength)}{st}{extra}")
 
 
 def _options_json(palette_kw: dict[str, Any]) -> str:
@@ -155,6 +171,7 @@ class RandomColorReduction(QuantizerTransform):
         p: probability of reducing each image, in [0, 1].
         space: clustering space, ``"lab"``, ``"oklab"`` or ``"srgb"``.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"``.
+        dither_strength: 0..1, how much of each pixel's error the dither mixes in.
         same_on_batch: one coin and one k for all images of a batch.
         per_frame: a draw per frame of a ``tv_tensors.Video`` ``[..., T, 3|4, H, W]``
             (default: one per clip, so its colours do not flicker from frame to frame).
@@ -163,7 +180,8 @@ class RandomColorReduction(QuantizerTransform):
 
     Raises:
         TypeError: ``colors`` not an int or pair of ints, ``p`` not a number.
-        ValueError: ``colors`` < 1 or ``low > high``; ``p`` outside [0, 1].
+        ValueError: ``colors`` < 1 or ``low > high``; ``p`` or ``dither_strength`` outside
+            [0, 1].
 
     Example:
         >>> import torch, torchpalette as tp
@@ -177,7 +195,7 @@ class RandomColorReduction(QuantizerTransform):
     """
 
     _settings = ("colors", "p", "space", "dither", "same_on_batch", "per_frame",
-                 "straight_through")
+                 "straight_through", "dither_strength")
 
     def __init__(
         self,
@@ -186,6 +204,7 @@ class RandomColorReduction(QuantizerTransform):
         space: str = DEFAULT_SPACE,
         dither: str = DEFAULT_DITHER,
         *,
+        dither_strength: float = DEFAULT_DITHER_STRENGTH,
         same_on_batch: bool = False,
         per_frame: bool = False,
         straight_through: bool = True,
@@ -210,6 +229,7 @@ class RandomColorReduction(QuantizerTransform):
         self.p = p
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
+        self.dither_strength = v.check_unit(dither_strength, "dither_strength")
         self.same_on_batch = bool(same_on_batch)
         self.per_frame = bool(per_frame)
         self.straight_through = bool(straight_through)
@@ -242,14 +262,16 @@ class RandomColorReduction(QuantizerTransform):
         flat = image.detach().reshape(-1, *image.shape[-3:])
         n = flat.shape[0]
         k = torch.where(params["apply"][:n], params["k"][:n], 0)
-        out, degenerate = reduce_at_k_op(flat, k, self.space, self.dither, 0)
+        out, degenerate = reduce_at_k_op(flat, k, self.space, self.dither, 0,
+                                         self.dither_strength)
         if not torch.compiler.is_compiling() and bool(degenerate.any()):
             warn_once(self, "an image has fewer distinct colours than its k")
         out = out.reshape(image.shape)
         return straight_through(out, image) if self.straight_through else out
 
     def extra_repr(self) -> str:
-        extra = ", same_on_batch=True" if self.same_on_batch else ""
+        extra = strength_repr(self.dither_strength)
+        extra += ", same_on_batch=True" if self.same_on_batch else ""
         extra += ", per_frame=True" if self.per_frame else ""
         extra += "" if self.straight_through else ", straight_through=False"
         return (

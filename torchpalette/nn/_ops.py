@@ -62,11 +62,12 @@ def _(image: Tensor, k: int, space: str, options: str) -> Tensor:
 
 @torch.library.custom_op("torchpalette::reduce_at_k", mutates_args=())
 def reduce_at_k_op(
-    image: Tensor, k: Tensor, space: str, dither: str, seed: int
+    image: Tensor, k: Tensor, space: str, dither: str, seed: int, strength: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Reduce image ``i`` of ``image [B, 3|4, H, W]`` (checked, in [0, 1]) to ``k[i]`` colours
     (``k [B]`` int64; 0 leaves the image unchanged) in one batched call -> (image of the
-    input's shape and dtype, degenerate ``[B]`` bool: fewer distinct colours than k).
+    input's shape and dtype, degenerate ``[B]`` bool: fewer distinct colours than k);
+    ``strength`` is the dither's ``dither_strength``.
 
     When every reduced image has the same k this is :func:`torchpalette.reduce_colors`;
     otherwise :func:`palettes_at_k` and each pixel takes its colour bin's cluster colour (the
@@ -83,53 +84,63 @@ def reduce_at_k_op(
         if kmin == kmax:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                reduced = reduce_colors(sub, kmax, space=space, dither=dither, seed=seed)
+                reduced = reduce_colors(sub, kmax, space=space, dither=dither, seed=seed,
+                                        dither_strength=strength)
             degenerate[idx] = bool(caught)
         else:
-            reduced, deg = _reduce_mixed(sub, ks, kmax, space, dither, seed)
+            reduced, deg = _reduce_mixed(sub, ks, kmax, space, dither, seed, strength)
             degenerate[idx] = deg
     return out.index_copy_(0, idx, reduced.to(out.dtype)), degenerate
 
 
 @reduce_at_k_op.register_fake
-def _(image: Tensor, k: Tensor, space: str, dither: str, seed: int) -> tuple[Tensor, Tensor]:
+def _(
+    image: Tensor, k: Tensor, space: str, dither: str, seed: int, strength: float = 1.0
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(image), image.new_empty(image.shape[0], dtype=torch.bool)
 
 
 @torch.library.custom_op("torchpalette::palette_indices", mutates_args=())
-def palette_indices_op(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+def palette_indices_op(
+    image: Tensor, palette: Tensor, space: str, dither: str, strength: float = 1.0
+) -> Tensor:
     """:func:`torchpalette.palette_indices` as an opaque operator: ``image [B, 3|4, H, W]``,
-    ``palette [B|1, K, 3]`` -> ``[B, H, W]`` int64. Dithering is sequential (error diffusion)
-    or chunked by data-dependent plans, which dynamo cannot trace into one graph."""
+    ``palette [B|1, K, 3]`` -> ``[B, H, W]`` int64 (``strength``: ``dither_strength``).
+    Dithering is sequential (error diffusion) or chunked by data-dependent plans, which dynamo
+    cannot trace into one graph."""
     with torch.no_grad():
-        return palette_indices(image, palette, space=space, dither=dither)
+        return palette_indices(image, palette, space=space, dither=dither,
+                               dither_strength=strength)
 
 
 @palette_indices_op.register_fake
-def _(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
+def _(image: Tensor, palette: Tensor, space: str, dither: str, strength: float = 1.0) -> Tensor:
     return image.new_empty(image.shape[0], *image.shape[-2:], dtype=torch.int64)
 
 
-def apply_palette_traceable(image: Tensor, palette: Tensor, space: str, dither: str) -> Tensor:
-    """:func:`torchpalette.apply_palette` (``image [..., 3|4, H, W]``, ``palette [..., K, 3]``)
-    in a form ``torch.compile`` and ``torch.export`` take whole: the search traced (no
-    dither) or the opaque :func:`palette_indices_op` (dither), then a gather from the palette
-    (which keeps its gradient)."""
+def apply_palette_traceable(
+    image: Tensor, palette: Tensor, space: str, dither: str, strength: float = 1.0
+) -> Tensor:
+    """:func:`torchpalette.apply_palette` (``image [..., 3|4, H, W]``, ``palette [..., K, 3]``,
+    ``strength`` its ``dither_strength``) in a form ``torch.compile`` and ``torch.export``
+    take whole: the search traced (no dither) or the opaque :func:`palette_indices_op`
+    (dither), then a gather from the palette (which keeps its gradient)."""
     if dither == "none" or not torch.compiler.is_compiling():
-        return apply_palette(image, palette, space=space, dither=dither)
+        return apply_palette(image, palette, space=space, dither=dither,
+                             dither_strength=strength)
     rgb, alpha = split_alpha(image)
     flat = rgb.reshape(-1, *rgb.shape[-3:])
     pal = palette.reshape(-1, *palette.shape[-2:])
     if pal.shape[0] != 1:
         pal = torch.broadcast_to(palette, (*rgb.shape[:-3], *palette.shape[-2:]))
         pal = pal.reshape(-1, *palette.shape[-2:])
-    idx = palette_indices_op(flat, pal.detach(), space, dither)
+    idx = palette_indices_op(flat, pal.detach(), space, dither, strength)
     idx = idx.reshape(rgb.shape[:-3] + rgb.shape[-2:])
     return merge_alpha(decode(idx, palette, image.dtype), alpha)
 
 
 def _reduce_mixed(
-    image: Tensor, k: Tensor, kmax: int, space: str, dither: str, seed: int
+    image: Tensor, k: Tensor, kmax: int, space: str, dither: str, seed: int, strength: float
 ) -> tuple[Tensor, Tensor]:
     """Images ``[B, 3|4, H, W]`` each to its own ``k [B]`` colours (see :func:`reduce_at_k_op`)."""
     b, _, h, w = image.shape
@@ -138,7 +149,8 @@ def _reduce_mixed(
     weights = None if alpha is None else (alpha.reshape(b, -1) > 0).float()
     colors, codes, labels, degenerate = palettes_at_k(rgb, weights, k, kmax, space, seed)
     if dither != "none":
-        out = apply_palette(image[:, :3], colors, space=space, dither=dither).reshape(rgb.shape)
+        out = apply_palette(image[:, :3], colors, space=space, dither=dither,
+                            dither_strength=strength).reshape(rgb.shape)
     else:
         table = float_to_uint8(colors) if image.dtype == torch.uint8 else colors.to(image.dtype)
         with _policy.single_thread_if_small(rgb, b * h * w, _policy.SMALL_PIXELS):

@@ -24,6 +24,7 @@ from ._base import (
     fitmethod,
     plain,
     straight_through,
+    strength_repr,
 )
 from ._ops import apply_palette_traceable
 from ._soft import hard_soft, soft_assign
@@ -32,6 +33,7 @@ _APPLY = inspect.signature(apply_palette).parameters
 DEFAULT_COLORS: int = inspect.signature(reduce_colors).parameters["colors"].default
 DEFAULT_SPACE: str = _APPLY["space"].default
 DEFAULT_DITHER: str = _APPLY["dither"].default
+DEFAULT_DITHER_STRENGTH: float = _APPLY["dither_strength"].default
 
 
 class PaletteQuantizer(QuantizerTransform):
@@ -39,9 +41,9 @@ class PaletteQuantizer(QuantizerTransform):
 
     The palette is a buffer (``learnable=False``) or an ``nn.Parameter`` (``learnable=True``),
     so ``state_dict`` and ``.to(device)`` carry it; ``space``, ``dither``, ``straight_through``,
-    ``learnable``, ``temperature`` and ``hard_forward`` travel in the state as well, so a
-    loaded layer quantizes as the saved one did (it is learnable when saved so or built so).
-    Loading copies a learnable palette in place
+    ``learnable``, ``temperature``, ``hard_forward`` and ``dither_strength`` travel in the
+    state as well, so a loaded layer quantizes as the saved one did (it is learnable when
+    saved so or built so). Loading copies a learnable palette in place
     (the ``Parameter`` an optimizer holds stays the one trained); a state with another
     palette size raises for a learnable palette (an optimizer built on the old ``Parameter``
     would silently stop training it) and resizes a fixed one. Pass ``palette=K`` (an int) for
@@ -73,6 +75,8 @@ class PaletteQuantizer(QuantizerTransform):
             JNDs of ``space`` (see :mod:`torchpalette.nn`).
         hard_forward: with ``temperature``, hard output and soft gradient in training mode.
         dither: ``"none"``, ``"ordered"`` or ``"floyd-steinberg"`` (hard assignment only).
+        dither_strength: 0..1, how much of each pixel's error the dither mixes in (as
+            :func:`torchpalette.quantize`; 0 is no dither, 1 full).
 
     Shape:
         - Input: any pytree sample; images ``[..., 3|4, H, W]`` uint8 or float (clamped into
@@ -82,8 +86,9 @@ class PaletteQuantizer(QuantizerTransform):
     Raises:
         TypeError: a palette that is not float; ``space``/``dither`` not a str.
         ValueError: a palette not ``[..., K, 3]``, values outside [0, 1] or NaN; unknown
-            ``space``/``dither``; ``temperature <= 0``. ``forward`` on a layer without palette
-            raises ``RuntimeError``; NaN images raise ``ValueError`` (eager mode).
+            ``space``/``dither``; ``temperature <= 0``; ``dither_strength`` outside [0, 1].
+            ``forward`` on a layer without palette raises ``RuntimeError``; NaN images raise
+            ``ValueError`` (eager mode).
 
     Example:
         >>> import torch, torchpalette as tp
@@ -104,7 +109,7 @@ class PaletteQuantizer(QuantizerTransform):
     """
 
     _settings = ("space", "dither", "straight_through", "learnable", "temperature",
-                 "hard_forward")
+                 "hard_forward", "dither_strength")
     palette: Tensor | None
 
     def __init__(
@@ -116,11 +121,13 @@ class PaletteQuantizer(QuantizerTransform):
         temperature: float | None = None,
         *,
         dither: str = DEFAULT_DITHER,
+        dither_strength: float = DEFAULT_DITHER_STRENGTH,
         hard_forward: bool = False,
     ) -> None:
         super().__init__()
         self.space = v.check_choice(space, "space", SPACES)
         self.dither = v.check_choice(dither, "dither", DITHERS)
+        self.dither_strength = v.check_unit(dither_strength, "dither_strength")
         self.straight_through = bool(straight_through)
         self.temperature = None if temperature is None else v.check_positive(
             temperature, "temperature"
@@ -162,7 +169,7 @@ class PaletteQuantizer(QuantizerTransform):
             soft = soft_assign(image, pal, self.space, self.temperature)
             if not self.hard_forward:
                 return soft
-        out = apply_palette_traceable(image, pal, self.space, self.dither)
+        out = apply_palette_traceable(image, pal, self.space, self.dither, self.dither_strength)
         if soft is not None:
             return hard_soft(out, soft)
         return straight_through(out, image) if self.straight_through else out
@@ -188,10 +195,12 @@ class PaletteQuantizer(QuantizerTransform):
             from ._ops import palette_indices_op  # the opaque dithered search
 
             flat = x.reshape(-1, *x.shape[-3:])[:, :3]
-            idx = palette_indices_op(flat, pal.reshape(-1, k, 3), self.space, self.dither)
+            idx = palette_indices_op(flat, pal.reshape(-1, k, 3), self.space, self.dither,
+                                     self.dither_strength)
             idx = idx.reshape(*x.shape[:-3], *x.shape[-2:])
         else:
-            idx = palette_indices(x, pal, space=self.space, dither=self.dither)
+            idx = palette_indices(x, pal, space=self.space, dither=self.dither,
+                                  dither_strength=self.dither_strength)
         return idx.to(dtype)
 
     def quantize_with_indices(
@@ -213,6 +222,7 @@ class PaletteQuantizer(QuantizerTransform):
     def extra_repr(self) -> str:
         colors = None if self.palette is None else self.palette.shape[-2]
         extra = "" if self.dither == DEFAULT_DITHER else f", dither={self.dither!r}"
+        extra += strength_repr(self.dither_strength)
         extra += ", learnable=True" if self.learnable else ""
         extra += "" if self.temperature is None else f", temperature={self.temperature}"
         extra += ", hard_forward=True" if self.hard_forward else ""
