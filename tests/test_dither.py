@@ -32,13 +32,33 @@ def _lin(c: torch.Tensor) -> torch.Tensor:
     return kc.rgb_to_linear_rgb(c.T.unsqueeze(-1)).squeeze(-1).T
 
 
+def edge_reference(rgb: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    """The edge factor of every pixel of float ``rgb [3, H, W]``, one pixel at a time: luma
+    range (0..100) over the visible pixels of its 3x3 neighbourhood, 1 up to 4, 0.2 from 16,
+    linear between."""
+    _, h, w = rgb.shape
+    luma = (rgb[0] * 0.2126 + rgb[1] * 0.7152 + rgb[2] * 0.0722) * 100.0
+    vis = torch.ones(h, w, dtype=torch.bool) if visible is None else visible
+    out = torch.ones(h, w, dtype=rgb.dtype)
+    for y in range(h):
+        for x in range(w):
+            near = [luma[j, i] for j in range(max(0, y - 1), min(h, y + 2))
+                    for i in range(max(0, x - 1), min(w, x + 2)) if vis[j, i]]
+            if near:
+                rng = max(near) - min(near)
+                out[y, x] = (1.0 - (rng - 4.0) / 12.0).clamp(0.2, 1.0)
+    return out
+
+
 def fs_reference(rgb: torch.Tensor, pal: torch.Tensor, space: str, strength: float = 1.0,
                  visible: torch.Tensor | None = None) -> torch.Tensor:
     """Plain sequential Floyd–Steinberg, one pixel at a time in raster order: errors in
     linear light, values clamped to [0, 1], the received error bounded to the palette's
-    spacing, nearest colour in ``space``, invisible pixels pass no error on. ``rgb [3, H, W]``,
-    ``pal [K, 3]``, ``visible [H, W]`` -> ``[H, W]``."""
+    spacing, nearest colour in ``space``; each pixel passes on ``strength`` times its edge
+    factor of its error, invisible pixels none. ``rgb [3, H, W]``, ``pal [K, 3]``, ``visible
+    [H, W]`` -> ``[H, W]``."""
     _, h, w = rgb.shape
+    edge = edge_reference(rgb, visible)
     src = kc.rgb_to_linear_rgb(rgb)
     buf = src.clone()
     q, ps = _lin(pal), _space(pal, space)
@@ -55,7 +75,7 @@ def fs_reference(rgb: torch.Tensor, pal: torch.Tensor, space: str, strength: flo
             out[y, x] = k
             if visible is not None and not visible[y, x]:
                 continue
-            e = (v - q[k]) * strength
+            e = (v - q[k]) * (edge[y, x] * strength)
             if y + 1 < h:
                 if x > 0:
                     buf[:, y + 1, x - 1] += e * (3 / 16)
@@ -339,3 +359,53 @@ def test_cuda_equals_cpu(method):
     cpu = dither_labels(rgb, pal, method, "lab")
     gpu = dither_labels(rgb.cuda(), pal.cuda(), method, "lab")
     assert gpu.device.type == "cuda" and torch.equal(cpu, gpu.cpu())
+
+
+def test_edge_factor_full_on_smooth_low_on_edges_and_ignores_hidden_pixels():
+    from torchpalette._dither.strength import EDGE_FLOOR, edge_factor
+
+    img = torch.zeros(1, 3, 6, 8, dtype=torch.uint8)
+    img[..., 4:] = 255  # a hard vertical edge between columns 3 and 4
+    f = edge_factor(img, 0, 6, torch.float32)
+    assert torch.equal(f[0, :, :3], torch.ones(6, 3)) and torch.equal(f[0, :, 5:],
+                                                                         torch.ones(6, 3))
+    assert bool((f[0, :, 3:5] == EDGE_FLOOR).all())
+    ramp = torch.linspace(0, 1, 64).expand(1, 3, 4, 64)  # 1.6 luma units per pixel: smooth
+    assert bool((edge_factor(ramp, 0, 4, torch.float64) == 1).all())
+    vis = torch.ones(1, 6, 8, dtype=torch.bool)
+    vis[..., 4:] = False  # the bright side hidden: no edge left for the visible pixels
+    assert bool((edge_factor(img, 0, 6, torch.float32, vis)[0, :, :4] == 1).all())
+    g = torch.Generator().manual_seed(3)
+    noisy = torch.randint(0, 256, (2, 3, 13, 9), generator=g, dtype=torch.uint8)
+    whole = edge_factor(noisy, 0, 13, torch.float32)
+    bands = torch.cat([edge_factor(noisy, y, min(13, y + 4), torch.float32)
+                       for y in range(0, 13, 4)], 1)
+    assert torch.equal(whole, bands)  # bands read their neighbour rows
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_less_dithering_on_edges_fewer_far_off_pixels(method, monkeypatch):
+    """On a photo at k = 4 the edge factor cuts the pixels more than 20 CIEDE2000 from their
+    source (sample photo: FS 11.8 % -> 8.7 %, ordered 12.1 % -> 8.3 %, no dither 6.2 %) and
+    still dithers (blur metric below no dither)."""
+    from tests.conftest import SAMPLE
+    from torchpalette._dither import strength
+
+    img = tp.read_image(SAMPLE)[:3, ::2, ::2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pal = tp.palette(img, 4).colors
+
+    def far_off(out):
+        de = tp.delta_e(img.movedim(0, -1).float() / 255, out.movedim(0, -1).float() / 255)
+        return float((de > 20).float().mean())
+
+    out = tp.apply_palette(img, pal, dither=method)
+    plain = tp.apply_palette(img, pal)
+    monkeypatch.setattr(strength, "EDGE_LOW", 1e9)  # no edge factor: full strength everywhere
+    monkeypatch.setattr(strength, "EDGE_HIGH", 2e9)
+    everywhere = tp.apply_palette(img, pal, dither=method)
+    assert far_off(out) < 0.8 * far_off(everywhere)
+    src = img.float() / 255
+    dithered, undithered = out.float() / 255, plain.float() / 255
+    assert _blur_metric(src, dithered, 1) < 0.95 * _blur_metric(src, undithered, 1)

@@ -3,8 +3,11 @@ loop, :mod:`torchpalette._dither.fs_cpu`, computes the same labels).
 
 Pixels are visited in raster order (left to right, top to bottom); each pixel takes the palette
 colour nearest (in the quantization space) to its value plus the errors it has received, and
-passes its own error ``strength * (value - colour)`` on: 7/16 to the right, 3/16 below left,
-5/16 below, 1/16 below right. Errors live in linear light, where mixing colours is physical.
+passes its own error ``s * (value - colour)`` on: 7/16 to the right, 3/16 below left,
+5/16 below, 1/16 below right, ``s`` the pixel's strength
+(:func:`torchpalette._dither.strength.pixel_strength`: ``dither_strength`` times its edge
+factor, so edges and texture carry less error). Errors live in linear light, where mixing
+colours is physical.
 The value is clamped to [0, 1], as Pillow does, and the received error is bounded: where
 ``|value - source| > rmax`` (Euclidean, linear light) the value is pulled back to that
 distance from the source pixel. Without the bound a palette that cannot reach a colour (dark
@@ -48,6 +51,7 @@ from .space import (
     plain_distances,
     srgb_to_linear,
 )
+from .strength import pixel_strength
 
 _W_BELOW = (3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0)  # below left, below, below right
 _W_RIGHT = 7.0 / 16.0
@@ -112,18 +116,17 @@ def floyd_steinberg(
             _skewed(s, 1, w).copy_(carry.unsqueeze(1))
         src = lin.new_zeros(*shape, 3)
         _skewed(src, r, w).copy_(lin[:, :r])
-        vis = None
-        if visible is not None:
-            vis = lin.new_zeros(*shape, 1)
-            _skewed(vis, r, w).copy_(visible[:, y0:y1, :, None])
+        st = lin.new_zeros(*shape, 1)  # each pixel's share of its error passed on
+        _skewed(st, r, w).copy_(pixel_strength(rgb, y0, y1, pal.dtype, strength,
+                                               visible).unsqueeze(-1))
         ranges, inv = _fronts(r, w)
-        labs = _run(s, src, vis, ranges, feat, m, q, strength, rmax)
+        labs = _run(s, src, st, ranges, feat, m, q, rmax)
         out[:, y0:y1] = torch.cat(labs, 1).index_select(1, inv.to(rgb.device)).view(b, r, w)
         carry = _skewed(s, r + 1, w)[:, r].clone()
     return out
 
 
-def _run(s, src, vis, ranges, feat, m, q, strength: float, rmax: Tensor) -> list[Tensor]:
+def _run(s, src, st, ranges, feat, m, q, rmax: Tensor) -> list[Tensor]:
     """The front loop over one band: for each front (a slice ``s[:, t]`` of the skewed buffer),
     bounded value, nearest colour and error diffusion; returns the labels of every front
     ``[B, n_t]`` (int64) in order."""
@@ -141,9 +144,7 @@ def _run(s, src, vis, ranges, feat, m, q, strength: float, rmax: Tensor) -> list
         big = (rr > rmax2).unsqueeze(-1)
         v = torch.where(big, x + d * torch.sqrt(rmax2 / rr).unsqueeze(-1), v)
         lab = first_argmin(plain_distances(feat.plain(v), m), ramp).long()  # [B, n]
-        e = (v - q.gather(1, lab.unsqueeze(-1).expand(b, -1, 3))) * strength
-        if vis is not None:
-            e = e * vis[:, t, y0:y1]
+        e = (v - q.gather(1, lab.unsqueeze(-1).expand(b, -1, 3))) * st[:, t, y0:y1]
         # below first, then right: the order in which raster order adds them to a pixel
         s[:, t + 1 : t + 4, y0 + 1 : y1 + 1] += e.unsqueeze(1) * wb
         s[:, t + 1, y0:y1] += e * _W_RIGHT

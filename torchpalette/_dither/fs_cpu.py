@@ -24,6 +24,7 @@ from torch import Tensor
 from .. import _policy
 from .fs import to_linear
 from .space import Features, palette_coords, srgb_to_linear
+from .strength import pixel_strength
 
 try:  # optional: the torch wavefront path serves where numba is missing
     import numba
@@ -75,9 +76,10 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
-def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
+def _kernel_py(lin, st, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
     """Dither the rows of one band of one image. ``lin [3, R, W]`` linear light (the last row
-    is only a look-ahead unless ``last``), ``vis [R, W]`` uint8 (1: visible), ``cur [W + 2, 3]``
+    is only a look-ahead unless ``last``), ``st [R, W]`` the share of its error each pixel
+    passes on (:func:`~torchpalette._dither.strength.pixel_strength`), ``cur [W + 2, 3]``
     value plus received error of the band's first row (updated in place for the next band),
     ``out [H, W]`` int64 labels (rows ``y0 ..``), ``mt [4, K]`` folded palette (transposed, so
     the K distances vectorize), ``q [K, 3]`` palette in linear light, ``mat [3, 3]`` linear
@@ -86,7 +88,7 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
     _, r_all, w = lin.shape
     k = mt.shape[1]
     zero, one = cst[0], cst[1]
-    w7, w3, w5, w1, rmax2, strength = cst[10:16]
+    w7, w3, w5, w1, rmax2 = cst[10:15]
     rows = r_all if last else r_all - 1
     nxt = np.empty_like(cur)
     dist = np.empty(k, dtype=lin.dtype)
@@ -106,23 +108,23 @@ def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma:
                 v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
             best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
             out[y0 + r, x] = best
-            if vis[r, x]:  # an invisible pixel passes no error on
-                e0 = (v0 - q[best, 0]) * strength
-                e1 = (v1 - q[best, 1]) * strength
-                e2 = (v2 - q[best, 2]) * strength
-                # below first, then right: the order in which raster order adds them
-                nxt[x, 0] += e0 * w3
-                nxt[x, 1] += e1 * w3
-                nxt[x, 2] += e2 * w3
-                nxt[x + 1, 0] += e0 * w5
-                nxt[x + 1, 1] += e1 * w5
-                nxt[x + 1, 2] += e2 * w5
-                nxt[x + 2, 0] += e0 * w1
-                nxt[x + 2, 1] += e1 * w1
-                nxt[x + 2, 2] += e2 * w1
-                cur[x + 2, 0] += e0 * w7
-                cur[x + 2, 1] += e1 * w7
-                cur[x + 2, 2] += e2 * w7
+            sx = st[r, x]
+            e0 = (v0 - q[best, 0]) * sx
+            e1 = (v1 - q[best, 1]) * sx
+            e2 = (v2 - q[best, 2]) * sx
+            # below first, then right: the order in which raster order adds them
+            nxt[x, 0] += e0 * w3
+            nxt[x, 1] += e1 * w3
+            nxt[x, 2] += e2 * w3
+            nxt[x + 1, 0] += e0 * w5
+            nxt[x + 1, 1] += e1 * w5
+            nxt[x + 1, 2] += e2 * w5
+            nxt[x + 2, 0] += e0 * w1
+            nxt[x + 2, 1] += e1 * w1
+            nxt[x + 2, 2] += e2 * w1
+            cur[x + 2, 0] += e0 * w7
+            cur[x + 2, 1] += e1 * w7
+            cur[x + 2, 2] += e2 * w7
         cur[:, :] = nxt
 
 
@@ -167,9 +169,9 @@ def floyd_steinberg_cpu(
             lin = linear(i, y0, min(h, y1 + 1)).numpy()
             if y0 == 0:
                 cur[1 : w + 1] = lin[:, 0].T
-            vis = (np.ones((y1 - y0, w), np.uint8) if visible is None
-                   else visible[i, y0:y1].to(torch.uint8).numpy())
-            _kernel(lin, vis, cur, o, y0, mt[i], q[i], mat, cst[i], SPACE_CODE[space], y1 == h)
+            st = pixel_strength(rgb[i : i + 1], y0, y1, dtype, strength,
+                                None if visible is None else visible[i : i + 1])[0].numpy()
+            _kernel(lin, st, cur, o, y0, mt[i], q[i], mat, cst[i], SPACE_CODE[space], y1 == h)
 
     threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:

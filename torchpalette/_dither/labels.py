@@ -11,7 +11,10 @@ layers / the command line. Two methods, both batched over images and exact on an
   bin), one of them chosen by an 8x8 Bayer threshold map. Mixes any hues, fully parallel, no
   noise where a pixel already equals a palette colour.
 
-In both, "nearest" is measured in the quantization space (``"lab"``, ``"oklab"`` or
+Both are selective (:mod:`torchpalette._dither.strength`): a pixel on an edge or in texture
+dithers less (Floyd–Steinberg passes on less of its error; the ordered dither gives it its
+nearest colour), as libimagequant does, so errors carried across edges do not pick far-off
+colours. In both, "nearest" is measured in the quantization space (``"lab"``, ``"oklab"`` or
 ``"srgb"``). Quality and speed against Pillow, pngquant and libimagequant are measured by
 ``benchmarks/bench_dither.py`` (figures in ``benchmarks/RESULTS.md``).
 """
@@ -61,7 +64,7 @@ def dither_labels(
         method: ``"floyd-steinberg"`` or ``"ordered"``.
         space: where "nearest" is measured: ``"lab"``, ``"oklab"`` or ``"srgb"``.
         strength: 0..1, how much of the error is mixed in (0: the nearest colour of each
-            pixel, 1: full dithering).
+            pixel, 1: full dithering), times each pixel's edge factor.
         visible: ``[B, H, W]`` bool or None; invisible pixels (alpha 0) influence no other
             pixel.
 

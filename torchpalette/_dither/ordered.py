@@ -6,7 +6,9 @@ sum of ``target - candidate`` over the candidates so far, so the plan's mean app
 target as closely as the palette allows, whatever the hues. Targets and errors are in linear
 light, where the eye averages neighbouring pixels. The candidates are sorted by luminance and
 the pixel takes the one at the rank read from a tiled 16x16 threshold map; neighbouring pixels
-thus walk through the plan and their average reproduces it. The map is a product of two 4x4
+thus walk through the plan and their average reproduces it. A pixel on an edge or in
+texture (edge factor below :data:`~torchpalette._dither.strength.EDGE_CUT`) takes the plan's
+first candidate, its bin's nearest colour. The map is a product of two 4x4
 Latin squares in Bayer's order (``4 P(x mod 4, y mod 4) + P(x div 4, y div 4)``): the coarse
 rank changes from pixel to pixel as in a Bayer matrix, and every row and every column of 16
 pixels meets all 16 ranks, so even a one-pixel-wide strip mixes two colours in 16 levels (an
@@ -47,6 +49,7 @@ from .space import (
     plain_distances,
     srgb_to_linear,
 )
+from .strength import EDGE_CUT, edge_factor
 
 PLAN_SIZE = 16  # candidates per pixel (16 levels of mixing between two colours)
 ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
@@ -96,14 +99,17 @@ def pattern_dither(
     # sorted plan ranks of every plan; int16 (K <= 32767) keeps a photo of distinct bins small
     scale = mult * strength
     if rgb.device.type == "cpu" and ordered_cpu.available():
-        ranks = ordered_cpu.plans_cpu(means, q_tab, feat, m, rank_of, n_plan, scale, rmax)
+        ranks, first = ordered_cpu.plans_cpu(means, q_tab, feat, m, rank_of, n_plan, scale,
+                                             rmax)
     else:
         ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
+        first = torch.empty(b, n, dtype=torch.int64, device=rgb.device)
         step = max(1, _CHUNK // max(1, b * k))
         for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
             plan = _plan(means[:, s : s + step], q_tab, feat, m, ramp, n_plan, scale, rmax)
             plan_ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan)
             ranks[:, s : s + step] = plan_ranks.sort(-1).values
+            first[:, s : s + step] = plan[..., 0]
     thr = threshold_map(rgb.device)
     out = torch.empty(b, h, w, dtype=torch.int64, device=rgb.device)
     for y0 in range(0, h, band):  # labels, a band of rows at a time
@@ -112,7 +118,11 @@ def pattern_dither(
         ys, xs = torch.arange(y0, y1, device=rgb.device), torch.arange(w, device=rgb.device)
         t = thr[ys % 16][:, xs % 16]  # [R, W]
         pick = ranks.view(b, -1).gather(1, slot * n_plan + t.reshape(1, -1))
-        out[:, y0:y1] = by_luma.gather(1, pick.long()).view(b, y1 - y0, w)
+        lab = by_luma.gather(1, pick.long())
+        # on edges (texture, outlines) the bin's nearest colour: no error carried across
+        edge = edge_factor(rgb, y0, y1, pal.dtype, visible).reshape(b, -1) < EDGE_CUT
+        lab = torch.where(edge, first.gather(1, slot), lab)
+        out[:, y0:y1] = lab.view(b, y1 - y0, w)
     return out
 
 

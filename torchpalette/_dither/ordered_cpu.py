@@ -19,8 +19,9 @@ from .space import Features
 __all__ = ["available", "plans_cpu"]
 
 
-def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out):  # pragma: no cover
-    """Plans of bins ``lin [M, 3]`` (linear light) -> sorted palette ranks ``out [M, N]``:
+def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out, first):  # pragma: no cover
+    """Plans of bins ``lin [M, 3]`` (linear light) -> sorted palette ranks ``out [M, N]`` and
+    the first candidate (the bin's nearest colour) ``first [M]`` (int64 colour index):
     candidate ``i`` is the colour nearest to ``lin + off`` with ``off = scale * sum_{j<i}
     (lin - candidate_j)`` pulled back to length ``rmax``. ``mt``, ``q``, ``mat``, ``cst`` and
     ``space`` as in :func:`torchpalette._dither.fs_cpu._kernel_py`."""
@@ -41,6 +42,8 @@ def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out):  # pragma
             v1 = min(max(l1 + o1, zero), one)
             v2 = min(max(l2 + o2, zero), one)
             best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
+            if s == 0:
+                first[i] = best
             plan[s] = rank_of[best]
             e0 += l0 - q[best, 0]
             e1 += l1 - q[best, 1]
@@ -56,12 +59,14 @@ _plans = None if numba is None else numba.njit(cache=True, nogil=True)(_plans_py
 def plans_cpu(
     lin: Tensor, q: Tensor, feat: Features, m: Tensor, rank_of: Tensor, n_plan: int,
     scale: float, rmax: Tensor,
-) -> Tensor:
-    """Sorted plan ranks ``[B, M, N]`` int16 of bins ``lin [B, M, 3]`` (linear light) for
-    palettes ``q [B, K, 3]`` (linear light) folded as ``m [B, K, 4]``; ``rank_of [B, K]``
-    each colour's luminance rank, ``rmax [B]`` the bound of each image's offsets."""
+) -> tuple[Tensor, Tensor]:
+    """Sorted plan ranks ``[B, M, N]`` int16 and first candidates ``[B, M]`` int64 (colour
+    indices) of bins ``lin [B, M, 3]`` (linear light) for palettes ``q [B, K, 3]`` (linear
+    light) folded as ``m [B, K, 4]``; ``rank_of [B, K]`` each colour's luminance rank,
+    ``rmax [B]`` the bound of each image's offsets."""
     b, n = lin.shape[:2]
     out = torch.empty(b, n, n_plan, dtype=torch.int16)
+    first = torch.empty(b, n, dtype=torch.int64)
     cst = constants(lin.dtype, rmax, 1.0)
     mt = m.transpose(1, 2).contiguous().numpy()
     mat = feat.m.contiguous().numpy()
@@ -69,5 +74,5 @@ def plans_cpu(
     for i in range(b):  # a few images; each loop is compiled
         _plans(lin[i].contiguous().numpy(), mt[i], q[i].contiguous().numpy(), mat, cst[i],
                SPACE_CODE[feat.space], cst.dtype.type(scale), rmax_t[i],
-               rank_of[i].contiguous().numpy(), out[i].numpy())
-    return out
+               rank_of[i].contiguous().numpy(), out[i].numpy(), first[i].numpy())
+    return out, first

@@ -1,0 +1,65 @@
+"""Where the dithers mix colours: a strength per pixel, full in smooth areas, low on edges.
+
+Dithering pays off where the image is smooth: a gradient between two palette colours is
+rebuilt from a mix of both. On an edge or in texture the image itself masks the palette's
+steps, and an error carried across an edge lands on pixels of another colour, where it picks
+far-off colours (a saturated pixel next to a dark one). So, as libimagequant does, each pixel
+dithers at ``dither_strength`` times an *edge factor*: 1 where the range of luma over its 3x3
+neighbourhood is at most :data:`EDGE_LOW`, falling linearly to :data:`EDGE_FLOOR` at
+:data:`EDGE_HIGH` and beyond (luma ``Y' = 0.2126 R' + 0.7152 G' + 0.0722 B'`` of the sRGB
+values, on a 0..100 scale). Floyd–Steinberg scales each pixel's error by it; the ordered
+dither gives pixels whose factor is below :data:`EDGE_CUT` their nearest colour. Pixels of
+alpha 0 count neither as a neighbour nor as a source of error, so what hides under them never
+changes a visible pixel.
+
+The thresholds were chosen on ``benchmarks/bench_dither.py``: on photos at k = 4 the share of
+pixels more than 20 CIEDE2000 from their source fell from 3.3 % to 2.3 % (pngquant 2.5 %) for
++0.15 on the blur metric; smooth gradients do not change.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EDGE_LOW = 4.0  # 3x3 luma range (0..100) up to which a pixel dithers at full strength
+EDGE_HIGH = 16.0  # ... and from which at EDGE_FLOOR
+EDGE_FLOOR = 0.2
+EDGE_CUT = 0.5  # the ordered dither: a pixel below this factor takes its nearest colour
+_LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 weights, applied to the sRGB values
+
+
+def edge_factor(
+    rgb: Tensor, y0: int, y1: int, dtype: torch.dtype, visible: Tensor | None = None
+) -> Tensor:
+    """The edge factor of rows ``y0:y1`` of ``rgb [B, 3, H, W]`` (uint8 or float sRGB) ->
+    ``[B, y1 - y0, W]`` of ``dtype`` in [:data:`EDGE_FLOOR`, 1]; ``visible [B, H, W]`` bool or
+    None (invisible pixels are no one's neighbours). Reads one row above and below the band."""
+    h = rgb.shape[2]
+    a, z = max(0, y0 - 1), min(h, y1 + 1)
+    x = rgb[:, :, a:z].to(dtype)
+    lum = (x[:, 0] * _LUMA[0] + x[:, 1] * _LUMA[1] + x[:, 2] * _LUMA[2]) * (
+        100.0 / 255.0 if rgb.dtype == torch.uint8 else 100.0)
+    hi, lo = lum, -lum
+    if visible is not None:
+        hidden = ~visible[:, a:z]
+        hi, lo = hi.masked_fill(hidden, float("-inf")), lo.masked_fill(hidden, float("-inf"))
+    # max - min over 3x3 (max_pool pads with -inf: outside pixels are ignored)
+    rng = (F.max_pool2d(hi.unsqueeze(1), 3, 1, 1) + F.max_pool2d(lo.unsqueeze(1), 3, 1, 1))
+    rng = rng[:, 0, y0 - a : y1 - a]
+    f = 1.0 - (rng - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)
+    return f.clamp_(EDGE_FLOOR, 1.0)  # no visible pixel around: -inf range, factor 1
+
+
+def pixel_strength(
+    rgb: Tensor, y0: int, y1: int, dtype: torch.dtype, strength: float,
+    visible: Tensor | None = None,
+) -> Tensor:
+    """How much of its error each pixel of rows ``y0:y1`` passes on in Floyd–Steinberg:
+    ``strength`` times :func:`edge_factor`, 0 for invisible pixels -> ``[B, y1 - y0, W]`` of
+    ``dtype`` (both Floyd–Steinberg paths multiply the error by it, so they agree)."""
+    st = edge_factor(rgb, y0, y1, dtype, visible).mul_(strength)
+    if visible is not None:
+        st.masked_fill_(~visible[:, y0:y1], 0.0)
+    return st
