@@ -46,7 +46,8 @@ def check_format_options(args) -> None:
         if source_kind(args.src) not in ("parquet", "arrow"):
             raise UsageError(f"--image-column: expected a Parquet or saved Hugging Face "
                              f"dataset SRC, got {args.src!r}")
-    args.shard_size = args.shard_size or SHARD_SIZE
+    # npy: ranks take units of --batch-size samples in turn (one array, no shards)
+    args.shard_size = args.batch_size if args.format == "npy" else args.shard_size or SHARD_SIZE
     args.image_column = args.image_column or "image"
 
 

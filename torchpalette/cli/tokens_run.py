@@ -74,7 +74,8 @@ def options_digest(args: Any, palette: torch.Tensor | None) -> str:
     opts = {"format": args.format, "colors": args.colors, "space": args.space,
             "dither": args.dither, "seed": args.seed, "fit": bool(args.fit_palette),
             "dither_strength": args.dither_strength if args.dither != "none" else None,
-            "shard_size": args.shard_size, "shard_bytes": args.shard_bytes,
+            "shard_size": args.shard_size if args.format == "tokens" else None,
+            "shard_bytes": args.shard_bytes,
             "version": tp.__version__}
     h = hashlib.sha256(json.dumps(opts, sort_keys=True).encode())
     if palette is not None:
