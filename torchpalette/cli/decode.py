@@ -9,6 +9,9 @@ waiting for the quantizer never hold more than ``budget`` bytes, whatever ``--wo
 quarter of the budget (so the quantizer's own scratch stays proportionate); batches are decided
 by the files and the options only, never by timing.
 
+A source is a file path or a :class:`Member` (an image held inside a container: a tar member,
+a table cell), whose bytes the worker reads itself.
+
 Each item is ``Decoded(i, kind, image, error, seconds, notes)``; a file that fails gives its
 reason in ``error`` (never an exception), and library warnings (first frame of an animation)
 come back as ``notes`` instead of raw warning lines.
@@ -23,7 +26,9 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -34,6 +39,23 @@ from torchpalette import io
 from .errors import one_line
 
 DEFAULT_QUEUE_MIB = 1024
+HEADER_BYTES = 1 << 18  # enough for an image header behind any EXIF block
+
+
+@runtime_checkable
+class Member(Protocol):
+    """An image inside a container: ``name`` (tells the decoder its format, names it in
+    messages), ``read()`` its bytes, ``head(n)`` its first ``n`` bytes (for the header)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read(self) -> bytes: ...
+
+    def head(self, n: int) -> bytes: ...
+
+
+Source = str | Member
 
 
 @dataclass
@@ -62,19 +84,21 @@ def classify(image: Tensor) -> tuple[str, Tensor]:
     return ("clear" if hi == 0 else "rgba"), image
 
 
-def decode_one(i: int, path: str, raw_jpeg: bool = False,
+def decode_one(i: int, source: Source, raw_jpeg: bool = False,
                max_pixels: int | None = io.MAX_PIXELS) -> Decoded:
-    """Decode one file (in a worker); any error becomes a reason string."""
+    """Decode one file or member (in a worker); any error becomes a reason string."""
     t0 = time.perf_counter()
     notes: list[str] = []
+    path = source if isinstance(source, str) else source.name
     try:
+        data = None if isinstance(source, str) else source.read()
         if raw_jpeg and path.lower().endswith((".jpg", ".jpeg")):
-            data = Path(path).read_bytes()  # decoded on the GPU, in batches
+            data = Path(path).read_bytes() if data is None else data  # decoded on the GPU
             return Decoded(i, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8), None,
                            time.perf_counter() - t0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            image = io.read_image(path, max_pixels=max_pixels)
+            image = io.read_image(path, max_pixels=max_pixels, data=data)
         notes = sorted({str(w.message).removeprefix(f"{path}: ") for w in caught})
         kind, image = classify(image)
         return Decoded(i, kind, image, None, time.perf_counter() - t0, notes)
@@ -82,13 +106,14 @@ def decode_one(i: int, path: str, raw_jpeg: bool = False,
         return Decoded(i, "", None, one_line(exc), time.perf_counter() - t0)
 
 
-def header_bytes(path: str | Path) -> int:
+def header_bytes(path: str | Path | Member) -> int:
     """Bytes to reserve for decoding ``path``: 4 per pixel of its header's size (0 when the
     header does not read: the decoder will say why)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a decompression-bomb size is judged by the decoder
-            with Image.open(path) as im:
+            f = path if isinstance(path, (str, Path)) else BytesIO(path.head(HEADER_BYTES))
+            with Image.open(f) as im:
                 w, h = im.size
     except Exception:
         return 0
@@ -111,13 +136,14 @@ def _worker_init() -> None:
 
 
 class Decoder:
-    """Decoded batches of ``paths`` (see the module docstring); iterate once, and call
-    :meth:`release` with each batch when done with its images."""
+    """Decoded batches of ``paths`` (files or :class:`Member` sources, see the module
+    docstring); iterate once, and call :meth:`release` with each batch when done with its
+    images."""
 
-    def __init__(self, paths: Sequence[Path], *, workers: int, batch_size: int,
+    def __init__(self, paths: Sequence[Path | str | Member], *, workers: int, batch_size: int,
                  budget: int = DEFAULT_QUEUE_MIB << 20, raw_jpeg: bool = False,
                  max_pixels: int | None = io.MAX_PIXELS):
-        self.paths = [str(p) for p in paths]
+        self.paths: list[Source] = [str(p) if isinstance(p, (str, Path)) else p for p in paths]
         self.workers, self.batch_size, self.budget = workers, batch_size, budget
         self.raw_jpeg, self.max_pixels = raw_jpeg, max_pixels
         self.held = 0  # reserved bytes: in workers, waiting, or in the batch being quantized
@@ -173,7 +199,7 @@ class Decoder:
                 self.pool = None
 
 
-def gpu_decode_jpegs(items: list[Decoded], paths: Sequence[Path],
+def gpu_decode_jpegs(items: list[Decoded], paths: Sequence[Path | str | Member],
                      device: torch.device) -> list[Decoded]:
     """Decode the raw JPEG items (kind ``jpeg``) on ``device`` in one batched
     ``io.decode_jpegs`` call (EXIF orientation applied, as ``read_image`` does); if it fails,
@@ -188,7 +214,8 @@ def gpu_decode_jpegs(items: list[Decoded], paths: Sequence[Path],
     except Exception:
         out = []
         for d in items:
-            one = decode_one(d.i, str(paths[d.i]))
+            p = paths[d.i]
+            one = decode_one(d.i, str(p) if isinstance(p, (str, Path)) else p)
             one.seconds += d.seconds
             one.reserved = d.reserved
             out.append(one)

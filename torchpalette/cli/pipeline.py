@@ -27,6 +27,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from torchpalette import io
 
-from .decode import DEFAULT_QUEUE_MIB, Decoded, Decoder, gpu_decode_jpegs
+from .decode import DEFAULT_QUEUE_MIB, Decoded, Decoder, Member, gpu_decode_jpegs
 from .errors import one_line
 from .plan import Job
 from .quantizers import Quantizer, transparent
@@ -92,12 +93,20 @@ class Progress:
         self.bar.close()
 
 
+def _narrow(indices: Tensor, palette: Tensor) -> Tensor:
+    """Indices as uint8 for palettes of at most 256 entries, else int32 (tokens take up to
+    65,536 colours)."""
+    return indices.to(torch.uint8 if palette.shape[-2] <= 256 else torch.int32)
+
+
 class _Runner:
     """The quantize thread's state: stats, the progress bar and the writes in flight."""
 
     def __init__(self, jobs: Sequence[Job], quantizer: Quantizer, device, bar, sink: Sink,
-                 on_written: Callable[[Job, Written], None] | None, threads: int):
+                 on_written: Callable[[Job, Written], None] | None, threads: int,
+                 sources: Sequence[Path | str | Member]):
         self.jobs, self.q, self.device, self.bar, self.sink = jobs, quantizer, device, bar, sink
+        self.sources = sources
         self.on_written = on_written
         self.by_key = {j.key: j for j in jobs}
         self.stats = QuantizeStats(total=len(jobs))
@@ -109,6 +118,7 @@ class _Runner:
         with self.lock:
             self.stats.failures.append((self.jobs[i].rel, reason))
             self.bar.add(1)
+            self._written(self.sink.failed(self.jobs[i].key))  # may complete a shard
 
     def submit(self, i: int, indices: Tensor, palette: Tensor) -> None:
         out = Output(self.jobs[i].key, indices, palette)
@@ -160,7 +170,7 @@ class _Runner:
         for j, (i, _) in enumerate(members):
             try:
                 idx, pal = self.q.rgb_batch(x[j:j + 1].clone())  # aligned like a lone image
-                idx, pal = idx[0].to(torch.uint8).cpu(), pal[0].float().cpu()
+                idx, pal = _narrow(idx[0], pal[0]).cpu(), pal[0].float().cpu()
             except Exception as exc:
                 self.fail(i, one_line(exc))
                 continue
@@ -172,14 +182,14 @@ class _Runner:
         except Exception as exc:
             self.fail(i, one_line(exc))
             return
-        self.submit(i, idx.to(torch.uint8).cpu(), pal.float().cpu())
+        self.submit(i, _narrow(idx, pal).cpu(), pal.float().cpu())
 
     def batch(self, items: list[Decoded]) -> None:
         groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
         jpegs = [d for d in items if d.kind == "jpeg"]
         if jpegs:
             items = [d for d in items if d.kind != "jpeg"]
-            items += gpu_decode_jpegs(jpegs, [j.src for j in self.jobs], self.device)
+            items += gpu_decode_jpegs(jpegs, self.sources, self.device)
         t0 = time.perf_counter()
         for d in items:
             self.stats.decode_s += d.seconds
@@ -201,7 +211,8 @@ def run_jobs(jobs: Sequence[Job], quantizer: Quantizer, *, device: torch.device,
              batch_size: int = 32, workers: int = 0, queue_bytes: int = DEFAULT_QUEUE_MIB << 20,
              progress: bool = True, ranks: Any = None, threads: int | None = None,
              gpu_jpeg: bool = True, max_pixels: int | None = io.MAX_PIXELS,
-             on_written: Callable[[Job, Written], None] | None = None) -> QuantizeStats:
+             on_written: Callable[[Job, Written], None] | None = None,
+             sources: Sequence[Path | str | Member] | None = None) -> QuantizeStats:
     """Decode, quantize and write ``jobs``; each file that fails is listed with its reason in
     the returned stats and every other file is written.
 
@@ -209,16 +220,20 @@ def run_jobs(jobs: Sequence[Job], quantizer: Quantizer, *, device: torch.device,
     bar show the images of all ranks; every rank must then call this, whatever its number of
     jobs. ``queue_bytes``: decoded images waiting, at most (see
     :mod:`~torchpalette.cli.decode`). ``threads``: writer threads (default: all cores).
+    ``sources``: what to decode for each job (default: each job's ``src`` file; a
+    :class:`~torchpalette.cli.decode.Member` for an image inside a tar or a table).
     ``gpu_jpeg``: on a CUDA device, decode JPEGs there (batched) instead of in the workers.
     """
     start = time.perf_counter()
-    decoder = Decoder([j.src for j in jobs], workers=workers, batch_size=batch_size,
+    sources = [j.src for j in jobs] if sources is None else sources
+    decoder = Decoder(sources, workers=workers, batch_size=batch_size,
                       budget=queue_bytes, raw_jpeg=gpu_jpeg and device.type == "cuda",
                       max_pixels=max_pixels)
     batches_hint = math.ceil(len(jobs) / batch_size)  # a bound for the ranks' progress syncs
     bar = (Progress(len(jobs), progress) if ranks is None
            else ranks.progress(len(jobs), batches_hint, progress))
-    run = _Runner(jobs, quantizer, device, bar, sink, on_written, threads or os.cpu_count() or 2)
+    run = _Runner(jobs, quantizer, device, bar, sink, on_written, threads or os.cpu_count() or 2,
+                  sources)
     try:
         batches = iter(decoder)
         while True:

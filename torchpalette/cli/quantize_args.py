@@ -30,8 +30,13 @@ a fixed palette keeps transparency (one entry reserved for it).
 --format tokens writes WebDataset shards (DST/shard-000000.tar...): per sample <key>.idx.npy
 (uint8 indices, uint16 past 256 colours), <key>.json and, without --palette/--fit-palette,
 <key>.palette.npy; else one DST/palette.npy + palette.json. A WebDataset sample's other
-members pass through. Shards appear only when complete; a re-run redoes only unfinished ones.
---format npy writes indices.npy [N, H, W] (same-size images), keys.json and the palette(s).
+members pass through. Shards appear only when complete; a re-run redoes only the shards not
+finished, or whose sources or options changed (a redone shard replaces the old by rename).
+Samples whose source is gone: a shard of only those is kept unless --delete-orphans; one in a
+shard to rewrite stops the run (exit 2) unless --delete-orphans.
+--format npy writes indices.npy [N, H, W] (same-size images), keys.json and the palette(s);
+under torchrun rank 0 joins the ranks' rows. SRC may be a folder, .tar shards, .parquet
+files or a datasets.Dataset.save_to_disk folder. Options a format does not use exit 2.
 """
 
 
@@ -39,7 +44,7 @@ def add_quantize_arguments(s: argparse.ArgumentParser) -> None:
     """The options of ``quantize``."""
     s.add_argument("src", metavar="SRC", help="folder of images (read only); with --format "
                    "tokens|npy also WebDataset .tar shards (a glob, a::b or "
-                   "shard-{000..127}.tar) or .parquet files")
+                   "shard-{000..127}.tar), .parquet files or a saved Hugging Face dataset")
     s.add_argument("dst", metavar="DST", help="output folder (mirrors SRC; outside SRC)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--palette", metavar="FILE",
@@ -73,7 +78,7 @@ def add_quantize_arguments(s: argparse.ArgumentParser) -> None:
                    help="delete outputs whose source is gone (default: list and keep them)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--optimize", action="store_true",
-                   help="smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
+                   help="png: smallest PNGs (zlib level 9 and a search: ~20x slower encoding)")
     add_token_arguments(s, int_in)
     s.add_argument("--timings", action="store_true", help=argparse.SUPPRESS)  # always printed
     add_device(s)

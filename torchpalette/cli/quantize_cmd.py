@@ -140,14 +140,18 @@ def run_quantize(args) -> int:
     from .plan import plan_jobs, resume, shard
     from .record import Record, Row, options_digest
     from .sink import PngSink
+    from .tokens_cmd import check_format_options
 
     if args.format != "png":
+        from .plan import Resume
         from .tokens_cmd import run_token_format
 
-        stats, rank, world = run_token_format(args)
+        stats, rank, world, orphans = run_token_format(args)
         if rank == 0:
-            return print_summary(stats, None, world_size=world)
+            return print_summary(stats, None, Resume(todo=[], orphans=orphans), world_size=world,
+                                 orphans_deleted=args.delete_orphans)
         return 1 if stats.failures else 0
+    check_format_options(args)
     if args.colors > 256:
         raise UsageError(f"--colors: expected at most 256 for --format png (one byte per "
                          f"index), got {args.colors}; --format tokens or npy take more")

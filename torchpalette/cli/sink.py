@@ -7,8 +7,10 @@ with the sink's ``suffix``), ``indices [H, W]`` and ``palette [K, 3|4]`` (4 colu
 quantized with the colour; a transparent pixel's entry has alpha 0). A sink answers with the
 outputs that are now durable on disk (:class:`Written`: key, size, mtime), at once from
 :meth:`Sink.write` (one file per image) or later from :meth:`Sink.flush`/:meth:`Sink.close`
-(a shard holding many images). The pipeline records provenance for exactly those keys, after
-the sink said they are durable, so a crash never records an output that is not there.
+(a shard holding many images); :meth:`Sink.failed` tells it an image will never come (it
+failed before or in ``write``), so a shard waiting for it can complete. The pipeline records
+provenance for exactly those keys, after the sink said they are durable, so a crash never
+records an output that is not there.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Sink(Protocol):
 
     def write(self, out: Output) -> list[Written]: ...
 
+    def failed(self, key: str) -> list[Written]: ...
+
     def flush(self) -> list[Written]: ...
 
     def close(self) -> list[Written]: ...
@@ -84,6 +88,9 @@ class PngSink:
         data = io.encode_indexed_png(*compact(out.indices, out.palette), optimize=self.optimize)
         st = write_atomic(data, self.dst / out.key, self.tmp_dir)
         return [Written(out.key, st.st_size, st.st_mtime_ns, time.perf_counter() - t0)]
+
+    def failed(self, key: str) -> list[Written]:
+        return []
 
     def flush(self) -> list[Written]:
         return []

@@ -1,5 +1,6 @@
 """Where ``torchpalette quantize --format tokens|npy`` reads samples: a folder, local WebDataset
-tar shards, or a Parquet image column; cut into *units*, each written as one output shard.
+tar shards, a Parquet image column or a Hugging Face dataset saved to disk; cut into *units*,
+each written as one output shard.
 
 * a folder: its images in sorted order (the PNG mirror's walk), ``shard_size`` per unit;
 * tar shards: ``data/shard-{000000..000127}.tar`` (brace ranges keep their zero padding), a
@@ -9,7 +10,13 @@ tar shards, or a Parquet image column; cut into *units*, each written as one out
   through byte for byte (labels, captions);
 * ``.parquet`` files (a Hugging Face dataset's export): the image column holds encoded bytes
   or Hugging Face's ``{"bytes", "path"}`` struct; ``shard_size`` rows per unit; the other
-  scalar columns go into the sample's JSON record.
+  scalar columns go into the sample's JSON record;
+* a folder written by ``datasets.Dataset.save_to_disk`` (``dataset_info.json``, ``state.json``,
+  ``data-*.arrow`` in Arrow's stream format): its Arrow files in ``state.json``'s order, read
+  as the Parquet files are (memory-mapped). A ``DatasetDict`` folder is refused: name a split.
+
+A sample's *file* (for provenance and orphans) is its image file in a folder SRC, else the
+tar, Parquet or Arrow file holding it.
 
 Units are planned from names and headers only; image bytes are read where they are decoded (a
 DataLoader worker seeks into the tar), so memory holds one batch of images, not a shard. Keys
@@ -31,7 +38,7 @@ from typing import Any
 
 from torchpalette import io
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .walk import walk_src
 
 TAR_SUFFIXES = (".tar",)
@@ -49,11 +56,46 @@ class Ref:
     data: bytes | None = None
 
     def read(self) -> bytes:
+        return self.head(-1)
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (``n < 0``: all of them)."""
         if self.data is not None:
-            return self.data
+            return self.data if n < 0 else self.data[:n]
+        size = self.size if n < 0 else n if self.size < 0 else min(n, self.size)
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            return f.read() if self.size < 0 else f.read(self.size)
+            return f.read() if size < 0 else f.read(size)
+
+
+@dataclass(frozen=True)
+class ImageMember:
+    """A sample's image as a :class:`~torchpalette.cli.decode.Member`: decoded in a worker
+    from ``ref``'s bytes, its format told by ``name``."""
+
+    name: str
+    ref: Ref
+
+    def read(self) -> bytes:
+        return self.ref.read()
+
+    def head(self, n: int) -> bytes:
+        return self.ref.head(n)
+
+
+@dataclass(frozen=True)
+class NoImage:
+    """A sample without an image member, as a member whose reading fails with ``reason`` (so
+    the sample fails alone, listed)."""
+
+    name: str
+    reason: str
+
+    def read(self) -> bytes:
+        raise ValueError(self.reason)
+
+    def head(self, n: int) -> bytes:
+        raise ValueError(self.reason)
 
 
 @dataclass
@@ -77,6 +119,10 @@ class Unit:
     name: str
     samples: list[Sample]
     inputs: list[str] = field(default_factory=list)
+
+    def files(self, kind: str) -> list[str]:
+        """The source files this unit covers (see the module docstring)."""
+        return [s.rel for s in self.samples] if kind == "folder" else self.inputs[:1]
 
 
 def expand_pattern(pattern: str) -> list[str]:
@@ -110,16 +156,35 @@ def _braces(text: str) -> list[str]:
 
 
 def source_kind(src: str) -> str:
-    """``"folder"``, ``"tar"`` or ``"parquet"``, from SRC's form (exit 2 when it is none)."""
+    """``"folder"``, ``"arrow"`` (a saved Hugging Face dataset), ``"tar"`` or ``"parquet"``,
+    from SRC's form (exit 2 when it is none)."""
     if Path(src).is_dir():
-        return "folder"
+        if (Path(src) / "dataset_dict.json").is_file():
+            raise UsageError(f"SRC: expected one split of a saved Hugging Face dataset (a "
+                             f"folder with state.json), got the DatasetDict {src!r}: name a "
+                             f"split folder in it")
+        return "arrow" if (Path(src) / "state.json").is_file() else "folder"
     paths = expand_pattern(src)
     if paths and all(p.lower().endswith(TAR_SUFFIXES) for p in paths):
         return "tar"
     if paths and all(p.lower().endswith(PARQUET_SUFFIXES) for p in paths):
         return "parquet"
-    raise UsageError(f"SRC: expected a folder, .tar shards (a list, glob or brace pattern) or "
-                     f".parquet files, got {src!r}")
+    raise UsageError(f"SRC: expected a folder, .tar shards (a list, glob or brace pattern), "
+                     f".parquet files or a saved Hugging Face dataset, got {src!r}")
+
+
+def source_files(src: str, kind: str) -> list[str]:
+    """The files SRC names (tar, Parquet or Arrow; a folder SRC's files come from its walk)."""
+    if kind != "arrow":
+        return expand_pattern(src)
+    import json
+
+    try:
+        state = json.loads((Path(src) / "state.json").read_text())
+        return [str(Path(src) / f["filename"]) for f in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"SRC: expected a readable state.json (datasets.Dataset.save_to_disk) "
+                         f"in {src!r}, got {one_line(exc)}") from None
 
 
 def plan_units(src: str, kind: str, *, shard_size: int, image_column: str = "image",
@@ -139,7 +204,7 @@ def plan_units(src: str, kind: str, *, shard_size: int, image_column: str = "ima
         return [Unit(f"shard-{i // shard_size:06d}", samples[i : i + shard_size],
                      [s.rel for s in samples[i : i + shard_size]])
                 for i in range(0, len(samples), shard_size)]
-    paths = expand_pattern(src)
+    paths = source_files(src, kind)
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise UsageError(f"SRC: expected existing files, got {len(missing)} missing "
@@ -153,29 +218,34 @@ def plan_units(src: str, kind: str, *, shard_size: int, image_column: str = "ima
     return [Unit(f"{n}-{start // shard_size:06d}", [], [p, image_column, str(start),
                                                          str(min(start + shard_size, rows))])
             for n, p in zip(names, paths, strict=True)
-            for rows in [_parquet_rows(p)] for start in range(0, rows, shard_size)]
+            for rows in [_table_rows(p, kind)] for start in range(0, rows, shard_size)]
 
 
 def load_unit(unit: Unit, kind: str) -> Unit:
-    """``unit`` with its samples read from the tar headers or Parquet rows (a no-op for
+    """``unit`` with its samples read from the tar headers or table rows (a no-op for
     folders). An unreadable shard raises ``ValueError`` naming it: the caller fails it whole."""
     if kind == "tar":
         unit.samples = tar_samples(unit.inputs[0])
-    elif kind == "parquet":
+    elif kind in ("parquet", "arrow"):
         path, column, start, stop = unit.inputs
-        unit.samples = parquet_samples(path, column, int(start), int(stop))
+        unit.samples = table_samples(path, column, int(start), int(stop), kind)
     return unit
 
 
-def inputs_digest(unit: Unit, kind: str) -> str:
-    """A digest of the unit's sources as they are now (path, size, mtime; a Parquet unit's row
-    range too): a changed, added or removed source makes its unit's shards stale."""
+def inputs_digest(unit: Unit, kind: str, content_hash: bool = False) -> str:
+    """A digest of the unit's sources as they are now (path, size, mtime, content too with
+    ``content_hash``; a table unit's row range too): a changed, added or removed source makes
+    its unit's shards stale."""
+    from .record import file_hash
+
     paths = [s.image.path for s in unit.samples if s.image] if kind == "folder" else unit.inputs[:1]
-    parts = [*unit.inputs[1:]] if kind == "parquet" else []
+    parts = [*unit.inputs[1:]] if kind in ("parquet", "arrow") else []
     for path in paths:
         try:
             st = os.stat(path)
             parts.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}")
+            if content_hash:
+                parts.append(file_hash(Path(path)))
         except OSError:
             parts.append(f"{path}\tmissing")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -240,17 +310,33 @@ def _parquet(path: str):
         raise UsageError(f"SRC: expected a readable Parquet file, got {path!r} ({exc})") from None
 
 
-def _parquet_rows(path: str) -> int:
-    return _parquet(path).metadata.num_rows
+def _arrow(path: str):
+    """A saved dataset's Arrow file (stream format), memory-mapped: ``ValueError`` naming it
+    when it does not read (the caller fails its unit alone)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(path) as source:
+            return pa.ipc.open_stream(source).read_all()
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Arrow stream ({one_line(exc)})") from None
 
 
-def parquet_samples(path: str, column: str, start: int, stop: int) -> list[Sample]:
-    """Rows ``start:stop`` of ``column`` (encoded bytes, or ``{"bytes", "path"}`` structs as
-    Hugging Face ``datasets`` stores images); other scalar columns become JSON fields."""
+def _table_rows(path: str, kind: str) -> int:
+    if kind == "parquet":
+        return _parquet(path).metadata.num_rows
+    try:
+        return _arrow(path).num_rows
+    except ValueError as exc:
+        raise UsageError(f"SRC: {exc}") from None
+
+
+def _read_rows(path: str, start: int, stop: int, kind: str) -> tuple[list[str], list[dict]]:
+    """``(column names, rows start:stop as dicts)`` of a Parquet or Arrow file."""
+    if kind == "arrow":
+        table = _arrow(path)
+        return table.column_names, table.slice(start, stop - start).to_pylist()
     pf = _parquet(path)
-    if column not in pf.schema_arrow.names:
-        raise UsageError(f"--image-column: expected one of {pf.schema_arrow.names} in "
-                         f"{path!r}, got {column!r}")
     rows: list[dict[str, Any]] = []
     seen = 0
     for g in range(pf.num_row_groups):  # only the row groups that hold rows start:stop
@@ -261,14 +347,25 @@ def parquet_samples(path: str, column: str, start: int, stop: int) -> list[Sampl
         seen += n
         if seen >= stop:
             break
+    return pf.schema_arrow.names, rows
+
+
+def table_samples(path: str, column: str, start: int, stop: int,
+                  kind: str = "parquet") -> list[Sample]:
+    """Rows ``start:stop`` of ``column`` (encoded bytes, or ``{"bytes", "path"}`` structs as
+    Hugging Face ``datasets`` stores images: bytes, else the file at ``path``); other scalar
+    columns become JSON fields. A cell with no image fails its sample alone."""
+    names, rows = _read_rows(path, start, stop, kind)
+    if column not in names:
+        raise UsageError(f"--image-column: expected one of {names} in {path!r}, got {column!r}")
     stem = Path(path).name.split(".")[0]
     samples = []
     for i, row in enumerate(rows, start):
         cell = row.pop(column)
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         name = (cell.get("path") if isinstance(cell, dict) else None) or f"row{i}"
+        ref = (Ref(path, data=bytes(data)) if data
+               else Ref(name) if isinstance(cell, dict) and cell.get("path") else None)
         fields = {k: x for k, x in row.items() if isinstance(x, (str, int, float, bool))}
-        samples.append(Sample(f"{stem}/{i:09d}", f"{path}:{i}",
-                              Ref(path, data=bytes(data)) if data else None, str(name),
-                              fields=fields))
+        samples.append(Sample(f"{stem}/{i:09d}", f"{path}:{i}", ref, str(name), fields=fields))
     return samples

@@ -17,7 +17,8 @@ owner, so the same samples give the same bytes on any run, rank count or machine
 
 ``npy``: ImageGPT's layout for same-size images: ``indices.npy`` ``[N, H, W]`` (memory-mappable
 with ``np.load(mmap_mode="r")``), ``keys.json`` (key and source of each row) and ``palette.npy``
-``[K, 3]`` or per image ``palettes.npy`` ``[N, K, 3]`` (uint8).
+``[K, 3]`` or per image ``palettes.npy`` ``[N, K, 3]`` (uint8); written by
+:class:`~torchpalette.cli.tokens_sink.NpySink` (a part per rank) and joined in sample order.
 """
 
 from __future__ import annotations
@@ -160,70 +161,3 @@ class ShardWriter:
             self.tar = None
         for tmp, _ in self.parts:
             tmp.unlink(missing_ok=True)
-
-
-class NpyWriter:
-    """Rows ``[H, W]`` of one size into ``indices.npy`` ``[N, H, W]`` (a memory-map, filled in
-    order; failed samples leave no row), then keys and palette(s); atomic by rename."""
-
-    def __init__(self, dst: Path, capacity: int, k: int, dataset_palette: bool):
-        self.dst, self.capacity, self.k = dst, capacity, k
-        self.dataset_palette = dataset_palette
-        self.tmp_dir = dst / HIDDEN / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.rows: Any = None
-        self.palettes: list[np.ndarray] = []
-        self.keys: list[dict[str, str]] = []
-        self.size: tuple[int, int] | None = None
-        self.tmp = Path()
-
-    def check(self, indices: Tensor, palette: Tensor) -> None:
-        """Raise ``ValueError`` (the sample fails alone) for a size or alpha npy cannot hold."""
-        h, w = indices.shape
-        if self.size is not None and (h, w) != self.size:
-            raise ValueError(f"--format npy: expected every image {self.size[0]}x{self.size[1]} "
-                             f"(the first one's size), got {h}x{w}")
-        if palette.shape[-1] == 4:
-            raise ValueError("--format npy: expected an opaque image, got transparency (RGBA "
-                             "palettes need --format tokens)")
-
-    def add(self, key: str, rel: str, indices: Tensor, palette: Tensor) -> None:
-        self.check(indices, palette)
-        if self.rows is None:
-            self.size = (int(indices.shape[0]), int(indices.shape[1]))
-            self.tmp = temp_path(self.tmp_dir)
-            self.rows = np.lib.format.open_memmap(
-                self.tmp, mode="w+",
-                dtype=index_dtype(self.k), shape=(self.capacity, *self.size))
-        self.rows[len(self.keys)] = indices.cpu().numpy()
-        if not self.dataset_palette:
-            pal8 = palette_u8(palette)
-            self.palettes.append(np.pad(pal8, ((0, self.k - len(pal8)), (0, 0))))
-        self.keys.append({"key": key, "source": rel})
-
-    def commit(self) -> list[str]:
-        """Write keys, palettes and ``indices.npy`` (trimmed to the rows written)."""
-        n = len(self.keys)
-        tmp = self.tmp
-        if self.rows is None or self.size is None:
-            return []
-        if n < self.capacity:  # some samples failed: copy the rows written into an exact array
-            trimmed = temp_path(self.tmp_dir)
-            out = np.lib.format.open_memmap(trimmed, mode="w+", dtype=self.rows.dtype,
-                                            shape=(n, *self.size))
-            out[:] = self.rows[:n]
-            out.flush()
-            del out
-            tmp.unlink()
-            tmp = trimmed
-        else:
-            self.rows.flush()
-        self.rows = None
-        files = ["indices.npy", "keys.json"]
-        write_atomic(json.dumps(self.keys).encode(), self.dst / "keys.json", self.tmp_dir)
-        if not self.dataset_palette:
-            write_atomic(npy_bytes(np.stack(self.palettes)), self.dst / "palettes.npy",
-                         self.tmp_dir)
-            files.append("palettes.npy")
-        os.replace(tmp, self.dst / "indices.npy")
-        return files

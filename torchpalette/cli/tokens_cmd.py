@@ -18,16 +18,50 @@ if TYPE_CHECKING:
     from .pipeline import QuantizeStats
 
 
-def run_token_format(args) -> tuple[QuantizeStats, int, int]:
+SHARD_SIZE = 1000
+
+
+def check_format_options(args) -> None:
+    """Exit 2 (``UsageError`` naming the option) for an option the chosen ``--format`` or SRC
+    does not use, rather than ignoring it; fills in the token defaults."""
+    png_only = {"--optimize": args.optimize}
+    token_only = {"--shard-size": args.shard_size is not None,
+                  "--shard-bytes": args.shard_bytes is not None,
+                  "--image-column": args.image_column is not None}
+    if args.format == "png":
+        bad = [o for o, given in token_only.items() if given]
+        want = "--format tokens (--image-column: also npy)"
+    else:
+        bad = [o for o, given in png_only.items() if given]
+        if args.format == "npy":
+            bad += [o for o in ("--shard-size", "--shard-bytes") if token_only[o]]
+        want = "--format png" if bad and bad[0] == "--optimize" else "--format tokens"
+    if bad:
+        raise UsageError(f"{bad[0]}: expected with {want}, got --format {args.format}")
+    if args.format == "png":
+        return
+    if args.image_column is not None:
+        from .sources import source_kind
+
+        if source_kind(args.src) not in ("parquet", "arrow"):
+            raise UsageError(f"--image-column: expected a Parquet or saved Hugging Face "
+                             f"dataset SRC, got {args.src!r}")
+    # npy: ranks take units of --batch-size samples in turn (one array, no shards)
+    args.shard_size = args.batch_size if args.format == "npy" else args.shard_size or SHARD_SIZE
+    args.image_column = args.image_column or "image"
+
+
+def run_token_format(args) -> tuple[QuantizeStats, int, int, list[str]]:
     """``--format tokens|npy`` (:mod:`torchpalette.cli.tokens_run`): SRC a folder, tar
-    shards or Parquet; ranks take disjoint units. Returns ``(stats of all ranks, rank,
-    world size)`` for the caller's summary."""
+    shards, Parquet or a saved Hugging Face dataset; ranks take disjoint units. Returns
+    ``(stats of all ranks, rank, world size, orphans)`` for the caller's summary."""
     from . import torchrun
     from .dstdir import DstDir, say_waiting
     from .options import resolve_device
     from .quantizers import Quantizer
     from .tokens_run import run_tokens
 
+    check_format_options(args)
     dst = Path(args.dst)
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"DST: expected a folder, got the file {str(dst)!r}")
@@ -43,10 +77,10 @@ def run_token_format(args) -> tuple[QuantizeStats, int, int]:
                 ranks.barrier()
             quantizer = Quantizer(args.colors, space=args.space, dither=args.dither,
                                   seed=args.seed, dither_strength=args.dither_strength)
-            stats = run_tokens(args, quantizer, device, ranks, fixed)
+            stats, orphans = run_tokens(args, quantizer, device, ranks, fixed)
             if ranks is not None:
                 stats = ranks.gather_stats(stats)
-        return stats, rank, world
+        return stats, rank, world, orphans
 
 
 def shard_bytes(text: str) -> int:
@@ -62,9 +96,10 @@ def add_token_arguments(s: argparse.ArgumentParser, int_in: Callable) -> None:
     s.add_argument("--format", choices=("png", "tokens", "npy"), default="png",
                    help="png: indexed PNG mirror (default); tokens: WebDataset shards of "
                         "palette indices; npy: one [N, H, W] array (same-size images)")
-    s.add_argument("--shard-size", type=int_in(1, 1 << 30), default=1000,
-                   help="tokens: samples per output shard (default: 1000)")
+    s.add_argument("--shard-size", type=int_in(1, 1 << 30), default=None,
+                   help=f"tokens: samples per output shard (default: {SHARD_SIZE})")
     s.add_argument("--shard-bytes", type=shard_bytes, default=None,
                    help="tokens: also start a new shard part past this size (e.g. 500M)")
-    s.add_argument("--image-column", default="image",
-                   help="Parquet SRC: the column of encoded images (default: image)")
+    s.add_argument("--image-column", default=None,
+                   help="tokens/npy from Parquet or a saved Hugging Face dataset: the column "
+                        "of encoded images (default: image)")

@@ -1,17 +1,34 @@
 """``torchpalette quantize SRC DST --format tokens|npy``: plan units, resume, quantize, write.
 
 Units (:mod:`~torchpalette.cli.sources`) are global and fixed by SRC, so under torchrun rank r
-takes units r, r + world, ... and writes the same shards, byte for byte, as one process. A
-batch never spans two units, so what a sample is batched with does not depend on the ranks.
-Quantization is the PNG mirror's (:class:`~torchpalette.cli.quantizers.Quantizer`), so the
-decoded tokens equal the PNG pixels.
+takes units r, r + world, ... and writes the same shards, byte for byte, as one process. The
+work goes through the PNG mirror's pipeline (:func:`~torchpalette.cli.pipeline.run_jobs`:
+``--workers``, ``--queue-mib``, ``--max-pixels``, each image quantized alone) into a
+:mod:`~torchpalette.cli.tokens_sink` sink, so the decoded tokens equal the PNG pixels.
 
-Resume: the record ``DST/.torchpalette/tokens.<rank>.jsonl`` gets one line per finished unit
-(inputs, output shards, samples, failures, options digest) after its shards are renamed into
-DST. A re-run skips units whose line matches the options and whose shards all exist; units
-with failures are retried (as the PNG mirror retries failed files); a change of options
-redoes every unit. The dataset palette is stored once and reused by a resumed run, so a
-fitted palette is not refitted and every shard indexes the same colours.
+Record: ``DST/.torchpalette/tokens.<rank>.jsonl`` (a log per rank, so ranks never write one
+file) gets one line per unit once its shards are renamed into DST: the source files it covers,
+its shards (name, size, mtime), samples, failures, the options digest and a digest of its
+sources (path, size, mtime; content with ``--hash``). The latest line of a unit, over every
+log, counts. ``--format npy`` keeps one such line for the whole array (unit ``indices.npy``).
+
+Resume, per unit (the shard is the smallest thing written atomically):
+
+* finished (recorded with these options and sources, no failures, its shards there as
+  written): skipped, so a re-run of a finished run does nothing;
+* anything else (killed before its shard was renamed, a failed sample, a source changed,
+  added or removed, other options, a shard changed since): redone, and its new shards replace
+  the old ones by rename (old parts past the new count removed after), so a stale sample is
+  never readable once the run finishes. Shards of units no longer planned (``--shard-size``
+  changed, or a folder whose sorted list shifted) are removed: their samples are redone in the
+  units that hold them now.
+
+Orphans (recorded samples whose source file is gone): a shard holding only orphans (a removed
+input tar or Parquet file) is listed and kept, like the PNG mirror's orphans, unless
+``--delete-orphans`` (then deleted). Where an orphan shares a shard that must be rewritten (a
+file gone from a folder SRC, any source of ``npy``), the rewrite would drop it: the run stops
+before any work (exit 2) unless ``--delete-orphans`` says so. The dataset palette is stored
+once and reused by a resumed run, so a fitted palette is not refitted.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,89 +47,26 @@ import torch
 import torchpalette as tp
 from torchpalette import io
 
-from .decode import classify
+from .decode import Decoder, Member
 from .errors import UsageError, one_line
-from .pipeline import Progress, QuantizeStats
-from .quantizers import Quantizer, transparent
-from .sources import Sample, Unit, inputs_digest, load_unit, plan_units, source_kind
-from .tokens import HIDDEN, NpyWriter, ShardWriter, sample_members, write_dataset_palette
+from .pipeline import QuantizeStats, run_jobs
+from .plan import Job
+from .quantizers import Quantizer
+from .sources import (
+    ImageMember,
+    NoImage,
+    Sample,
+    Unit,
+    inputs_digest,
+    load_unit,
+    plan_units,
+    source_files,
+    source_kind,
+)
+from .tokens import HIDDEN, write_dataset_palette
+from .tokens_sink import NpySink, TokenSink, merge_npy
 
-
-class _Decode(torch.utils.data.Dataset):
-    """Item ``i``: ``(i, kind, image, error, extras, seconds)`` with every error caught."""
-
-    def __init__(self, samples: list[Sample]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        s, t0 = self.samples[i], time.perf_counter()
-        try:
-            if s.image is None:
-                raise ValueError(f"{s.rel}: expected an image member, got "
-                                 f"{sorted(s.extras) or 'none'}")
-            kind, image = classify(io.read_image(s.name or s.rel, data=s.image.read()))
-            extras = {k: r.read() for k, r in s.extras.items()}
-            return i, kind, image, None, extras, time.perf_counter() - t0
-        except Exception as exc:  # a bad sample fails alone
-            return i, "", None, one_line(exc), {}, time.perf_counter() - t0
-
-
-def _batches(units: list[Unit], batch_size: int) -> list[list[int]]:
-    """Index lists of ``batch_size``, never spanning two units."""
-    out, start = [], 0
-    for u in units:
-        n = len(u.samples)
-        out += [list(range(start + i, start + min(i + batch_size, n)))
-                for i in range(0, n, batch_size)]
-        start += n
-    return out
-
-
-def loader(units: list[Unit], batch_size: int, workers: int):
-    samples = [s for u in units for s in u.samples]
-    if samples and workers:
-        # the decoder's lazy torchvision import costs seconds: pay it once here, before the
-        # DataLoader forks its workers, rather than once in every worker
-        import torchvision.io  # noqa: F401
-    return torch.utils.data.DataLoader(
-        _Decode(samples), batch_sampler=_batches(units, batch_size), num_workers=workers,
-        collate_fn=list, prefetch_factor=4 if workers else None), samples
-
-
-def quantize_items(items, q: Quantizer, device: torch.device):
-    """Decoded items -> ``{i: (indices [H, W], palette [K, 3|4]) or error str}``; equal-shaped
-    RGB images as one batch (each alone if the batch fails), RGBA one by one."""
-    out: dict[int, Any] = {}
-    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    for i, kind, image, error, *_ in items:
-        if error is not None:
-            out[i] = error
-        elif kind == "clear":
-            out[i] = transparent(*image.shape[-2:])
-        elif kind == "rgba":
-            try:
-                idx, pal = q.rgba_one(image.to(device))
-                out[i] = (idx.cpu(), pal.float().cpu())
-            except Exception as exc:
-                out[i] = one_line(exc)
-        else:
-            groups.setdefault(tuple(image.shape), []).append((i, image))
-    for members in groups.values():
-        for part in ([members] if len(members) > 1 else []) + [[m] for m in members]:
-            try:
-                idx, pals = q.rgb_batch(torch.stack([im for _, im in part]).to(device))
-            except Exception as exc:
-                if len(part) == 1:
-                    out[part[0][0]] = one_line(exc)
-                continue
-            for (i, _), a, p in zip(part, idx.cpu(), pals.float().cpu(), strict=True):
-                out[i] = (a, p)
-            if len(part) == len(members):
-                break
-    return out
+NPY = "indices.npy"  # the one unit of --format npy in the record
 
 
 def options_digest(args: Any, palette: torch.Tensor | None) -> str:
@@ -119,7 +74,8 @@ def options_digest(args: Any, palette: torch.Tensor | None) -> str:
     opts = {"format": args.format, "colors": args.colors, "space": args.space,
             "dither": args.dither, "seed": args.seed, "fit": bool(args.fit_palette),
             "dither_strength": args.dither_strength if args.dither != "none" else None,
-            "shard_size": args.shard_size, "shard_bytes": args.shard_bytes,
+            "shard_size": args.shard_size if args.format == "tokens" else None,
+            "shard_bytes": args.shard_bytes,
             "version": tp.__version__}
     h = hashlib.sha256(json.dumps(opts, sort_keys=True).encode())
     if palette is not None:
@@ -128,49 +84,95 @@ def options_digest(args: Any, palette: torch.Tensor | None) -> str:
 
 
 def read_records(dst: Path) -> dict[str, dict[str, Any]]:
-    """The last record of each unit, over every rank's log (a torn last line is ignored)."""
+    """The latest record of each unit, over every rank's log (a torn last line is ignored);
+    units whose latest record says ``deleted`` are left out."""
     out: dict[str, dict[str, Any]] = {}
     for log in sorted((dst / HIDDEN).glob("tokens.*.jsonl")):
         for line in log.read_text().splitlines():
             try:
                 rec = json.loads(line)
-                out[rec["unit"]] = rec
+                old = out.get(rec["unit"])
+                if old is None or rec.get("time_ns", 0) >= old.get("time_ns", 0):
+                    out[rec["unit"]] = rec
             except (ValueError, KeyError, TypeError):
                 continue
-    return out
-
-
-def finished(rec: dict[str, Any] | None, digest: str, sources: str, dst: Path) -> bool:
-    """A unit is finished when recorded with these options and sources, without failures,
-    and its shards are all there."""
-    return (rec is not None and rec.get("digest") == digest and rec.get("sources") == sources
-            and not rec.get("failed") and all((dst / f).is_file() for f in rec.get("outputs", [])))
-
-
-def drop_stale(dst: Path, records: dict[str, dict[str, Any]], digest: str,
-               names: set[str]) -> None:
-    """Delete the shards of units made with other options, or no longer in SRC (a changed
-    ``--shard-size`` renames every unit): stale samples must not sit beside the new ones."""
-    for name, rec in records.items():
-        if rec.get("digest") != digest or name not in names:
-            for f in rec.get("outputs", []):
-                (dst / f).unlink(missing_ok=True)
+    return {u: r for u, r in out.items() if not r.get("deleted")}
 
 
 def append_record(dst: Path, rank: int, rec: dict[str, Any]) -> None:
+    rec = {**rec, "time_ns": time.time_ns()}
     with open(dst / HIDDEN / f"tokens.{rank}.jsonl", "a") as f:
         f.write(json.dumps(rec, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
+def out_stats(dst: Path, names: list[str]) -> list[tuple[str, int, int]]:
+    return [(n, st.st_size, st.st_mtime_ns) for n in names for st in [os.stat(dst / n)]]
+
+
+def finished(rec: dict[str, Any] | None, digest: str, sources: str, dst: Path) -> bool:
+    """A unit is finished when recorded with these options and sources, without failures,
+    and its shards are all there as written (size, mtime)."""
+    if (rec is None or rec.get("digest") != digest or rec.get("sources") != sources
+            or rec.get("failed")):
+        return False
+    for name, size, mtime in rec.get("outputs", []):
+        try:
+            st = os.stat(dst / name)
+        except OSError:
+            return False
+        if (st.st_size, st.st_mtime_ns) != (size, mtime):
+            return False
+    return True
+
+
+def find_orphans(records: dict[str, dict[str, Any]], planned: set[str],
+                 names: set[str]) -> tuple[list[str], list[str]]:
+    """``(orphans, lone units)``: recorded source files not planned now, and the recorded
+    units holding only orphans under a name no longer planned (their shards are not
+    rewritten, so they can be kept)."""
+    orphans: set[str] = set()
+    lone = []
+    for name, rec in records.items():
+        gone = [f for f in rec.get("files", []) if f not in planned]
+        orphans.update(gone)
+        if gone and len(gone) == len(rec.get("files", [])) and name not in names:
+            lone.append(name)
+    return sorted(orphans), sorted(lone)
+
+
+def drop_stale(dst: Path, records: dict[str, dict[str, Any]], digest: str, names: set[str],
+               keep: set[str]) -> None:
+    """Delete the shards of units made with other options, or no longer in SRC (but the
+    orphan units in ``keep``): stale samples must not sit beside the new ones."""
+    for name, rec in records.items():
+        if name not in keep and (rec.get("digest") != digest or name not in names):
+            for f, *_ in rec.get("outputs", []):
+                (dst / f).unlink(missing_ok=True)
+
+
+def unit_sources(units: list[Unit], kind: str) -> list[Path | str | Member]:
+    """What the decoder reads for each sample of ``units``: a folder's files by path, else
+    the image member (or, without one, a member that fails with the reason)."""
+    out: list[Path | str | Member] = [s.image.path if kind == "folder" and s.image is not None
+            else ImageMember(s.name or s.rel, s.image) if s.image is not None
+            else NoImage(s.rel, f"{s.rel}: expected an image member, got "
+                                f"{sorted(s.extras) or 'none'}")
+            for u in units for s in u.samples]
+    return out
+
+
 def fit_units(units: list[Unit], args: Any, device: torch.device) -> torch.Tensor:
     """One palette over every sample of ``units`` (all-reduced across ranks by
     :func:`tp.fit_palette`); fewer colour bins than ``--colors`` fits that many."""
     def images():
-        dl, _ = loader(units, args.batch_size, args.workers)
-        for items in dl:
-            yield from (img for _, _, img, err, *_ in items if err is None)
+        decoder = Decoder(unit_sources(units, args.kind), workers=args.workers,
+                          batch_size=args.batch_size, budget=args.queue_mib << 20,
+                          max_pixels=max_pixels(args))
+        for batch in decoder:
+            yield from (d.image for d in batch if d.error is None and d.image is not None)
+            decoder.release(batch)
 
     try:
         return tp.fit_palette(images(), args.colors, space=args.space, seed=args.seed,
@@ -209,19 +211,33 @@ def dataset_palette(args: Any, dst: Path, units: list[Unit], fixed: torch.Tensor
     return fit_units([load_unit(u, args.kind) for u in units], args, device).cpu()
 
 
+def max_pixels(args: Any) -> int | None:
+    return io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+
+
 def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any,
-               fixed: torch.Tensor | None) -> QuantizeStats:
-    """Quantize SRC into token shards (or one npy array) under DST; returns this rank's stats."""
+               fixed: torch.Tensor | None) -> tuple[QuantizeStats, list[str]]:
+    """Quantize SRC into token shards (or one npy array) under DST; returns this rank's stats
+    and the orphans found (source files gone, see the module docstring)."""
     t0 = time.perf_counter()
     rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
-    dst = Path(args.dst)
-    args.kind = source_kind(args.src)
-    if args.format == "npy" and world > 1:
-        raise UsageError("--format npy: expected one process (one array); use --format tokens "
-                         "under torchrun")
+    dst, npy = Path(args.dst), args.format == "npy"
+    kind = args.kind = source_kind(args.src)
     problems: list[tuple[str, str]] = []
-    units = plan_units(args.src, args.kind, shard_size=args.shard_size,
+    units = plan_units(args.src, kind, shard_size=args.shard_size,
                        image_column=args.image_column, problems=problems, dst=dst)
+    records = read_records(dst)  # before any rank writes: every rank decides alike
+    planned = ({s.rel for u in units for s in u.samples} if kind == "folder"
+               else set(source_files(args.src, kind)))
+    names = {NPY} if npy else {u.name for u in units}
+    orphans, lone = find_orphans(records, planned, names)
+    lone_files = {f for n in lone for f in records[n].get("files", [])}
+    dropped = [f for f in orphans if f not in lone_files]
+    if dropped and not args.delete_orphans:
+        eg = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        raise UsageError(f"--delete-orphans: expected it to rewrite shards holding samples whose "
+                         f"source is gone, got {len(dropped)} such sources ({eg}); pass "
+                         f"--delete-orphans to drop them from DST, or restore them")
     mine = units[rank::world]
     pal = dataset_palette(args, dst, mine, fixed, device, ranks)
     quantizer.fixed = None if pal is None else pal.to(device)
@@ -230,8 +246,13 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     stats = QuantizeStats(failures=[] if rank else list(problems))
     if rank == 0:
         (dst / HIDDEN).mkdir(parents=True, exist_ok=True)
-        if args.format == "tokens":
-            drop_stale(dst, read_records(dst), digest, {u.name for u in units})
+        if not npy:
+            drop_stale(dst, records, digest, names, set() if args.delete_orphans else set(lone))
+        if args.delete_orphans:
+            for name in lone:
+                for f, *_ in records[name].get("outputs", []):
+                    (dst / f).unlink(missing_ok=True)
+                append_record(dst, rank, {"unit": name, "deleted": True})
         if pal is not None:
             info = {"space": args.space, "seed": args.seed, "source": args.palette or "fit",
                     "fit": {"colors": args.colors, "space": args.space, "seed": args.seed,
@@ -240,119 +261,80 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
     if ranks is not None:
         ranks.barrier()  # the palette and the clean temp folder before any shard
     pid = None if pal is None else json.loads((dst / "palette.json").read_text())["palette_id"]
-    records = {} if args.overwrite else read_records(dst)
-    sources = {u.name: inputs_digest(u, args.kind) for u in mine}
-    todo = [u for u in mine if args.format == "npy"
-            or not finished(records.get(u.name), digest, sources[u.name], dst)]
-    left = {id(u) for u in todo}
-    stats.skipped = sum(records[u.name]["samples"] for u in mine if id(u) not in left)
+    resume = {} if args.overwrite else records
+    sources = {u.name: inputs_digest(u, kind, args.hash) for u in (units if npy else mine)}
+    if npy:
+        whole = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+        done = finished(resume.get(NPY), digest, whole, dst)
+        todo = [] if done else mine
+        stats.skipped = resume[NPY]["samples"] if done and rank == 0 else 0
+    else:
+        todo = [u for u in mine if not finished(resume.get(u.name), digest, sources[u.name], dst)]
+        left = {id(u) for u in todo}
+        stats.skipped = sum(resume[u.name]["samples"] for u in mine if id(u) not in left)
     ready: list[Unit] = []
     for u in todo:
         try:
-            ready.append(load_unit(u, args.kind))
+            ready.append(load_unit(u, kind))
         except ValueError as exc:
             stats.failures.append((u.inputs[0], one_line(exc)))
-    total = sum(len(u.samples) for u in ready)
-    stats.total = total
-    bar = Progress(total, not args.quiet)
-    dl, samples = loader(ready, args.batch_size, args.workers)
-    out: _Shards | _Array = (_Array(NpyWriter(dst, total, k, pal is not None))
-                             if args.format == "npy" else _Shards(dst, rank, digest, args, pid, k,
-                                                                sources))
-    owner = [u for u in ready for _ in u.samples]
+    samples: list[Sample] = [s for u in ready for s in u.samples]
+    jobs = [Job(Path(s.rel), Path(), s.rel, str(g)) for g, s in enumerate(samples)]
+    sink: TokenSink | NpySink
+    if npy:
+        where = {id(u): rank + j * world for j, u in enumerate(mine)}
+        sink = NpySink(dst, rank, [[where[id(u)], p] for u in ready for p in range(len(u.samples))],
+                       [s.key for s in samples], [s.rel for s in samples], k, pal is not None)
+    else:
+        def on_commit(unit: Unit, outputs: list[tuple[str, int, int]], failed: list[str]) -> None:
+            new = {n for n, *_ in outputs}
+            for f, *_ in records.get(unit.name, {}).get("outputs", []):
+                if f not in new:  # an old part past the new count
+                    (dst / f).unlink(missing_ok=True)
+            append_record(dst, rank, {
+                "unit": unit.name, "files": unit.files(kind), "outputs": outputs,
+                "samples": len(unit.samples) - len(failed), "failed": failed,
+                "digest": digest, "sources": sources[unit.name]})
+
+        sink = TokenSink(dst, ready, pid=pid, k=k, max_count=args.shard_size,
+                         max_bytes=args.shard_bytes, on_commit=on_commit)
     try:
-        for items in dl:
-            t1 = time.perf_counter()
-            results = quantize_items(items, quantizer, device)
-            stats.quantize_s += time.perf_counter() - t1
-            for i, _kind, _image, _error, extras, seconds in items:
-                s, res = samples[i], results[i]
-                stats.decode_s += seconds
-                t1 = time.perf_counter()
-                try:
-                    if isinstance(res, str):
-                        raise _Failed(res)
-                    out.add(owner[i], s, res, extras)
-                    stats.done += 1
-                except (_Failed, ValueError) as exc:
-                    why = str(exc) if isinstance(exc, _Failed) else one_line(exc)
-                    out.fail(owner[i], (s.rel, why))
-                    stats.failures.append((s.rel, why))
-                stats.encode_s += time.perf_counter() - t1
-                bar.add(1)
-        out.finish()
+        run = run_jobs(jobs, quantizer, device=device, sink=sink, batch_size=args.batch_size,
+                       workers=args.workers, queue_bytes=args.queue_mib << 20,
+                       progress=not args.quiet, ranks=ranks, max_pixels=max_pixels(args),
+                       sources=unit_sources(ready, kind))
     finally:
-        out.abort()
-        bar.close()
-    stats.failures.sort()
+        if isinstance(sink, TokenSink):
+            sink.abort()
+    stats = QuantizeStats(
+        len(jobs), run.done, stats.skipped, sorted(stats.failures + run.failures),
+        run.decode_s, run.quantize_s, run.encode_s, run.idle_s, 0.0, 0, run.notes,
+        run.queue_peak)
+    if npy and todo is not mine:
+        shutil.rmtree(sink.part, ignore_errors=True)  # type: ignore[union-attr]
+    elif npy:
+        finish_npy(args, dst, stats, ranks, k, pal is not None, digest, whole, planned)
     stats.wall_s = time.perf_counter() - t0
-    return stats
+    return stats, orphans
 
 
-class _Failed(Exception):
-    """A sample that failed before writing (its reason already one line)."""
-
-
-class _Shards:
-    """Token output: one :class:`ShardWriter` per unit, committed (renamed into DST) and then
-    recorded when the next unit starts, so a record means: its shards are complete."""
-
-    def __init__(self, dst: Path, rank: int, digest: str, args: Any, pid: str | None, k: int,
-                 sources: dict[str, str]):
-        self.dst, self.rank, self.digest, self.args = dst, rank, digest, args
-        self.sources = sources  # unit name -> digest of its sources when planned
-        self.pid, self.k = pid, k  # the dataset palette's id (None: per sample), its size
-        self.unit: Unit | None = None
-        self.writer: ShardWriter | None = None
-        self.failed: list[tuple[str, str]] = []
-
-    def _switch(self, unit: Unit) -> ShardWriter:
-        if unit is not self.unit or self.writer is None:
-            self.finish()
-            self.unit, self.failed = unit, []
-            self.writer = ShardWriter(self.dst, unit.name, max_count=self.args.shard_size,
-                                      max_bytes=self.args.shard_bytes)
-        return self.writer
-
-    def add(self, unit: Unit, sample: Sample, res: Any, extras: dict[str, bytes]) -> None:
-        members = sample_members(sample.key, sample.rel, *res, dataset_pid=self.pid, k=self.k,
-                                 extras=extras, fields=sample.fields)
-        self._switch(unit).add(members)
-
-    def fail(self, unit: Unit, failure: tuple[str, str]) -> None:
-        self._switch(unit)
-        self.failed.append(failure)
-
-    def finish(self) -> None:
-        if self.writer is None or self.unit is None:
-            return
-        outputs = self.writer.commit()
-        append_record(self.dst, self.rank, {
-            "unit": self.unit.name, "inputs": self.unit.inputs[:1], "outputs": outputs,
-            "samples": self.writer.samples, "failed": self.failed, "digest": self.digest,
-            "sources": self.sources[self.unit.name]})
-        self.writer = None
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-            self.writer = None
-
-
-class _Array:
-    """npy output: every sample into one :class:`NpyWriter`, committed at the end."""
-
-    def __init__(self, writer: NpyWriter):
-        self.writer = writer
-
-    def add(self, unit: Unit, sample: Sample, res: Any, extras: dict[str, bytes]) -> None:
-        self.writer.add(sample.key, sample.rel, *res)
-
-    def fail(self, unit: Unit, failure: tuple[str, str]) -> None:
-        pass
-
-    def finish(self) -> None:
-        self.writer.commit()
-
-    def abort(self) -> None:
-        pass
+def finish_npy(args: Any, dst: Path, stats: QuantizeStats, ranks: Any, k: int,
+               dataset_palette: bool, digest: str, whole: str, planned: set[str]) -> None:
+    """After every rank wrote its part: rank 0 joins them into DST (samples of another size
+    fail there) and records the array; every rank returns once it is in place."""
+    world = 1 if ranks is None else ranks.world_size
+    failed = (len(stats.failures) if ranks is None
+              else len(ranks.gather_stats(stats).failures))  # also waits for every part
+    if world == 1 or ranks.rank == 0:
+        late = merge_npy(dst, world, k, dataset_palette)
+        stats.failures = sorted(stats.failures + late)
+        stats.done -= len(late)
+        keys = dst / "keys.json"
+        rows = len(json.loads(keys.read_text())) if keys.is_file() else 0
+        outs = [n for n in ("indices.npy", "keys.json", "palettes.npy")
+                if (dst / n).is_file() and (n != "palettes.npy" or not dataset_palette)]
+        append_record(dst, 0, {"unit": NPY, "files": sorted(planned), "samples": rows,
+                               "outputs": out_stats(dst, outs), "failed": failed + len(late),
+                               "digest": digest, "sources": whole})
+    if ranks is not None:
+        ranks.barrier()
