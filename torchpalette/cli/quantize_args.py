@@ -59,7 +59,8 @@ def add_quantize_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dither", choices=("none", "ordered", "floyd-steinberg"), default="none",
                    help="dithering: ordered (pattern) or floyd-steinberg (error diffusion)")
     s.add_argument("--dither-strength", type=unit, default=1.0, metavar="S",
-                   help="0..1: how much of each pixel's error the dither mixes in (default: 1)")
+                   help="0..1: how much of each pixel's error the dither mixes in (default: 1; "
+                        "edges and texture always dither less)")
     s.add_argument("--batch-size", type=int_in(1, 65536), default=32, help="images per batch")
     s.add_argument("--workers", type=int_in(0, 256), default=min(8, os.cpu_count() or 1),
                    help="decode worker processes, 0 = decode in this process (default: "
