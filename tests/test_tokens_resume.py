@@ -194,6 +194,19 @@ def test_fewer_parts_after_a_change_leave_no_stale_part(tmp_path):
     assert sum(len(k) for k in keys.values()) == 4
 
 
+def test_dataset_palette_of_an_earlier_run_does_not_outlive_it(tmp_path):
+    """A run with each sample's own palette after one with a dataset palette leaves no
+    dataset ``palette.npy`` beside shards that no longer use it."""
+    src = images(tmp_path / "src", 3)
+    dst = tmp_path / "dst"
+    assert run(str(src), str(dst), "--format", "tokens", "--fit-palette", "--colors", "4") == 0
+    assert (dst / "palette.npy").is_file() and (dst / "palette.json").is_file()
+    assert run(str(src), str(dst), "--format", "tokens", "--colors", "4") == 0
+    assert not (dst / "palette.npy").exists() and not (dst / "palette.json").exists()
+    with tarfile.open(next(dst.glob("*.tar"))) as tar:
+        assert any(m.name.endswith(".palette.npy") for m in tar.getmembers())
+
+
 def test_npy_rerun_does_nothing(tmp_path, capsys):
     src = images(tmp_path / "src", 3)
     dst = tmp_path / "dst"

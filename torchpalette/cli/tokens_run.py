@@ -253,7 +253,10 @@ def run_tokens(args: Any, quantizer: Quantizer, device: torch.device, ranks: Any
                 for f, *_ in records[name].get("outputs", []):
                     (dst / f).unlink(missing_ok=True)
                 append_record(dst, rank, {"unit": name, "deleted": True})
-        if pal is not None:
+        if pal is None:  # each sample's own palette: no dataset palette of an earlier run
+            for name in ("palette.npy", "palette.json"):
+                (dst / name).unlink(missing_ok=True)
+        else:
             info = {"space": args.space, "seed": args.seed, "source": args.palette or "fit",
                     "fit": {"colors": args.colors, "space": args.space, "seed": args.seed,
                             "source": args.src} if args.fit_palette else None}
