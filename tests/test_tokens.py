@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import torchpalette as tp
+from tests.conftest import torchrun_cli
 from torchpalette.cli import commands as cli
 from torchpalette.cli.sources import expand_pattern, sample_keys
 
@@ -324,14 +325,6 @@ def test_uint8_palette_rule_matches_png(tmp_path):
                           palette_u8(pal))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (torch.distributed.is_available()
                          and torch.distributed.is_gloo_available()), reason="needs gloo")
 def test_torchrun_two_ranks_equal_one_process(tmp_path):
@@ -343,16 +336,9 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
             "--shard-size", "3", "--workers", "0", "--quiet", "--device", "cpu"]
     one = tmp_path / "one"
     assert cli.main([*args[:2], str(one), *args[3:]]) == 1
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
-           "LOCAL_WORLD_SIZE": "2"}
     many = tmp_path / "many"
-    procs = [subprocess.Popen([sys.executable, "-m", "torchpalette", *args[:2], str(many),
-                               *args[3:]], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
-    logs = [p.communicate(timeout=150)[0] for p in procs]
-    assert [p.returncode for p in procs] == [1, 1], logs
+    codes, logs = torchrun_cli([*args[:2], str(many), *args[3:]])
+    assert codes == [1, 1], logs
     assert "broken.png" in logs[0]
     names = sorted(p.name for p in one.glob("*.tar"))
     assert names == sorted(p.name for p in many.glob("*.tar")) and len(names) == 4

@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import torchrun_cli
 from torchpalette.cli import commands as cli
 from torchpalette.cli import pipeline
 
@@ -261,14 +260,6 @@ def test_saved_hugging_face_dataset_is_a_src(tmp_path, capsys):
     assert "split" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (torch.distributed.is_available()
                          and torch.distributed.is_gloo_available()), reason="needs gloo")
 def test_npy_under_torchrun_equals_one_process(tmp_path):
@@ -281,16 +272,9 @@ def test_npy_under_torchrun_equals_one_process(tmp_path):
             "--quiet", "--device", "cpu", "--batch-size", "2"]
     one = tmp_path / "one"
     assert cli.main([*args[:2], str(one), *args[3:]]) == 1
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
-           "LOCAL_WORLD_SIZE": "2"}
     many = tmp_path / "many"
-    procs = [subprocess.Popen([sys.executable, "-m", "torchpalette", *args[:2], str(many),
-                               *args[3:]], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
-    logs = [p.communicate(timeout=150)[0] for p in procs]
-    assert [p.returncode for p in procs] == [1, 1], logs
+    codes, logs = torchrun_cli([*args[:2], str(many), *args[3:]])
+    assert codes == [1, 1], logs
     assert "failed: 5b.png" in logs[0] and "3x3" in logs[0]
     for name in ("keys.json", "palettes.npy", "indices.npy"):
         assert (one / name).read_bytes() == (many / name).read_bytes(), name
