@@ -6,8 +6,10 @@ compiled once (numba, cached on disk) and runs one image per thread with the GIL
 It computes what :func:`torchpalette._dither.fs.floyd_steinberg` computes, in the same order
 and the input's dtype, so the labels are the same (up to exact float ties).
 
-The image is converted to linear light a band of rows at a time and the loop carries only
-the row being dithered and the next one, so memory stays near the size of the labels.
+A uint8 image is read as it is, through a 256-entry table of linear light (the values
+:func:`~torchpalette._dither.fs.to_linear` gives the wavefront); a float image is converted a
+band of rows at a time. The loop carries the errors it passes on in locals and one row of
+values plus received errors, so memory stays near the size of the labels.
 
 numba is optional: :func:`available` says whether it imported; without it the caller uses
 the wavefront path.
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .. import _policy
-from .fs import to_linear
+from .fs import linear_table, to_linear
 from .space import Features, palette_coords, srgb_to_linear
 
 try:  # optional: the torch wavefront path serves where numba is missing
@@ -75,58 +77,92 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
-def _kernel_py(lin, vis, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
-    """Dither the rows of one band of one image. ``lin [3, R, W]`` linear light (the last row
-    is only a look-ahead unless ``last``), ``vis [R, W]`` uint8 (1: visible), ``cur [W + 2, 3]``
-    value plus received error of the band's first row (updated in place for the next band),
-    ``out [H, W]`` int64 labels (rows ``y0 ..``), ``mt [4, K]`` folded palette (transposed, so
+def _source_py(src, lut, c, r, x):  # pragma: no cover
+    """Linear light of ``src[c, r, x]``: through ``lut`` for uint8, as is for float."""
+    return src[c, r, x]
+
+
+if numba is not None:
+    @numba.extending.overload(_source_py, inline="always")
+    def _source_overload(src, lut, c, r, x):
+        if src.dtype == numba.types.uint8:
+            return lambda src, lut, c, r, x: lut[src[c, r, x]]
+        return lambda src, lut, c, r, x: src[c, r, x]
+
+
+def _kernel_py(src, lut, vis, buf, out, r0, r1, oy, first, mt, q, mat, cst,
+               space):  # pragma: no cover
+    """Dither rows ``r0 .. r1 - 1`` of ``src [3, R, W]`` (uint8 sRGB read through ``lut
+    [256]``, or linear light; row ``r1`` if present is the look-ahead), labels to ``out [oy +
+    r - r0, :]`` (int64). ``vis [H, W]`` bool (indexed like ``out``; empty: all visible),
+    ``buf [W, 3]`` value plus received error of row ``r0`` (set from ``src`` if ``first``;
+    left holding row ``r1``'s for the next band), ``mt [4, K]`` folded palette (transposed, so
     the K distances vectorize), ``q [K, 3]`` palette in linear light, ``mat [3, 3]`` linear
     light -> the space's features, ``cst`` constants in the input's dtype
-    (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`."""
-    _, r_all, w = lin.shape
+    (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`.
+
+    The errors a pixel passes on are carried in locals: ``a`` (the right neighbour's value
+    plus received error), ``b`` and ``p`` (the row below's sums so far at ``x + 1`` and
+    ``x``); each position of the row below is written once, into ``buf`` just behind the
+    position being read, when its last share (3/16, from ``x + 1``) is in. The shares add
+    up in raster order, as in the wavefront."""
+    _, r_all, w = src.shape
     k = mt.shape[1]
     zero, one = cst[0], cst[1]
     w7, w3, w5, w1, rmax2, strength = cst[10:16]
-    rows = r_all if last else r_all - 1
-    nxt = np.empty_like(cur)
-    dist = np.empty(k, dtype=lin.dtype)
-    for r in range(rows):
-        for x in range(w + 2):
-            for c in range(3):
-                nxt[x, c] = lin[c, r + 1, x - 1] if 0 < x <= w and r + 1 < r_all else zero
+    all_vis = vis.shape[0] == 0
+    dist = np.empty(k, dtype=buf.dtype)
+    if first:
         for x in range(w):
-            s0, s1, s2 = lin[0, r, x], lin[1, r, x], lin[2, r, x]
-            v0 = min(max(cur[x + 1, 0], zero), one)
-            v1 = min(max(cur[x + 1, 1], zero), one)
-            v2 = min(max(cur[x + 1, 2], zero), one)
+            for c in range(3):
+                buf[x, c] = _source_py(src, lut, c, r0, x)
+    for r in range(r0, r1):
+        below = r + 1 < r_all
+        y = oy + r - r0
+        a0, a1, a2 = buf[0, 0], buf[0, 1], buf[0, 2]  # value plus received error at x
+        b0 = _source_py(src, lut, 0, r + 1, 0) if below else zero
+        b1 = _source_py(src, lut, 1, r + 1, 0) if below else zero
+        b2 = _source_py(src, lut, 2, r + 1, 0) if below else zero
+        p0, p1, p2 = zero, zero, zero
+        for x in range(w):
+            s0 = _source_py(src, lut, 0, r, x)
+            s1 = _source_py(src, lut, 1, r, x)
+            s2 = _source_py(src, lut, 2, r, x)
+            v0 = min(max(a0, zero), one)
+            v1 = min(max(a1, zero), one)
+            v2 = min(max(a2, zero), one)
             d0, d1, d2 = v0 - s0, v1 - s1, v2 - s2
             rr = d0 * d0 + d1 * d1 + d2 * d2
             if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
                 sc = np.sqrt(rmax2 / rr)
                 v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
             best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
-            out[y0 + r, x] = best
-            if vis[r, x]:  # an invisible pixel passes no error on
+            out[y, x] = best
+            if all_vis or vis[y, x]:
                 e0 = (v0 - q[best, 0]) * strength
                 e1 = (v1 - q[best, 1]) * strength
                 e2 = (v2 - q[best, 2]) * strength
-                # below first, then right: the order in which raster order adds them
-                nxt[x, 0] += e0 * w3
-                nxt[x, 1] += e1 * w3
-                nxt[x, 2] += e2 * w3
-                nxt[x + 1, 0] += e0 * w5
-                nxt[x + 1, 1] += e1 * w5
-                nxt[x + 1, 2] += e2 * w5
-                nxt[x + 2, 0] += e0 * w1
-                nxt[x + 2, 1] += e1 * w1
-                nxt[x + 2, 2] += e2 * w1
-                cur[x + 2, 0] += e0 * w7
-                cur[x + 2, 1] += e1 * w7
-                cur[x + 2, 2] += e2 * w7
-        cur[:, :] = nxt
+            else:  # an invisible pixel passes no error on (adding zeros changes nothing)
+                e0, e1, e2 = zero, zero, zero
+            # below first (x - 1 is complete, x and x + 1 take their shares), then right
+            if x > 0:
+                buf[x - 1, 0] = p0 + e0 * w3
+                buf[x - 1, 1] = p1 + e1 * w3
+                buf[x - 1, 2] = p2 + e2 * w3
+            p0, p1, p2 = b0 + e0 * w5, b1 + e1 * w5, b2 + e2 * w5
+            if x + 1 < w:
+                n0 = _source_py(src, lut, 0, r + 1, x + 1) if below else zero
+                n1 = _source_py(src, lut, 1, r + 1, x + 1) if below else zero
+                n2 = _source_py(src, lut, 2, r + 1, x + 1) if below else zero
+                b0, b1, b2 = n0 + e0 * w1, n1 + e1 * w1, n2 + e2 * w1
+                a0 = buf[x + 1, 0] + e0 * w7
+                a1 = buf[x + 1, 1] + e1 * w7
+                a2 = buf[x + 1, 2] + e2 * w7
+        buf[w - 1, 0], buf[w - 1, 1], buf[w - 1, 2] = p0, p1, p2
 
 
-_kernel = None if numba is None else numba.njit(cache=True, nogil=True)(_kernel_py)
+_kernel = None if numba is None else numba.njit(cache=True, nogil=True, boundscheck=False,
+                                               error_model="numpy")(_kernel_py)
 
 
 def constants(dtype: torch.dtype, rmax: Tensor, strength: float) -> np.ndarray:
@@ -155,21 +191,23 @@ def floyd_steinberg_cpu(
     cst = constants(dtype, rmax, strength)
     out = torch.empty(b, h, w, dtype=torch.int64)
     band = max(2, _policy.DITHER_BAND // w)
-
-    def linear(i: int, y0: int, y1: int) -> Tensor:
-        return to_linear(rgb[i : i + 1, :, y0:y1], dtype)[0]
+    lut = linear_table(dtype).numpy()
+    rgb = rgb.contiguous()
+    vis_all = np.zeros((0, 0), np.bool_) if visible is None else visible.contiguous().numpy()
+    code = SPACE_CODE[space]
 
     def one(i: int) -> None:
         o = out[i].numpy()
-        cur = np.zeros((w + 2, 3), dtype=cst.dtype)
-        for y0 in range(0, h, band):
+        vis = vis_all if visible is None else vis_all[i]
+        buf = np.empty((w, 3), dtype=cst.dtype)
+        args = (mt[i], q[i], mat, cst[i], code)
+        if rgb.dtype == torch.uint8:  # read as is, through the table: no copy of the image
+            _kernel(rgb[i].numpy(), lut, vis, buf, o, 0, h, 0, True, *args)
+            return
+        for y0 in range(0, h, band):  # linear light by bands of rows (+ one look-ahead row)
             y1 = min(h, y0 + band)
-            lin = linear(i, y0, min(h, y1 + 1)).numpy()
-            if y0 == 0:
-                cur[1 : w + 1] = lin[:, 0].T
-            vis = (np.ones((y1 - y0, w), np.uint8) if visible is None
-                   else visible[i, y0:y1].to(torch.uint8).numpy())
-            _kernel(lin, vis, cur, o, y0, mt[i], q[i], mat, cst[i], SPACE_CODE[space], y1 == h)
+            lin = to_linear(rgb[i : i + 1, :, y0 : min(h, y1 + 1)], dtype)[0].numpy()
+            _kernel(lin, lut, vis, buf, o, 0, y1 - y0, y0, y0 == 0, *args)
 
     threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:
