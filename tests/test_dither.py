@@ -121,6 +121,30 @@ def test_compiled_ordered_plans_equal_tensor_path(monkeypatch, space, dtype):
                                                visible=vis))
 
 
+@pytest.mark.skipif(not ordered_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_compiled_ordered_equals_tensor_path_by_bands(monkeypatch, dtype):
+    """The compiled bins (sparse, in order of appearance), plans and labels give the tensor
+    path's labels on photo-like data, whole or by bands of rows (whose partial sums add up in
+    the tensor path's order), with invisible pixels (their bins may hold no visible pixel)."""
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:3, ::5, ::5][None].expand(2, -1, -1, -1).flip(-1)
+    img = photo if dtype == torch.uint8 else photo.to(dtype) / 255
+    pal = tp.palette(photo[:1], 12).colors.to(torch.float64 if dtype == torch.float64
+                                               else torch.float32).expand(2, -1, -1).contiguous()
+    vis = torch.ones(2, *photo.shape[-2:], dtype=torch.bool)
+    vis[1, :, ::3] = False
+    vis[1, 5:9] = False
+    for band in (None, 7 * photo.shape[-1] * 2):  # whole, then bands of 7 rows
+        if band is not None:
+            monkeypatch.setattr(_policy, "DITHER_BAND", band)
+        compiled = dither_labels(img, pal, "ordered", "lab", visible=vis)
+        with monkeypatch.context() as mp:
+            mp.setattr(ordered_cpu, "available", lambda: False)
+            assert torch.equal(compiled, dither_labels(img, pal, "ordered", "lab", visible=vis))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_loop(method):
     g = torch.Generator().manual_seed(2)

@@ -77,13 +77,13 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
-def _source_py(src, lut, c, r, x):  # pragma: no cover
+def linear_source(src, lut, c, r, x):  # pragma: no cover
     """Linear light of ``src[c, r, x]``: through ``lut`` for uint8, as is for float."""
     return src[c, r, x]
 
 
 if numba is not None:
-    @numba.extending.overload(_source_py, inline="always")
+    @numba.extending.overload(linear_source, inline="always")
     def _source_overload(src, lut, c, r, x):
         if src.dtype == numba.types.uint8:
             return lambda src, lut, c, r, x: lut[src[c, r, x]]
@@ -115,19 +115,19 @@ def _kernel_py(src, lut, vis, buf, out, r0, r1, oy, first, mt, q, mat, cst,
     if first:
         for x in range(w):
             for c in range(3):
-                buf[x, c] = _source_py(src, lut, c, r0, x)
+                buf[x, c] = linear_source(src, lut, c, r0, x)
     for r in range(r0, r1):
         below = r + 1 < r_all
         y = oy + r - r0
         a0, a1, a2 = buf[0, 0], buf[0, 1], buf[0, 2]  # value plus received error at x
-        b0 = _source_py(src, lut, 0, r + 1, 0) if below else zero
-        b1 = _source_py(src, lut, 1, r + 1, 0) if below else zero
-        b2 = _source_py(src, lut, 2, r + 1, 0) if below else zero
+        b0 = linear_source(src, lut, 0, r + 1, 0) if below else zero
+        b1 = linear_source(src, lut, 1, r + 1, 0) if below else zero
+        b2 = linear_source(src, lut, 2, r + 1, 0) if below else zero
         p0, p1, p2 = zero, zero, zero
         for x in range(w):
-            s0 = _source_py(src, lut, 0, r, x)
-            s1 = _source_py(src, lut, 1, r, x)
-            s2 = _source_py(src, lut, 2, r, x)
+            s0 = linear_source(src, lut, 0, r, x)
+            s1 = linear_source(src, lut, 1, r, x)
+            s2 = linear_source(src, lut, 2, r, x)
             v0 = min(max(a0, zero), one)
             v1 = min(max(a1, zero), one)
             v2 = min(max(a2, zero), one)
@@ -151,9 +151,9 @@ def _kernel_py(src, lut, vis, buf, out, r0, r1, oy, first, mt, q, mat, cst,
                 buf[x - 1, 2] = p2 + e2 * w3
             p0, p1, p2 = b0 + e0 * w5, b1 + e1 * w5, b2 + e2 * w5
             if x + 1 < w:
-                n0 = _source_py(src, lut, 0, r + 1, x + 1) if below else zero
-                n1 = _source_py(src, lut, 1, r + 1, x + 1) if below else zero
-                n2 = _source_py(src, lut, 2, r + 1, x + 1) if below else zero
+                n0 = linear_source(src, lut, 0, r + 1, x + 1) if below else zero
+                n1 = linear_source(src, lut, 1, r + 1, x + 1) if below else zero
+                n2 = linear_source(src, lut, 2, r + 1, x + 1) if below else zero
                 b0, b1, b2 = n0 + e0 * w1, n1 + e1 * w1, n2 + e2 * w1
                 a0 = buf[x + 1, 0] + e0 * w7
                 a1 = buf[x + 1, 1] + e1 * w7
