@@ -77,88 +77,98 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
-def linear_source(src, lut, c, r, x):  # pragma: no cover
-    """Linear light of ``src[c, r, x]``: through ``lut`` for uint8, as is for float."""
-    return src[c, r, x]
+def linear_source(src, lut, lane, c, r, x):  # pragma: no cover
+    """Linear light of ``src[lane, c, r, x]``: through ``lut`` for uint8, as is for float."""
+    return src[lane, c, r, x]
 
 
 if numba is not None:
     @numba.extending.overload(linear_source, inline="always")
-    def _source_overload(src, lut, c, r, x):
+    def _source_overload(src, lut, lane, c, r, x):
         if src.dtype == numba.types.uint8:
-            return lambda src, lut, c, r, x: lut[src[c, r, x]]
-        return lambda src, lut, c, r, x: src[c, r, x]
+            return lambda src, lut, lane, c, r, x: lut[src[lane, c, r, x]]
+        return lambda src, lut, lane, c, r, x: src[lane, c, r, x]
 
 
 def _kernel_py(src, lut, vis, buf, out, r0, r1, oy, first, mt, q, mat, cst,
                space):  # pragma: no cover
-    """Dither rows ``r0 .. r1 - 1`` of ``src [3, R, W]`` (uint8 sRGB read through ``lut
-    [256]``, or linear light; row ``r1`` if present is the look-ahead), labels to ``out [oy +
-    r - r0, :]`` (int64). ``vis [H, W]`` bool (indexed like ``out``; empty: all visible),
-    ``buf [W, 3]`` value plus received error of row ``r0`` (set from ``src`` if ``first``;
-    left holding row ``r1``'s for the next band), ``mt [4, K]`` folded palette (transposed, so
-    the K distances vectorize), ``q [K, 3]`` palette in linear light, ``mat [3, 3]`` linear
-    light -> the space's features, ``cst`` constants in the input's dtype
-    (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`.
+    """Dither rows ``r0 .. r1 - 1`` of ``L`` images (lanes) at once. Per lane ``l``:
+    ``src[l] [3, R, W]`` (uint8 sRGB read through ``lut [256]``, or linear light; row ``r1``
+    if present is the look-ahead), labels to ``out[l] [oy + r - r0, :]`` (int64), ``vis[l]
+    [H, W]`` bool (indexed like ``out``; ``vis`` empty: all visible), ``buf[l] [W, 3]`` value
+    plus received error of row ``r0`` (set from ``src`` if ``first``; left holding row
+    ``r1``'s for the next band), ``mt[l] [4, K]`` folded palette (transposed, so the K
+    distances vectorize), ``q[l] [K, 3]`` palette in linear light, ``cst[l]`` constants in
+    the input's dtype (:func:`constants`); ``mat [3, 3]`` linear light -> the space's
+    features, ``space`` a code of :data:`SPACE_CODE`.
 
-    The errors a pixel passes on are carried in locals: ``a`` (the right neighbour's value
-    plus received error), ``b`` and ``p`` (the row below's sums so far at ``x + 1`` and
-    ``x``); each position of the row below is written once, into ``buf`` just behind the
-    position being read, when its last share (3/16, from ``x + 1``) is in. The shares add
-    up in raster order, as in the wavefront."""
-    _, r_all, w = src.shape
-    k = mt.shape[1]
-    zero, one = cst[0], cst[1]
-    w7, w3, w5, w1, rmax2, strength = cst[10:16]
+    The lanes take turns pixel by pixel, so that their chains of dependent steps overlap in
+    the core. The errors a pixel passes on are carried in ``st[l]``: ``a`` (the right
+    neighbour's value plus received error), ``b`` and ``p`` (the row below's sums so far at
+    ``x + 1`` and ``x``); each position of the row below is written once, into ``buf`` just
+    behind the position being read, when its last share (3/16, from ``x + 1``) is in. The
+    shares add up in raster order, as in the wavefront."""
+    lanes, _, r_all, w = src.shape
+    k = mt.shape[2]
+    zero, one = cst[0, 0], cst[0, 1]
     all_vis = vis.shape[0] == 0
     dist = np.empty(k, dtype=buf.dtype)
+    st = np.empty((lanes, 9), dtype=buf.dtype)
     if first:
-        for x in range(w):
-            for c in range(3):
-                buf[x, c] = linear_source(src, lut, c, r0, x)
+        for lane in range(lanes):
+            for x in range(w):
+                for c in range(3):
+                    buf[lane, x, c] = linear_source(src, lut, lane, c, r0, x)
     for r in range(r0, r1):
         below = r + 1 < r_all
         y = oy + r - r0
-        a0, a1, a2 = buf[0, 0], buf[0, 1], buf[0, 2]  # value plus received error at x
-        b0 = linear_source(src, lut, 0, r + 1, 0) if below else zero
-        b1 = linear_source(src, lut, 1, r + 1, 0) if below else zero
-        b2 = linear_source(src, lut, 2, r + 1, 0) if below else zero
-        p0, p1, p2 = zero, zero, zero
+        for lane in range(lanes):
+            for c in range(3):
+                st[lane, c] = buf[lane, 0, c]
+                st[lane, 3 + c] = linear_source(src, lut, lane, c, r + 1, 0) if below else zero
+                st[lane, 6 + c] = zero
         for x in range(w):
-            s0 = linear_source(src, lut, 0, r, x)
-            s1 = linear_source(src, lut, 1, r, x)
-            s2 = linear_source(src, lut, 2, r, x)
-            v0 = min(max(a0, zero), one)
-            v1 = min(max(a1, zero), one)
-            v2 = min(max(a2, zero), one)
-            d0, d1, d2 = v0 - s0, v1 - s1, v2 - s2
-            rr = d0 * d0 + d1 * d1 + d2 * d2
-            if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
-                sc = np.sqrt(rmax2 / rr)
-                v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
-            best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
-            out[y, x] = best
-            if all_vis or vis[y, x]:
-                e0 = (v0 - q[best, 0]) * strength
-                e1 = (v1 - q[best, 1]) * strength
-                e2 = (v2 - q[best, 2]) * strength
-            else:  # an invisible pixel passes no error on (adding zeros changes nothing)
-                e0, e1, e2 = zero, zero, zero
-            # below first (x - 1 is complete, x and x + 1 take their shares), then right
-            if x > 0:
-                buf[x - 1, 0] = p0 + e0 * w3
-                buf[x - 1, 1] = p1 + e1 * w3
-                buf[x - 1, 2] = p2 + e2 * w3
-            p0, p1, p2 = b0 + e0 * w5, b1 + e1 * w5, b2 + e2 * w5
-            if x + 1 < w:
-                n0 = linear_source(src, lut, 0, r + 1, x + 1) if below else zero
-                n1 = linear_source(src, lut, 1, r + 1, x + 1) if below else zero
-                n2 = linear_source(src, lut, 2, r + 1, x + 1) if below else zero
-                b0, b1, b2 = n0 + e0 * w1, n1 + e1 * w1, n2 + e2 * w1
-                a0 = buf[x + 1, 0] + e0 * w7
-                a1 = buf[x + 1, 1] + e1 * w7
-                a2 = buf[x + 1, 2] + e2 * w7
-        buf[w - 1, 0], buf[w - 1, 1], buf[w - 1, 2] = p0, p1, p2
+            for lane in range(lanes):
+                w7, w3, w5, w1 = cst[lane, 10], cst[lane, 11], cst[lane, 12], cst[lane, 13]
+                rmax2, strength = cst[lane, 14], cst[lane, 15]
+                s0 = linear_source(src, lut, lane, 0, r, x)
+                s1 = linear_source(src, lut, lane, 1, r, x)
+                s2 = linear_source(src, lut, lane, 2, r, x)
+                v0 = min(max(st[lane, 0], zero), one)
+                v1 = min(max(st[lane, 1], zero), one)
+                v2 = min(max(st[lane, 2], zero), one)
+                d0, d1, d2 = v0 - s0, v1 - s1, v2 - s2
+                rr = d0 * d0 + d1 * d1 + d2 * d2
+                if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
+                    sc = np.sqrt(rmax2 / rr)
+                    v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
+                best = nearest_step(v0, v1, v2, mt[lane], mat, cst[lane], space, dist)
+                out[lane, y, x] = best
+                if all_vis or vis[lane, y, x]:
+                    e0 = (v0 - q[lane, best, 0]) * strength
+                    e1 = (v1 - q[lane, best, 1]) * strength
+                    e2 = (v2 - q[lane, best, 2]) * strength
+                else:  # an invisible pixel passes no error on (adding zeros changes nothing)
+                    e0, e1, e2 = zero, zero, zero
+                # below first (x - 1 is complete, x and x + 1 take their shares), then right
+                if x > 0:
+                    buf[lane, x - 1, 0] = st[lane, 6] + e0 * w3
+                    buf[lane, x - 1, 1] = st[lane, 7] + e1 * w3
+                    buf[lane, x - 1, 2] = st[lane, 8] + e2 * w3
+                st[lane, 6] = st[lane, 3] + e0 * w5
+                st[lane, 7] = st[lane, 4] + e1 * w5
+                st[lane, 8] = st[lane, 5] + e2 * w5
+                if x + 1 < w:
+                    n0 = linear_source(src, lut, lane, 0, r + 1, x + 1) if below else zero
+                    n1 = linear_source(src, lut, lane, 1, r + 1, x + 1) if below else zero
+                    n2 = linear_source(src, lut, lane, 2, r + 1, x + 1) if below else zero
+                    st[lane, 3], st[lane, 4], st[lane, 5] = n0 + e0 * w1, n1 + e1 * w1, n2 + e2 * w1
+                    st[lane, 0] = buf[lane, x + 1, 0] + e0 * w7
+                    st[lane, 1] = buf[lane, x + 1, 1] + e1 * w7
+                    st[lane, 2] = buf[lane, x + 1, 2] + e2 * w7
+        for lane in range(lanes):
+            for c in range(3):
+                buf[lane, w - 1, c] = st[lane, 6 + c]
 
 
 _kernel = None if numba is None else numba.njit(cache=True, nogil=True, boundscheck=False,
@@ -193,27 +203,30 @@ def floyd_steinberg_cpu(
     band = max(2, _policy.DITHER_BAND // w)
     lut = linear_table(dtype).numpy()
     rgb = rgb.contiguous()
-    vis_all = np.zeros((0, 0), np.bool_) if visible is None else visible.contiguous().numpy()
+    vis_all = np.zeros((0, 0, 0), np.bool_) if visible is None else visible.contiguous().numpy()
     code = SPACE_CODE[space]
 
-    def one(i: int) -> None:
-        o = out[i].numpy()
-        vis = vis_all if visible is None else vis_all[i]
-        buf = np.empty((w, 3), dtype=cst.dtype)
-        args = (mt[i], q[i], mat, cst[i], code)
+    threads = max(1, min(b, torch.get_num_threads()))
+    lanes = 2 if b >= 2 * threads else 1  # two images per call where there are enough
+
+    def run(i: int) -> None:  # images i .. i + lanes - 1
+        j = min(b, i + lanes)
+        o = out[i:j].numpy()
+        vis = vis_all if visible is None else vis_all[i:j]
+        buf = np.empty((j - i, w, 3), dtype=cst.dtype)
+        args = (mt[i:j], q[i:j], mat, cst[i:j], code)
         if rgb.dtype == torch.uint8:  # read as is, through the table: no copy of the image
-            _kernel(rgb[i].numpy(), lut, vis, buf, o, 0, h, 0, True, *args)
+            _kernel(rgb[i:j].numpy(), lut, vis, buf, o, 0, h, 0, True, *args)
             return
         for y0 in range(0, h, band):  # linear light by bands of rows (+ one look-ahead row)
             y1 = min(h, y0 + band)
-            lin = to_linear(rgb[i : i + 1, :, y0 : min(h, y1 + 1)], dtype)[0].numpy()
+            lin = to_linear(rgb[i:j, :, y0 : min(h, y1 + 1)], dtype).numpy()
             _kernel(lin, lut, vis, buf, o, 0, y1 - y0, y0, y0 == 0, *args)
 
-    threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:
-        for i in range(b):
-            one(i)
+        for i in range(0, b, lanes):
+            run(i)
     else:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(b)))
+            list(pool.map(run, range(0, b, lanes)))
     return out

@@ -38,7 +38,7 @@ _LANES = 2  # bins whose plans are built together (measured: 2 as fast as 4 or 8
 
 
 def _code_py(src, codes, r, x):  # pragma: no cover
-    """The colour bin of pixel ``(x, r)``: from the uint8 ``src [3, R, W]`` itself, else
+    """The colour bin of pixel ``(x, r)``: from the uint8 ``src [1, 3, R, W]`` itself, else
     ``codes [R, W]``."""
     return codes[r, x]
 
@@ -48,20 +48,20 @@ if numba is not None:
     def _code_overload(src, codes, r, x):
         if src.dtype == numba.types.uint8:
             return lambda src, codes, r, x: (
-                ((np.int64(src[0, r, x]) >> 2) << 12) | ((np.int64(src[1, r, x]) >> 2) << 6)
-                | (np.int64(src[2, r, x]) >> 2))
+                ((np.int64(src[0, 0, r, x]) >> 2) << 12)
+                | ((np.int64(src[0, 1, r, x]) >> 2) << 6) | (np.int64(src[0, 2, r, x]) >> 2))
         return lambda src, codes, r, x: codes[r, x]
 
 
 def _bins_py(src, lut, codes, vis, vy, first, found, count, tot, num, part, pnum, mark,
              band):  # pragma: no cover
-    """Add one band of rows to the bin sums. ``src [3, R, W]`` uint8 (read through ``lut``)
+    """Add one band of rows to the bin sums. ``src [1, 3, R, W]`` uint8 (read through ``lut``)
     or linear light with ``codes [R, W]``, ``vis [H, W]`` bool from row ``vy`` (empty: all
     visible). ``first [2**18]`` int64 entry of each bin met (-1: none yet), ``found [n]`` the
     bin of each entry, ``count [1]`` the entries so far; ``tot [n, 3]``, ``num [n]`` float64
     sums and visible counts; ``part``, ``pnum``, ``mark`` the band's partial sums and the
     band each entry was last reset in (``band``, a running number)."""
-    _, rows, w = src.shape
+    _, _, rows, w = src.shape
     n = count[0]
     seen = np.empty(rows * w, dtype=np.int64)  # entries met in this band
     m = 0
@@ -86,9 +86,9 @@ def _bins_py(src, lut, codes, vis, vy, first, found, count, tot, num, part, pnum
                 m += 1
             if all_vis or vis[vy + r, x]:  # invisible pixels weigh nothing
                 pnum[i] += 1.0
-                part[i, 0] += np.float64(linear_source(src, lut, 0, r, x))
-                part[i, 1] += np.float64(linear_source(src, lut, 1, r, x))
-                part[i, 2] += np.float64(linear_source(src, lut, 2, r, x))
+                part[i, 0] += np.float64(linear_source(src, lut, 0, 0, r, x))
+                part[i, 1] += np.float64(linear_source(src, lut, 0, 1, r, x))
+                part[i, 2] += np.float64(linear_source(src, lut, 0, 2, r, x))
     for j in range(m):
         i = seen[j]
         tot[i, 0] += part[i, 0]
@@ -102,7 +102,7 @@ def _labels_py(src, codes, first, slot_of, ranks, by_luma, thr, y0, out):  # pra
     """Labels of one band: rows ``y0 ..`` of ``out [H, W]`` (int64) from the bins of ``src``
     / ``codes`` (as in :func:`_bins_py`): the colour at the rank of the threshold map ``thr
     [16, 16]`` in the plan ``ranks [M, N]`` of the bin's slot ``slot_of[first[bin]]``."""
-    _, rows, w = src.shape
+    _, _, rows, w = src.shape
     for r in range(rows):
         y = y0 + r
         for x in range(w):
@@ -200,11 +200,11 @@ def pattern_dither_cpu(
         for k, y0 in enumerate(range(0, h, band)):
             y1 = min(h, y0 + band)
             if uint8:
-                _bins(rgb[i, :, y0:y1].numpy(), lut, no_codes, vis, y0, first, found, count,
-                      tot, num, part, pnum, mark, k)
+                _bins(rgb[i : i + 1, :, y0:y1].numpy(), lut, no_codes, vis, y0, first, found,
+                      count, tot, num, part, pnum, mark, k)
             else:
                 lin, codes = band_codes(i, y0, y1)
-                _bins(lin, lut, codes, vis, y0, first, found, count, tot, num, part, pnum,
+                _bins(lin[None], lut, codes, vis, y0, first, found, count, tot, num, part, pnum,
                       mark, k)
         n = int(count[0])
         occ = num[:n] > 0
@@ -222,11 +222,11 @@ def pattern_dither_cpu(
         for y0 in range(0, h, band):
             y1 = min(h, y0 + band)
             if uint8:
-                _labels(rgb[i, :, y0:y1].numpy(), no_codes, first, slot_of, ranks, luma_n[i],
-                        thr_n, y0, o)
+                _labels(rgb[i : i + 1, :, y0:y1].numpy(), no_codes, first, slot_of, ranks,
+                        luma_n[i], thr_n, y0, o)
             else:
                 lin, codes = band_codes(i, y0, y1)
-                _labels(lin, codes, first, slot_of, ranks, luma_n[i], thr_n, y0, o)
+                _labels(lin[None], codes, first, slot_of, ranks, luma_n[i], thr_n, y0, o)
 
     threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:
