@@ -2,14 +2,17 @@
 
 The wavefront form of :mod:`torchpalette._dither.fs` runs ``W + 2 H`` steps of small tensor
 ops; on the CPU their per-op overhead dominates, so here the plain sequential algorithm is
-compiled once (numba, cached on disk) and runs one image per thread with the GIL released.
-It computes what :func:`torchpalette._dither.fs.floyd_steinberg` computes, in the same order
-and the input's dtype, so the labels are the same (up to exact float ties).
+compiled once (numba, cached on disk) and runs on up to ``torch.get_num_threads()`` threads
+with the GIL released. It computes what :func:`torchpalette._dither.fs.floyd_steinberg`
+computes, in the same order and the input's dtype, so the labels are the same (up to exact
+float ties).
 
-A uint8 image is read as it is, through a 256-entry table of linear light (the values
-:func:`~torchpalette._dither.fs.to_linear` gives the wavefront); a float image is converted a
-band of rows at a time. The loop carries the errors it passes on in locals and one row of
-values plus received errors, so memory stays near the size of the labels.
+A pixel's step waits for its left neighbour's, so one image leaves most of the core idle;
+where a thread has two images or more, one call dithers two, their pixels taking turns, and
+the two chains overlap. A uint8 image is read as it is, through a 256-entry table of linear
+light (the values :func:`~torchpalette._dither.fs.to_linear` gives the wavefront); a float
+image is converted a band of rows at a time. The loop carries the errors it passes on and
+one row of values plus received errors, so memory stays near the size of the labels.
 
 numba is optional: :func:`available` says whether it imported; without it the caller uses
 the wavefront path.
