@@ -127,6 +127,30 @@ def test_compiled_cpu_loop_equals_wavefront_by_bands(monkeypatch, dtype):
     assert torch.equal(whole, floyd_steinberg(img, pal, "lab", 1.0, rmax, vis))
 
 
+@pytest.mark.skipif(not fs_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_compiled_cpu_lanes_equal_wavefront(monkeypatch, dtype):
+    """On one thread the compiled loop runs two images per call (lanes taking turns pixel by
+    pixel) and an odd one alone; each image keeps the wavefront's labels, whole or by bands."""
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:3, ::8, ::8]
+    photo = torch.stack([photo, photo.flip(-1).roll(9, 1), photo.flip(-2)])
+    img = photo if dtype == torch.uint8 else photo.to(dtype) / 255
+    pal = torch.stack([tp.palette(photo[i], 9).colors for i in range(3)]).float()
+    vis = torch.rand(3, *photo.shape[-2:], generator=torch.Generator().manual_seed(3)) > 0.1
+    rmax = error_bound(pal)
+    want = floyd_steinberg(img, pal, "lab", 1.0, rmax, vis)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.equal(fs_cpu.floyd_steinberg_cpu(img, pal, "lab", 1.0, rmax, vis), want)
+        monkeypatch.setattr(_policy, "DITHER_BAND", 5 * photo.shape[-1])  # bands of ~5 rows
+        assert torch.equal(fs_cpu.floyd_steinberg_cpu(img, pal, "lab", 1.0, rmax, vis), want)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.skipif(not ordered_cpu.available(), reason="numba is not installed")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("space", SPACES)
@@ -139,6 +163,30 @@ def test_compiled_ordered_plans_equal_tensor_path(monkeypatch, space, dtype):
     monkeypatch.setattr(ordered_cpu, "available", lambda: False)
     assert torch.equal(compiled, dither_labels(rgb, pal, "ordered", space, strength=0.8,
                                                visible=vis))
+
+
+@pytest.mark.skipif(not ordered_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_compiled_ordered_equals_tensor_path_by_bands(monkeypatch, dtype):
+    """The compiled bins (sparse, in order of appearance), plans and labels give the tensor
+    path's labels on photo-like data, whole or by bands of rows (whose partial sums add up in
+    the tensor path's order), with invisible pixels (their bins may hold no visible pixel)."""
+    from tests.conftest import SAMPLE
+
+    photo = tp.read_image(SAMPLE)[:3, ::5, ::5][None].expand(2, -1, -1, -1).flip(-1)
+    img = photo if dtype == torch.uint8 else photo.to(dtype) / 255
+    pal = tp.palette(photo[:1], 12).colors.to(torch.float64 if dtype == torch.float64
+                                               else torch.float32).expand(2, -1, -1).contiguous()
+    vis = torch.ones(2, *photo.shape[-2:], dtype=torch.bool)
+    vis[1, :, ::3] = False
+    vis[1, 5:9] = False
+    for band in (None, 7 * photo.shape[-1] * 2):  # whole, then bands of 7 rows
+        if band is not None:
+            monkeypatch.setattr(_policy, "DITHER_BAND", band)
+        compiled = dither_labels(img, pal, "ordered", "lab", visible=vis)
+        with monkeypatch.context() as mp:
+            mp.setattr(ordered_cpu, "available", lambda: False)
+            assert torch.equal(compiled, dither_labels(img, pal, "ordered", "lab", visible=vis))
 
 
 @pytest.mark.parametrize("method", METHODS)

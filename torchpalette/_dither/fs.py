@@ -85,10 +85,15 @@ def to_linear(rgb: Tensor, dtype: torch.dtype) -> Tensor:
     conversion both Floyd–Steinberg paths use, so they start from the same values)."""
     b, _, r, w = rgb.shape
     if rgb.dtype == torch.uint8:  # a table of the 256 values: the same numbers, no pow per pixel
-        lut = srgb_to_linear(torch.arange(256, dtype=dtype, device=rgb.device).div_(255.0)
-                             .expand(1, 3, 256))[0, 0]
-        return lut[rgb.long()]
+        return linear_table(dtype, rgb.device)[rgb.long()]
     return srgb_to_linear(rgb.to(dtype).reshape(b, 3, r * w)).view(b, 3, r, w)
+
+
+def linear_table(dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
+    """``[256]`` linear light of the 8-bit sRGB levels in ``dtype``: what :func:`to_linear`
+    gives a uint8 image (the compiled loops read it directly)."""
+    return srgb_to_linear(torch.arange(256, dtype=dtype, device=device).div_(255.0)
+                          .expand(1, 3, 256))[0, 0]
 
 
 def floyd_steinberg(

@@ -2,12 +2,17 @@
 
 The wavefront form of :mod:`torchpalette._dither.fs` runs ``W + 2 H`` steps of small tensor
 ops; on the CPU their per-op overhead dominates, so here the plain sequential algorithm is
-compiled once (numba, cached on disk) and runs one image per thread with the GIL released.
-It computes what :func:`torchpalette._dither.fs.floyd_steinberg` computes, in the same order
-and the input's dtype, so the labels are the same (up to exact float ties).
+compiled once (numba, cached on disk) and runs on up to ``torch.get_num_threads()`` threads
+with the GIL released. It computes what :func:`torchpalette._dither.fs.floyd_steinberg`
+computes, in the same order and the input's dtype, so the labels are the same (up to exact
+float ties).
 
-The image is converted to linear light a band of rows at a time and the loop carries only
-the row being dithered and the next one, so memory stays near the size of the labels.
+A pixel's step waits for its left neighbour's, so one image leaves most of the core idle;
+where a thread has two images or more, one call dithers two, their pixels taking turns, and
+the two chains overlap. A uint8 image is read as it is, through a 256-entry table of linear
+light (the values :func:`~torchpalette._dither.fs.to_linear` gives the wavefront); a float
+image is converted a band of rows at a time. The loop carries the errors it passes on and
+one row of values plus received errors, so memory stays near the size of the labels.
 
 numba is optional: :func:`available` says whether it imported; without it the caller uses
 the wavefront path.
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import _policy
-from .fs import to_linear
+from .fs import linear_table, to_linear
 from .space import Features, palette_coords, srgb_to_linear
 from .strength import pixel_strength
 
@@ -76,59 +81,100 @@ def _nearest_py(v0, v1, v2, mt, mat, cst, space, dist):  # pragma: no cover
 nearest_step = None if numba is None else numba.njit(inline="always", cache=True)(_nearest_py)
 
 
-def _kernel_py(lin, st, cur, out, y0, mt, q, mat, cst, space, last):  # pragma: no cover
-    """Dither the rows of one band of one image. ``lin [3, R, W]`` linear light (the last row
-    is only a look-ahead unless ``last``), ``st [R, W]`` the share of its error each pixel
-    passes on (:func:`~torchpalette._dither.strength.pixel_strength`), ``cur [W + 2, 3]``
-    value plus received error of the band's first row (updated in place for the next band),
-    ``out [H, W]`` int64 labels (rows ``y0 ..``), ``mt [4, K]`` folded palette (transposed, so
-    the K distances vectorize), ``q [K, 3]`` palette in linear light, ``mat [3, 3]`` linear
-    light -> the space's features, ``cst`` constants in the input's dtype
-    (:func:`constants`), ``space`` a code of :data:`SPACE_CODE`."""
-    _, r_all, w = lin.shape
-    k = mt.shape[1]
-    zero, one = cst[0], cst[1]
-    w7, w3, w5, w1, rmax2 = cst[10:15]
-    rows = r_all if last else r_all - 1
-    nxt = np.empty_like(cur)
-    dist = np.empty(k, dtype=lin.dtype)
-    for r in range(rows):
-        for x in range(w + 2):
+def linear_source(src, lut, lane, c, r, x):  # pragma: no cover
+    """Linear light of ``src[lane, c, r, x]``: through ``lut`` for uint8, as is for float."""
+    return src[lane, c, r, x]
+
+
+if numba is not None:
+    @numba.extending.overload(linear_source, inline="always")
+    def _source_overload(src, lut, lane, c, r, x):
+        if src.dtype == numba.types.uint8:
+            return lambda src, lut, lane, c, r, x: lut[src[lane, c, r, x]]
+        return lambda src, lut, lane, c, r, x: src[lane, c, r, x]
+
+
+def _kernel_py(src, lut, sth, buf, out, r0, r1, oy, first, mt, q, mat, cst,
+               space):  # pragma: no cover
+    """Dither rows ``r0 .. r1 - 1`` of ``L`` images (lanes) at once. Per lane ``l``:
+    ``src[l] [3, R, W]`` (uint8 sRGB read through ``lut [256]``, or linear light; row ``r1``
+    if present is the look-ahead), labels to ``out[l] [oy + r - r0, :]`` (int64), ``sth[l]
+    [r1 - r0, W]`` the share of its error each pixel passes on
+    (:func:`~torchpalette._dither.strength.pixel_strength`), ``buf[l] [W, 3]`` value
+    plus received error of row ``r0`` (set from ``src`` if ``first``; left holding row
+    ``r1``'s for the next band), ``mt[l] [4, K]`` folded palette (transposed, so the K
+    distances vectorize), ``q[l] [K, 3]`` palette in linear light, ``cst[l]`` constants in
+    the input's dtype (:func:`constants`); ``mat [3, 3]`` linear light -> the space's
+    features, ``space`` a code of :data:`SPACE_CODE`.
+
+    The lanes take turns pixel by pixel, so that their chains of dependent steps overlap in
+    the core. The errors a pixel passes on are carried in ``st[l]``: ``a`` (the right
+    neighbour's value plus received error), ``b`` and ``p`` (the row below's sums so far at
+    ``x + 1`` and ``x``); each position of the row below is written once, into ``buf`` just
+    behind the position being read, when its last share (3/16, from ``x + 1``) is in. The
+    shares add up in raster order, as in the wavefront."""
+    lanes, _, r_all, w = src.shape
+    k = mt.shape[2]
+    zero, one = cst[0, 0], cst[0, 1]
+    dist = np.empty(k, dtype=buf.dtype)
+    st = np.empty((lanes, 9), dtype=buf.dtype)
+    if first:
+        for lane in range(lanes):
+            for x in range(w):
+                for c in range(3):
+                    buf[lane, x, c] = linear_source(src, lut, lane, c, r0, x)
+    for r in range(r0, r1):
+        below = r + 1 < r_all
+        y = oy + r - r0
+        for lane in range(lanes):
             for c in range(3):
-                nxt[x, c] = lin[c, r + 1, x - 1] if 0 < x <= w and r + 1 < r_all else zero
+                st[lane, c] = buf[lane, 0, c]
+                st[lane, 3 + c] = linear_source(src, lut, lane, c, r + 1, 0) if below else zero
+                st[lane, 6 + c] = zero
         for x in range(w):
-            s0, s1, s2 = lin[0, r, x], lin[1, r, x], lin[2, r, x]
-            v0 = min(max(cur[x + 1, 0], zero), one)
-            v1 = min(max(cur[x + 1, 1], zero), one)
-            v2 = min(max(cur[x + 1, 2], zero), one)
-            d0, d1, d2 = v0 - s0, v1 - s1, v2 - s2
-            rr = d0 * d0 + d1 * d1 + d2 * d2
-            if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
-                sc = np.sqrt(rmax2 / rr)
-                v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
-            best = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
-            out[y0 + r, x] = best
-            sx = st[r, x]
-            e0 = (v0 - q[best, 0]) * sx
-            e1 = (v1 - q[best, 1]) * sx
-            e2 = (v2 - q[best, 2]) * sx
-            # below first, then right: the order in which raster order adds them
-            nxt[x, 0] += e0 * w3
-            nxt[x, 1] += e1 * w3
-            nxt[x, 2] += e2 * w3
-            nxt[x + 1, 0] += e0 * w5
-            nxt[x + 1, 1] += e1 * w5
-            nxt[x + 1, 2] += e2 * w5
-            nxt[x + 2, 0] += e0 * w1
-            nxt[x + 2, 1] += e1 * w1
-            nxt[x + 2, 2] += e2 * w1
-            cur[x + 2, 0] += e0 * w7
-            cur[x + 2, 1] += e1 * w7
-            cur[x + 2, 2] += e2 * w7
-        cur[:, :] = nxt
+            for lane in range(lanes):
+                w7, w3, w5, w1 = cst[lane, 10], cst[lane, 11], cst[lane, 12], cst[lane, 13]
+                rmax2 = cst[lane, 14]
+                s0 = linear_source(src, lut, lane, 0, r, x)
+                s1 = linear_source(src, lut, lane, 1, r, x)
+                s2 = linear_source(src, lut, lane, 2, r, x)
+                v0 = min(max(st[lane, 0], zero), one)
+                v1 = min(max(st[lane, 1], zero), one)
+                v2 = min(max(st[lane, 2], zero), one)
+                d0, d1, d2 = v0 - s0, v1 - s1, v2 - s2
+                rr = d0 * d0 + d1 * d1 + d2 * d2
+                if rr > rmax2:  # bound the received error: no far-off colour from a run of errors
+                    sc = np.sqrt(rmax2 / rr)
+                    v0, v1, v2 = s0 + d0 * sc, s1 + d1 * sc, s2 + d2 * sc
+                best = nearest_step(v0, v1, v2, mt[lane], mat, cst[lane], space, dist)
+                out[lane, y, x] = best
+                sx = sth[lane, r - r0, x]  # 0 for invisible pixels: adding zeros changes nothing
+                e0 = (v0 - q[lane, best, 0]) * sx
+                e1 = (v1 - q[lane, best, 1]) * sx
+                e2 = (v2 - q[lane, best, 2]) * sx
+                # below first (x - 1 is complete, x and x + 1 take their shares), then right
+                if x > 0:
+                    buf[lane, x - 1, 0] = st[lane, 6] + e0 * w3
+                    buf[lane, x - 1, 1] = st[lane, 7] + e1 * w3
+                    buf[lane, x - 1, 2] = st[lane, 8] + e2 * w3
+                st[lane, 6] = st[lane, 3] + e0 * w5
+                st[lane, 7] = st[lane, 4] + e1 * w5
+                st[lane, 8] = st[lane, 5] + e2 * w5
+                if x + 1 < w:
+                    n0 = linear_source(src, lut, lane, 0, r + 1, x + 1) if below else zero
+                    n1 = linear_source(src, lut, lane, 1, r + 1, x + 1) if below else zero
+                    n2 = linear_source(src, lut, lane, 2, r + 1, x + 1) if below else zero
+                    st[lane, 3], st[lane, 4], st[lane, 5] = n0 + e0 * w1, n1 + e1 * w1, n2 + e2 * w1
+                    st[lane, 0] = buf[lane, x + 1, 0] + e0 * w7
+                    st[lane, 1] = buf[lane, x + 1, 1] + e1 * w7
+                    st[lane, 2] = buf[lane, x + 1, 2] + e2 * w7
+        for lane in range(lanes):
+            for c in range(3):
+                buf[lane, w - 1, c] = st[lane, 6 + c]
 
 
-_kernel = None if numba is None else numba.njit(cache=True, nogil=True)(_kernel_py)
+_kernel = None if numba is None else numba.njit(cache=True, nogil=True, boundscheck=False,
+                                               error_model="numpy")(_kernel_py)
 
 
 def constants(dtype: torch.dtype, rmax: Tensor, strength: float) -> np.ndarray:
@@ -157,27 +203,32 @@ def floyd_steinberg_cpu(
     cst = constants(dtype, rmax, strength)
     out = torch.empty(b, h, w, dtype=torch.int64)
     band = max(2, _policy.DITHER_BAND // w)
-
-    def linear(i: int, y0: int, y1: int) -> Tensor:
-        return to_linear(rgb[i : i + 1, :, y0:y1], dtype)[0]
-
-    def one(i: int) -> None:
-        o = out[i].numpy()
-        cur = np.zeros((w + 2, 3), dtype=cst.dtype)
-        for y0 in range(0, h, band):
-            y1 = min(h, y0 + band)
-            lin = linear(i, y0, min(h, y1 + 1)).numpy()
-            if y0 == 0:
-                cur[1 : w + 1] = lin[:, 0].T
-            st = pixel_strength(rgb[i : i + 1], y0, y1, dtype, strength,
-                                None if visible is None else visible[i : i + 1])[0].numpy()
-            _kernel(lin, st, cur, o, y0, mt[i], q[i], mat, cst[i], SPACE_CODE[space], y1 == h)
+    lut = linear_table(dtype).numpy()
+    rgb = rgb.contiguous()
+    code = SPACE_CODE[space]
 
     threads = max(1, min(b, torch.get_num_threads()))
+    lanes = 2 if b >= 2 * threads else 1  # two images per call where there are enough
+
+    def run(i: int) -> None:  # images i .. i + lanes - 1
+        j = min(b, i + lanes)
+        o = out[i:j].numpy()
+        vis = None if visible is None else visible[i:j]
+        buf = np.empty((j - i, w, 3), dtype=cst.dtype)
+        args = (mt[i:j], q[i:j], mat, cst[i:j], code)
+        for y0 in range(0, h, band):  # by bands of rows
+            y1 = min(h, y0 + band)
+            sth = pixel_strength(rgb[i:j], y0, y1, dtype, strength, vis).numpy()
+            if rgb.dtype == torch.uint8:  # read as is, through the table: no copy of the image
+                _kernel(rgb[i:j].numpy(), lut, sth, buf, o, y0, y1, y0, y0 == 0, *args)
+            else:  # linear light (+ one look-ahead row)
+                lin = to_linear(rgb[i:j, :, y0 : min(h, y1 + 1)], dtype).numpy()
+                _kernel(lin, lut, sth, buf, o, 0, y1 - y0, y0, y0 == 0, *args)
+
     if threads == 1:
-        for i in range(b):
-            one(i)
+        for i in range(0, b, lanes):
+            run(i)
     else:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(b)))
+            list(pool.map(run, range(0, b, lanes)))
     return out

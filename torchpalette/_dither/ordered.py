@@ -35,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -93,24 +94,28 @@ def pattern_dither(
     by_luma = torch.sort(luma, dim=1, stable=True).indices  # [B, K] rank -> colour
     rank_of = torch.argsort(by_luma, dim=1)  # [B, K] colour -> rank
     band = max(1, min(h, _policy.DITHER_BAND // (b * w)))
+    scale = mult * strength
+    thr = threshold_map(rgb.device)
+    if rgb.device.type == "cpu" and ordered_cpu.available():
+
+        def band_codes(i: int, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+            part = rgb[i : i + 1, :, y0:y1]
+            return to_linear(part, pal.dtype)[0].numpy(), _codes(part)[0].numpy()
+
+        return ordered_cpu.pattern_dither_cpu(rgb, visible, band, band_codes, q_tab, feat, m,
+                                              rank_of, by_luma, thr, n_plan, scale, rmax)
     means, slot_of_bin = _bin_means(rgb, visible, pal.dtype, band)  # [B, M, 3], [B, nb]
     ramp = torch.arange(k, dtype=int_view(pal.dtype), device=rgb.device).view(1, k, 1)
     n = means.shape[1]
     # sorted plan ranks of every plan; int16 (K <= 32767) keeps a photo of distinct bins small
-    scale = mult * strength
-    if rgb.device.type == "cpu" and ordered_cpu.available():
-        ranks, first = ordered_cpu.plans_cpu(means, q_tab, feat, m, rank_of, n_plan, scale,
-                                             rmax)
-    else:
-        ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
-        first = torch.empty(b, n, dtype=torch.int64, device=rgb.device)
-        step = max(1, _CHUNK // max(1, b * k))
-        for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
-            plan = _plan(means[:, s : s + step], q_tab, feat, m, ramp, n_plan, scale, rmax)
-            plan_ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan)
-            ranks[:, s : s + step] = plan_ranks.sort(-1).values
-            first[:, s : s + step] = plan[..., 0]
-    thr = threshold_map(rgb.device)
+    ranks = torch.empty(b, n, n_plan, dtype=torch.int16, device=rgb.device)
+    nearest = torch.empty(b, n, dtype=torch.int64, device=rgb.device)  # first candidates
+    step = max(1, _CHUNK // max(1, b * k))
+    for s in range(0, n, step):  # chunks bound memory; each chunk covers every image
+        plan = _plan(means[:, s : s + step], q_tab, feat, m, ramp, n_plan, scale, rmax)
+        plan_ranks = rank_of.gather(1, plan.flatten(1)).view_as(plan)
+        ranks[:, s : s + step] = plan_ranks.sort(-1).values
+        nearest[:, s : s + step] = plan[..., 0]
     out = torch.empty(b, h, w, dtype=torch.int64, device=rgb.device)
     for y0 in range(0, h, band):  # labels, a band of rows at a time
         y1 = min(h, y0 + band)
@@ -121,8 +126,7 @@ def pattern_dither(
         lab = by_luma.gather(1, pick.long())
         # on edges (texture, outlines) the bin's nearest colour: no error carried across
         edge = edge_factor(rgb, y0, y1, pal.dtype, visible).reshape(b, -1) < EDGE_CUT
-        lab = torch.where(edge, first.gather(1, slot), lab)
-        out[:, y0:y1] = lab.view(b, y1 - y0, w)
+        out[:, y0:y1] = torch.where(edge, nearest.gather(1, slot), lab).view(b, y1 - y0, w)
     return out
 
 
