@@ -457,3 +457,28 @@ def test_less_dithering_on_edges_fewer_far_off_pixels(method, monkeypatch):
     src = img.float() / 255
     dithered, undithered = out.float() / 255, plain.float() / 255
     assert _blur_metric(src, dithered, 1) < 0.95 * _blur_metric(src, undithered, 1)
+
+
+@pytest.mark.skipif(not fs_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_compiled_strength_equals_tensor_strength(dtype):
+    """The compiled loops' per-pixel strength and edge factor are the tensor functions', bit
+    for bit, band by band, with hidden pixels (the two Floyd–Steinberg paths rely on it)."""
+    from torchpalette._dither.strength import edge_constants, edge_factor, pixel_strength
+
+    g = torch.Generator().manual_seed(12)
+    img = torch.randint(0, 256, (3, 23, 17), generator=g, dtype=torch.uint8)
+    img[:, 5:12] = 200  # flat rows next to noise
+    img = img if dtype == torch.uint8 else img.to(dtype) / 255
+    work = torch.float32 if dtype == torch.uint8 else dtype
+    vis = torch.rand(23, 17, generator=g) > 0.3
+    for v in (None, vis):
+        for y0, y1 in ((0, 23), (0, 7), (7, 15), (15, 23)):
+            ce = edge_constants(img, work, 0.7).numpy()
+            nv = np.zeros((0, 0), np.bool_) if v is None else v.numpy()
+            vv = None if v is None else v[None]
+            got = fs_cpu.strength_cpu(img.numpy(), nv, y0, y1, work, ce)
+            assert torch.equal(torch.from_numpy(got),
+                               pixel_strength(img[None], y0, y1, work, 0.7, vv)[0])
+            got = fs_cpu.strength_cpu(img.numpy(), nv, y0, y1, work, ce, factor_only=True)
+            assert torch.equal(torch.from_numpy(got), edge_factor(img[None], y0, y1, work, vv)[0])

@@ -29,7 +29,7 @@ from torch import Tensor
 from .. import _policy
 from .fs import linear_table, to_linear
 from .space import Features, palette_coords, srgb_to_linear
-from .strength import pixel_strength
+from .strength import edge_constants, luma_weights
 
 try:  # optional: the torch wavefront path serves where numba is missing
     import numba
@@ -205,7 +205,10 @@ def floyd_steinberg_cpu(
     band = max(2, _policy.DITHER_BAND // w)
     lut = linear_table(dtype).numpy()
     rgb = rgb.contiguous()
+    img = rgb.numpy()
     code = SPACE_CODE[space]
+    ce = edge_constants(rgb, dtype, strength).numpy()
+    no_vis = np.zeros((0, 0), np.bool_)
 
     threads = max(1, min(b, torch.get_num_threads()))
     lanes = 2 if b >= 2 * threads else 1  # two images per call where there are enough
@@ -213,12 +216,13 @@ def floyd_steinberg_cpu(
     def run(i: int) -> None:  # images i .. i + lanes - 1
         j = min(b, i + lanes)
         o = out[i:j].numpy()
-        vis = None if visible is None else visible[i:j]
+        vis = None if visible is None else visible[i:j].numpy()
         buf = np.empty((j - i, w, 3), dtype=cst.dtype)
         args = (mt[i:j], q[i:j], mat, cst[i:j], code)
         for y0 in range(0, h, band):  # by bands of rows
             y1 = min(h, y0 + band)
-            sth = pixel_strength(rgb[i:j], y0, y1, dtype, strength, vis).numpy()
+            sth = np.stack([strength_cpu(img[n], no_vis if vis is None else vis[n - i], y0, y1,
+                                         dtype, ce) for n in range(i, j)])
             if rgb.dtype == torch.uint8:  # read as is, through the table: no copy of the image
                 _kernel(rgb[i:j].numpy(), lut, sth, buf, o, y0, y1, y0, y0 == 0, *args)
             else:  # linear light (+ one look-ahead row)
@@ -231,4 +235,91 @@ def floyd_steinberg_cpu(
     else:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, range(0, b, lanes)))
+    return out
+
+
+def luma(src, lw, y, x):  # pragma: no cover
+    """Luma of pixel ``(x, y)`` of one image ``src [3, H, W]`` as
+    :func:`~torchpalette._dither.strength.edge_factor` computes it: float sRGB with the
+    weights ``lw [3]`` (in its order of operations), uint8 in exact integers."""
+    return src[0, y, x] * lw[0] + src[1, y, x] * lw[1] + src[2, y, x] * lw[2]
+
+
+if numba is not None:
+    @numba.extending.overload(luma, inline="always")
+    def _luma_overload(src, lw, y, x):
+        if src.dtype == numba.types.uint8:
+            return lambda src, lw, y, x: (np.int64(src[0, y, x]) * 2126
+                                          + np.int64(src[1, y, x]) * 7152
+                                          + np.int64(src[2, y, x]) * 722)
+        return lambda src, lw, y, x: src[0, y, x] * lw[0] + src[1, y, x] * lw[1] + (
+            src[2, y, x] * lw[2])
+
+
+def _strength_py(src, vis, lw, ce, y0, y1, hi, lo, tmp, out, factor_only):  # pragma: no cover
+    """:func:`~torchpalette._dither.strength.pixel_strength` (``factor_only``: the edge factor
+    alone) of rows ``y0 .. y1 - 1`` of ``src [3, H, W]`` (uint8 or float sRGB) into ``out
+    [y1 - y0, W]``, bit for bit: ``vis [H, W]`` bool (empty: all visible), ``lw`` the luma
+    weights, ``ce`` :func:`~torchpalette._dither.strength.edge_constants`; ``hi``, ``lo``
+    ``[2, rows + 2, W]`` (int64 for uint8, else the dtype; ``rows`` the band and its
+    neighbour rows) and ``tmp [1]`` (the dtype) are scratch. The 3x3 maximum and minimum are
+    two passes (along rows, then across), hidden pixels never winning."""
+    _, h, w = src.shape
+    unit, low, span, floor, strength, one, zero = ce[0], ce[1], ce[2], ce[3], ce[4], ce[5], ce[6]
+    all_vis = vis.shape[0] == 0
+    a, z = max(0, y0 - 1), min(h, y1 + 1)
+    for y in range(a, z):
+        for x in range(w):
+            v = luma(src, lw, y, x)
+            hidden = not (all_vis or vis[y, x])
+            hi[0, y - a, x] = hi[1, 0, 0] if hidden else v  # hi[1, 0, 0]: the "none" value
+            lo[0, y - a, x] = lo[1, 0, 0] if hidden else v
+        for x in range(w):  # along the row, into plane 1 from row 1 on
+            m0, n0 = hi[0, y - a, x], lo[0, y - a, x]
+            if x > 0:
+                m0, n0 = max(m0, hi[0, y - a, x - 1]), min(n0, lo[0, y - a, x - 1])
+            if x + 1 < w:
+                m0, n0 = max(m0, hi[0, y - a, x + 1]), min(n0, lo[0, y - a, x + 1])
+            hi[1, y - a + 1, x], lo[1, y - a + 1, x] = m0, n0
+    none = hi[1, 0, 0]
+    for y in range(y0, y1):
+        r = y - a + 1
+        for x in range(w):
+            m0, n0 = hi[1, r, x], lo[1, r, x]
+            if y > a:
+                m0, n0 = max(m0, hi[1, r - 1, x]), min(n0, lo[1, r - 1, x])
+            if y + 1 < z:
+                m0, n0 = max(m0, hi[1, r + 1, x]), min(n0, lo[1, r + 1, x])
+            if m0 == none:  # no visible pixel around
+                f = one
+            else:
+                tmp[0] = m0 - n0  # the range in the dtype (rounded as torch's .to)
+                f = one - (tmp[0] * unit - low) / span
+                f = min(max(f, floor), one)
+            if not factor_only:
+                f = f * strength
+                if not (all_vis or vis[y, x]):
+                    f = zero
+            out[y - y0, x] = f
+
+
+_strength = None if numba is None else numba.njit(cache=True, nogil=True, boundscheck=False,
+                                                  error_model="numpy")(_strength_py)
+
+
+def strength_cpu(rgb: np.ndarray, vis: np.ndarray, y0: int, y1: int, dtype: torch.dtype,
+                 ce: np.ndarray, factor_only: bool = False) -> np.ndarray:
+    """The per-pixel strength (or edge factor) of rows ``y0:y1`` of one image ``rgb [3, H,
+    W]`` (numpy uint8 or float sRGB), ``vis [H, W]`` bool (empty: all visible) -> ``[y1 - y0,
+    W]`` numpy of ``dtype``, equal to :mod:`torchpalette._dither.strength`'s."""
+    nd = np.float32 if dtype == torch.float32 else np.float64
+    rows = min(rgb.shape[1], y1 + 1) - max(0, y0 - 1)
+    kind = np.int64 if rgb.dtype == np.uint8 else nd
+    hi = np.empty((2, rows + 2, rgb.shape[2]), kind)
+    lo = np.empty_like(hi)
+    big = np.iinfo(np.int64).max // 4 if kind == np.int64 else np.inf
+    hi[1, 0, 0], lo[1, 0, 0] = -big, big  # what a hidden pixel holds
+    out = np.empty((y1 - y0, rgb.shape[2]), nd)
+    lw = luma_weights(dtype).numpy()
+    _strength(rgb, vis, lw, ce, y0, y1, hi, lo, np.empty(1, nd), out, factor_only)
     return out

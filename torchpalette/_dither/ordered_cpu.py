@@ -29,9 +29,17 @@ import torch
 from torch import Tensor
 
 from .fs import linear_table
-from .fs_cpu import SPACE_CODE, available, constants, linear_source, nearest_step, numba
+from .fs_cpu import (
+    SPACE_CODE,
+    available,
+    constants,
+    linear_source,
+    nearest_step,
+    numba,
+    strength_cpu,
+)
 from .space import Features
-from .strength import EDGE_CUT, edge_factor
+from .strength import EDGE_CUT, edge_constants
 
 __all__ = ["available", "pattern_dither_cpu"]
 
@@ -197,6 +205,8 @@ def pattern_dither_cpu(
     uint8 = rgb.dtype == torch.uint8
     rgb = rgb.contiguous()
     vis_all = np.zeros((0, 0), np.bool_) if visible is None else visible.contiguous().numpy()
+    img = rgb.numpy()
+    ce = edge_constants(rgb, dtype, 1.0).numpy()
     no_codes = np.zeros((0, 0), np.int64)
     cap = min(_NBINS, h * w)
 
@@ -233,9 +243,7 @@ def pattern_dither_cpu(
         o = out[i].numpy()
         for y0 in range(0, h, band):
             y1 = min(h, y0 + band)
-            edge = (edge_factor(rgb[i : i + 1], y0, y1, dtype,
-                                None if visible is None else visible[i : i + 1])[0]
-                    < EDGE_CUT).numpy()
+            edge = strength_cpu(img[i], vis, y0, y1, dtype, ce, factor_only=True) < EDGE_CUT
             if uint8:
                 _labels(rgb[i : i + 1, :, y0:y1].numpy(), no_codes, first, slot_of, ranks,
                         nearest, edge, luma_n[i], thr_n, y0, o)
