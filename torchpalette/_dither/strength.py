@@ -42,7 +42,7 @@ def edge_factor(
     if rgb.dtype == torch.uint8:  # exact integer luma, 10000 x 255 units (no float pass)
         x = rgb[:, :, a:z].to(torch.int32)
         lum = x[:, 0] * _LUMA_INT[0] + x[:, 1] * _LUMA_INT[1] + x[:, 2] * _LUMA_INT[2]
-        unit, floor = 100.0 / (255.0 * 10000.0), -(1 << 30)
+        unit, floor = 100.0 / (255.0 * 10000.0), float(-(1 << 30))
     else:
         x = rgb[:, :, a:z].to(dtype)
         lum = x[:, 0] * _LUMA[0] + x[:, 1] * _LUMA[1] + x[:, 2] * _LUMA[2]
