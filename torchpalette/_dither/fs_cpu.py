@@ -12,7 +12,10 @@ where a thread has two images or more, one call dithers two, their pixels taking
 the two chains overlap. A uint8 image is read as it is, through a 256-entry table of linear
 light (the values :func:`~torchpalette._dither.fs.to_linear` gives the wavefront); a float
 image is converted a band of rows at a time. The loop carries the errors it passes on and
-one row of values plus received errors, so memory stays near the size of the labels.
+one row of values plus received errors, so memory stays near the size of the labels. Each
+pixel passes on its error times its strength
+(:func:`~torchpalette._dither.strength.pixel_strength`), computed a band at a time by the
+compiled :func:`strength_cpu`, equal bit for bit to the tensor function the wavefront uses.
 
 numba is optional: :func:`available` says whether it imported; without it the caller uses
 the wavefront path.
