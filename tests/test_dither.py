@@ -170,10 +170,13 @@ def test_compiled_ordered_plans_equal_tensor_path(monkeypatch, space, dtype):
 def test_compiled_ordered_equals_tensor_path_by_bands(monkeypatch, dtype):
     """The compiled bins (sparse, in order of appearance), plans and labels give the tensor
     path's labels on photo-like data, whole or by bands of rows (whose partial sums add up in
-    the tensor path's order), with invisible pixels (their bins may hold no visible pixel)."""
+    the tensor path's order), with invisible pixels (their bins may hold no visible pixel),
+    edges (bins whose pixels all take the first candidate: their plans are cut short) and a
+    smooth ramp (whole plans)."""
     from tests.conftest import SAMPLE
 
-    photo = tp.read_image(SAMPLE)[:3, ::5, ::5][None].expand(2, -1, -1, -1).flip(-1)
+    photo = tp.read_image(SAMPLE)[:3, ::5, ::5][None].expand(2, -1, -1, -1).flip(-1).clone()
+    photo[..., 40:60, 30:70] = torch.linspace(90, 160, 40).round().to(torch.uint8)  # smooth
     img = photo if dtype == torch.uint8 else photo.to(dtype) / 255
     pal = tp.palette(photo[:1], 12).colors.to(torch.float64 if dtype == torch.float64
                                                else torch.float32).expand(2, -1, -1).contiguous()

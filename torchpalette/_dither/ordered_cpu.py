@@ -125,23 +125,42 @@ def _labels_py(src, codes, first, slot_of, ranks, nearest, edge, by_luma, thr, y
                 out[y, x] = by_luma[ranks[s, thr[y & 15, x & 15]]]
 
 
-def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out,
-              nearest):  # pragma: no cover
+def _need_py(src, codes, first, edge, need):  # pragma: no cover
+    """Mark ``need[entry]`` for the bins of ``src`` / ``codes`` (one band, as in
+    :func:`_bins_py`) that hold a pixel off the edges (``edge [R, W]`` False): only those read
+    more of their plan than its first candidate."""
+    _, _, rows, w = src.shape
+    for r in range(rows):
+        for x in range(w):
+            if not edge[r, x]:
+                need[first[_code_py(src, codes, r, x)]] = True
+
+
+def _plans_py(lin, mt, q, mat, cst, space, scale, rmax, rank_of, out, nearest, todo,
+              rest):  # pragma: no cover
     """Plans of bins ``lin [M, 3]`` (linear light) -> sorted palette ranks ``out [M, N]`` and
     the first candidate (the colour nearest to the bin's mean) ``nearest [M]`` (int64):
     candidate ``i`` is the colour nearest to ``lin + off`` with ``off = scale * sum_{j<i}
     (lin - candidate_j)`` pulled back to length ``rmax``. ``mt``, ``q``, ``mat``, ``cst`` and
-    ``space`` as in :func:`torchpalette._dither.fs_cpu._kernel_py`. :data:`_LANES` bins are
-    built step by step together: their chains of dependent searches overlap in the core."""
+    ``space`` as in :func:`torchpalette._dither.fs_cpu._kernel_py`. Only the bins ``todo``
+    get whole plans; the bins ``rest`` (all their pixels on edges) only their first candidate
+    (the rows of ``out`` left unset are never read). :data:`_LANES` bins are built step by
+    step together: their chains of dependent searches overlap in the core."""
     m, n_plan = out.shape
     k = mt.shape[1]
     zero, one = cst[0], cst[1]
     dist = np.empty(k, dtype=lin.dtype)
+    for r in rest:  # the first step of a plan: no error yet
+        v0 = min(max(lin[r, 0] + zero, zero), one)
+        v1 = min(max(lin[r, 1] + zero, zero), one)
+        v2 = min(max(lin[r, 2] + zero, zero), one)
+        nearest[r] = nearest_step(v0, v1, v2, mt, mat, cst, space, dist)
     err = np.empty((_LANES, 3), dtype=lin.dtype)
     rows = np.empty(_LANES, dtype=np.int64)
-    for i in range(0, m, _LANES):
+    nt = todo.shape[0]
+    for i in range(0, nt, _LANES):
         for a in range(_LANES):
-            rows[a] = min(i + a, m - 1)  # past the end: the last bin again (same result)
+            rows[a] = todo[min(i + a, nt - 1)]  # past the end: the last bin again (same result)
             err[a, 0] = err[a, 1] = err[a, 2] = zero
         for s in range(n_plan):
             for a in range(_LANES):
@@ -178,6 +197,7 @@ _jit = None if numba is None else numba.njit(cache=True, nogil=True, boundscheck
 _plans = None if _jit is None else _jit(_plans_py)
 _bins = None if _jit is None else _jit(_bins_py)
 _labels = None if _jit is None else _jit(_labels_py)
+_need = None if _jit is None else _jit(_need_py)
 
 
 def pattern_dither_cpu(
@@ -218,15 +238,18 @@ def pattern_dither_cpu(
         num, pnum = np.empty(cap), np.empty(cap)
         mark = np.empty(cap, dtype=np.int64)
         count = np.zeros(1, dtype=np.int64)
+        edge = np.empty((h, w), dtype=np.bool_)  # pixels that take their bin's nearest colour
+        need = np.zeros(cap, dtype=np.bool_)
         for k, y0 in enumerate(range(0, h, band)):
             y1 = min(h, y0 + band)
+            edge[y0:y1] = strength_cpu(img[i], vis, y0, y1, dtype, ce, factor_only=True) < EDGE_CUT
             if uint8:
-                _bins(rgb[i : i + 1, :, y0:y1].numpy(), lut, no_codes, vis, y0, first, found,
-                      count, tot, num, part, pnum, mark, k)
+                src, codes = rgb[i : i + 1, :, y0:y1].numpy(), no_codes
             else:
                 lin, codes = band_codes(i, y0, y1)
-                _bins(lin[None], lut, codes, vis, y0, first, found, count, tot, num, part, pnum,
-                      mark, k)
+                src = lin[None]
+            _bins(src, lut, codes, vis, y0, first, found, count, tot, num, part, pnum, mark, k)
+            _need(src, codes, first, edge[y0:y1], need)
         n = int(count[0])
         occ = num[:n] > 0
         order = np.sort(found[:n][occ])  # the occupied bins in bin order: their slots
@@ -238,19 +261,21 @@ def pattern_dither_cpu(
             means[:] = tot[sel] / num[sel][:, None]
         ranks = np.empty((means.shape[0], n_plan), dtype=np.int16)
         nearest = np.empty(means.shape[0], dtype=np.int64)
+        whole = np.zeros(means.shape[0], dtype=np.bool_)  # plans read past their first entry
+        whole[slot_of[np.flatnonzero(need[:n])]] = True
         _plans(means, mt[i], qn[i], mat, cst[i], SPACE_CODE[feat.space], cst.dtype.type(scale),
-               rmax_t[i], rank_n[i], ranks, nearest)
+               rmax_t[i], rank_n[i], ranks, nearest, np.flatnonzero(whole),
+               np.flatnonzero(~whole))
         o = out[i].numpy()
         for y0 in range(0, h, band):
             y1 = min(h, y0 + band)
-            edge = strength_cpu(img[i], vis, y0, y1, dtype, ce, factor_only=True) < EDGE_CUT
             if uint8:
                 _labels(rgb[i : i + 1, :, y0:y1].numpy(), no_codes, first, slot_of, ranks,
-                        nearest, edge, luma_n[i], thr_n, y0, o)
+                        nearest, edge[y0:y1], luma_n[i], thr_n, y0, o)
             else:
                 lin, codes = band_codes(i, y0, y1)
-                _labels(lin[None], codes, first, slot_of, ranks, nearest, edge, luma_n[i],
-                        thr_n, y0, o)
+                _labels(lin[None], codes, first, slot_of, ranks, nearest, edge[y0:y1],
+                        luma_n[i], thr_n, y0, o)
 
     threads = max(1, min(b, torch.get_num_threads()))
     if threads == 1:
