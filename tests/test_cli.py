@@ -124,6 +124,32 @@ def test_python_m_entry_point(capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["delta_e"] == pytest.approx(100.0, abs=1e-3)
 
 
+def test_a_torchrun_rank_leaves_through_os_exit(capsys, monkeypatch):
+    """Launched as a torchrun rank, the command flushes and leaves with ``os._exit`` (no
+    interpreter teardown, where gloo can abort a finished rank); otherwise ``sys.exit``."""
+    from torchpalette.cli import commands
+
+    argv = ["torchpalette", "delta-e", "#000000", "#ffffff", "--method", "cie76"]
+    monkeypatch.setattr(sys, "argv", argv)
+    left = []
+
+    def fake_exit(code):
+        left.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(commands.os, "_exit", fake_exit)
+    with pytest.raises(SystemExit):
+        commands.run()
+    assert left == []  # not a rank: sys.exit
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"),
+                        ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        commands.run()
+    assert left == [0]
+    assert "100" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_usage_error(capsys, photo):
     code, _, err = run(capsys, "palette", photo, "--device", "cuda")

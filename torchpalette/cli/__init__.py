@@ -20,6 +20,6 @@
 The library never imports this package.
 """
 
-from .commands import main
+from .commands import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 import warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -276,3 +278,18 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run() -> NoReturn:
+    """The ``torchpalette`` console command and ``python -m torchpalette``: exit with
+    :func:`main`'s status. A rank started by ``torchrun`` leaves through ``os._exit`` once its
+    output is flushed (its files are closed and its process group destroyed by then): the
+    interpreter's teardown can abort a finished gloo rank (SIGABRT, "terminate called without
+    an active exception", when gloo's threads release tensors during finalization), which
+    would turn a complete run into a failed one."""
+    code = main()
+    if _rank_in_env() is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
