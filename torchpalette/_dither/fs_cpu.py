@@ -32,7 +32,7 @@ from torch import Tensor
 from .. import _policy
 from .fs import linear_table, to_linear
 from .space import Features, palette_coords, srgb_to_linear
-from .strength import edge_constants, luma_weights
+from .strength import LUMA_INT, edge_constants, luma_weights
 
 try:  # optional: the torch wavefront path serves where numba is missing
     import numba
@@ -180,11 +180,12 @@ _kernel = None if numba is None else numba.njit(cache=True, nogil=True, boundsch
                                                error_model="numpy")(_kernel_py)
 
 
-def constants(dtype: torch.dtype, rmax: Tensor, strength: float) -> np.ndarray:
-    """The loop's constants ``[B, 16]`` in the input's dtype (so float32 stays float32, as in
-    the wavefront); ``rmax [B]`` the error bound of each image."""
+def constants(dtype: torch.dtype, rmax: Tensor) -> np.ndarray:
+    """The loop's constants ``[B, 15]`` in the input's dtype (so float32 stays float32, as in
+    the wavefront); ``rmax [B]`` the error bound of each image (the strength is per pixel:
+    :func:`strength_cpu`)."""
     vals = (0.0, 1.0, 0.008856, 7.787, 1.0 / 3.0, 0.0031308, 1.0 / 2.4, 1.055, 0.055, 12.92,
-            7 / 16, 3 / 16, 5 / 16, 1 / 16, 0.0, strength)
+            7 / 16, 3 / 16, 5 / 16, 1 / 16, 0.0)
     cst = torch.tensor(vals, dtype=dtype).repeat(rmax.shape[0], 1)
     cst[:, 14] = rmax.to(dtype) * rmax.to(dtype)  # squared in the dtype, as the wavefront
     return cst.numpy()
@@ -203,7 +204,7 @@ def floyd_steinberg_cpu(
     mt = feat.fold(palette_coords(pal, space)).transpose(1, 2).contiguous().numpy()
     q = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2).contiguous().numpy()
     mat = feat.m.contiguous().numpy()
-    cst = constants(dtype, rmax, strength)
+    cst = constants(dtype, rmax)
     out = torch.empty(b, h, w, dtype=torch.int64)
     band = max(2, _policy.DITHER_BAND // w)
     lut = linear_table(dtype).numpy()
@@ -252,9 +253,10 @@ if numba is not None:
     @numba.extending.overload(luma, inline="always")
     def _luma_overload(src, lw, y, x):
         if src.dtype == numba.types.uint8:
-            return lambda src, lw, y, x: (np.int64(src[0, y, x]) * 2126
-                                          + np.int64(src[1, y, x]) * 7152
-                                          + np.int64(src[2, y, x]) * 722)
+            w0, w1, w2 = LUMA_INT
+            return lambda src, lw, y, x: (np.int64(src[0, y, x]) * w0
+                                          + np.int64(src[1, y, x]) * w1
+                                          + np.int64(src[2, y, x]) * w2)
         return lambda src, lw, y, x: src[0, y, x] * lw[0] + src[1, y, x] * lw[1] + (
             src[2, y, x] * lw[2])
 

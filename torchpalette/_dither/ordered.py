@@ -43,6 +43,7 @@ from .. import _policy
 from . import ordered_cpu
 from .fs import to_linear
 from .space import (
+    LUMA,
     Features,
     first_argmin,
     int_view,
@@ -57,7 +58,6 @@ ERROR_MULT = 1.0  # weight of the accumulated error in each candidate's target
 BIN_BITS = 6  # plans per colour bin of 4 sRGB levels, for the mean colour of its pixels
 _CHUNK = 1 << 22  # most pixel-colour distances alive at once (16 MiB of float32)
 _GROUP = 16  # images whose colour bins are summed at once
-_LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 luminance of linear sRGB
 _LATIN = ((0, 2, 1, 3), (3, 1, 2, 0), (1, 3, 0, 2), (2, 0, 3, 1))  # rows and columns: 0..3
 
 
@@ -90,7 +90,7 @@ def pattern_dither(
     m = feat.fold(palette_coords(pal, space))
     q_tab = srgb_to_linear(pal.transpose(1, 2)).transpose(1, 2).contiguous()  # [B, K, 3]
     # luminance order of the colours: ties (equal luminance) by index, so ranks are unique
-    luma = q_tab @ torch.tensor(_LUMA, dtype=q_tab.dtype, device=q_tab.device)  # [B, K]
+    luma = q_tab @ torch.tensor(LUMA, dtype=q_tab.dtype, device=q_tab.device)  # [B, K]
     by_luma = torch.sort(luma, dim=1, stable=True).indices  # [B, K] rank -> colour
     rank_of = torch.argsort(by_luma, dim=1)  # [B, K] colour -> rank
     band = max(1, min(h, _policy.DITHER_BAND // (b * w)))

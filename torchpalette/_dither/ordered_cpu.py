@@ -215,7 +215,7 @@ def pattern_dither_cpu(
     b, _, h, w = rgb.shape
     dtype = q.dtype
     out = torch.empty(b, h, w, dtype=torch.int64)
-    cst = constants(dtype, rmax, 1.0)
+    cst = constants(dtype, rmax)
     mt = m.transpose(1, 2).contiguous().numpy()
     mat = feat.m.contiguous().numpy()
     qn, rank_n, luma_n = q.contiguous().numpy(), rank_of.contiguous().numpy(), by_luma.numpy()

@@ -33,6 +33,9 @@ from .._spaces import SRGB_TO_XYZ as _SRGB_TO_XYZ
 _LAB_C = (-16.0, 0.0, 0.0)
 _GTHR = 0.0031308  # sRGB transfer function: its linear toe
 _IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+#: Rec. 709 luma weights of R, G, B: luminance of linear light (the ordered dither's colour
+#: order) and luma of the sRGB values (the edge factor).
+LUMA = (0.2126, 0.7152, 0.0722)
 
 
 def _t(m: tuple | float, like: Tensor) -> Tensor:

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .space import LUMA
+
 EDGE_LOW = 4.0  # 3x3 luma range (0..100) up to which a pixel dithers at full strength
 EDGE_HIGH = 16.0  # ... and from which at EDGE_FLOOR
 EDGE_FLOOR = 0.2
 EDGE_CUT = 0.5  # the ordered dither: a pixel below this factor takes its nearest colour
-_LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 weights, applied to the sRGB values
-_LUMA_INT = (2126, 7152, 722)  # the same, x 10000, for uint8 images
+LUMA_INT = tuple(round(w * 10000) for w in LUMA)  # the luma weights x 10000, for uint8 images
 
 
 def edge_factor(
@@ -46,11 +47,11 @@ def edge_factor(
     a, z = max(0, y0 - 1), min(h, y1 + 1)
     if rgb.dtype == torch.uint8:  # exact integer luma, 10000 x 255 units (no float pass)
         x = rgb[:, :, a:z].to(torch.int32)
-        lum = x[:, 0] * _LUMA_INT[0] + x[:, 1] * _LUMA_INT[1] + x[:, 2] * _LUMA_INT[2]
+        lum = x[:, 0] * LUMA_INT[0] + x[:, 1] * LUMA_INT[1] + x[:, 2] * LUMA_INT[2]
         unit, floor = 100.0 / (255.0 * 10000.0), float(-(1 << 30))
     else:
         x = rgb[:, :, a:z].to(dtype)
-        lum = x[:, 0] * _LUMA[0] + x[:, 1] * _LUMA[1] + x[:, 2] * _LUMA[2]
+        lum = x[:, 0] * LUMA[0] + x[:, 1] * LUMA[1] + x[:, 2] * LUMA[2]
         unit, floor = 100.0, float("-inf")
     hi, lo = lum, -lum
     if visible is not None:  # hidden pixels never win a max
@@ -81,7 +82,7 @@ def edge_constants(rgb: Tensor, dtype: torch.dtype, strength: float) -> Tensor:
 
 def luma_weights(dtype: torch.dtype) -> Tensor:
     """The luma weights ``[3]`` in ``dtype`` (float images; uint8 ones use integers)."""
-    return torch.tensor(_LUMA, dtype=dtype)
+    return torch.tensor(LUMA, dtype=dtype)
 
 
 def pixel_strength(
